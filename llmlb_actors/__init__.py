@@ -1,0 +1,61 @@
+"""llmlb_actors: load-balance LLM API calls with a trio actor system.
+
+The public surface is re-exported here; everything else lives in private
+``_modules``. ``llmlb_actors.sim`` (the loopback simulator) and
+``llmlb_actors.strategies`` are public submodules.
+"""
+
+from ._balancer import Balancer as Balancer
+from ._balancer import open_balancer as open_balancer
+from ._config import BalancerConfig as BalancerConfig
+from ._config import ProviderConfig as ProviderConfig
+from ._errors import ConfigError as ConfigError
+from ._errors import LLMError as LLMError
+from ._errors import LLMLBError as LLMLBError
+from ._errors import LoadBalancerError as LoadBalancerError
+from ._errors import OverloadedError as OverloadedError
+from ._errors import StrategyError as StrategyError
+from ._models import LLMRequest as LLMRequest
+from ._models import LLMResponse as LLMResponse
+from ._models import Message as Message
+from ._models import StreamChunk as StreamChunk
+from ._models import Usage as Usage
+from ._state import ProviderState as ProviderState
+from ._stats import BalancerTotals as BalancerTotals
+from ._stats import ProviderStats as ProviderStats
+from ._version import __version__ as __version__
+from .providers._base import BaseProvider as BaseProvider
+
+__all__ = [
+    "Balancer",
+    "BalancerConfig",
+    "BalancerTotals",
+    "BaseProvider",
+    "ConfigError",
+    "LLMError",
+    "LLMLBError",
+    "LLMRequest",
+    "LLMResponse",
+    "LoadBalancerError",
+    "Message",
+    "OverloadedError",
+    "ProviderConfig",
+    "ProviderState",
+    "ProviderStats",
+    "StrategyError",
+    "StreamChunk",
+    "Usage",
+    "__version__",
+]
+
+
+def _fixup_module_metadata() -> None:
+    # Tracebacks and reprs show llmlb_actors.LLMError, not llmlb_actors._errors.LLMError.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("llmlb_actors."):
+            obj.__module__ = __name__
+
+
+_fixup_module_metadata()
+del _fixup_module_metadata

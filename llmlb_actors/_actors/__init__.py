@@ -1,0 +1,1 @@
+"""The actors: provider actors, the dispatcher and the supervisor. Strictly private."""

@@ -1,0 +1,135 @@
+"""The dispatcher actor: the only owner of strategy state; it decides where each attempt goes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import LoadBalancerError, StrategyError
+from ._call import Call
+
+if TYPE_CHECKING:
+    from ..strategies import Strategy
+    from .provider import ProviderActor
+
+__all__ = ["Dispatcher"]
+
+
+class _Saturated:
+    """Every candidate's mailbox is full: wait for room."""
+
+
+_SATURATED = _Saturated()
+
+
+class Dispatcher:
+    """Receives calls from callers and forwards each to one provider's mailbox.
+
+    Candidates for an attempt are the providers in rotation that can take it
+    (streaming-capable for streams, under their per-provider attempt cap),
+    preferring ones this request has not tried yet; among those, the healthy
+    ones (circuit available, no Retry-After pending) with mailbox room. When
+    none is healthy, the least recently failed one is tried rather than failing
+    without trying. When all have full mailboxes, the dispatcher stops
+    receiving until a worker frees room: callers then wait on the bounded
+    dispatcher mailbox (backpressure). Strictly private.
+    """
+
+    def __init__(self, strategy: Strategy, queue_size: int) -> None:
+        self.strategy = strategy
+        self.send, self._recv = trio.open_memory_channel[Call](queue_size)
+        self.rotation: list[ProviderActor] = []
+        self._capacity = trio.Event()
+        self._waiting = False
+
+    def set_rotation(self, actors: list[ProviderActor]) -> None:
+        """The supervisor's current providers in rotation, in config order."""
+        self.rotation = actors
+        self.notify_capacity()
+
+    def notify_capacity(self) -> None:
+        if self._waiting:
+            self._capacity.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        recv = self._recv
+        task_status.started()
+        while True:
+            try:
+                call = recv.receive_nowait()
+            except trio.WouldBlock:
+                call = await recv.receive()
+            await self._dispatch(call)
+
+    async def _dispatch(self, call: Call) -> None:
+        while not call.abandoned:
+            try:
+                choice = self.route(call)
+            except StrategyError as exc:
+                call.resolve(call.attempt, exc)
+                return
+            if isinstance(choice, _Saturated):
+                self._waiting = True
+                self._capacity = trio.Event()
+                await self._capacity.wait()
+                self._waiting = False
+                continue
+            if choice is None:
+                call.resolve(
+                    call.attempt,
+                    LoadBalancerError(
+                        "No provider available: every provider is removed, disabled, at its "
+                        "attempt limit for this request"
+                        + (" or cannot stream" if call.stream else "")
+                    ),
+                )
+                return
+            choice.enqueue(call, trio.current_time())
+            return
+
+    def route(self, call: Call) -> ProviderActor | _Saturated | None:
+        """The provider for this attempt; `None` if there is none at all."""
+        tried = call.per_provider
+        stream = call.stream
+        eligible: list[ProviderActor] = []
+        untried: list[ProviderActor] = []
+        for actor in self.rotation:
+            if stream and not actor.supports_streaming:
+                continue
+            cap = actor.max_attempts
+            count = tried.get(actor.name, 0)
+            if cap is not None and count >= cap:
+                continue
+            eligible.append(actor)
+            if count == 0:
+                untried.append(actor)
+        if not eligible:
+            return None
+        pool = untried or eligible
+        now = trio.current_time()
+        healthy = [a for a in pool if a.available(now)]
+        if not healthy:
+            healthy = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
+        with_room = [a for a in healthy if a.queued < a.mailbox_size]
+        if not with_room:
+            return _SATURATED
+        if len(with_room) == 1 and self.strategy.name != "custom":
+            chosen = with_room[0]
+            self.strategy.select(with_room)  # keeps rotation state moving as if it chose
+            return chosen
+        return self.strategy.select(with_room)  # type: ignore[return-value]
+
+    def earliest_retry_wait(self, call: Call, now: float) -> float:
+        """Seconds until some eligible provider's Retry-After has passed (0 if one is ready)."""
+        best = float("inf")
+        for actor in self.rotation:
+            cap = actor.max_attempts
+            if cap is not None and call.per_provider.get(actor.name, 0) >= cap:
+                continue
+            if call.stream and not actor.supports_streaming:
+                continue
+            best = min(best, max(0.0, actor.not_before - now))
+            if best == 0.0:
+                return 0.0
+        return 0.0 if best == float("inf") else best

@@ -1,0 +1,447 @@
+"""The provider actor: one per provider, with its own mailbox, workers, health loop and stats."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from .._circuit import Circuit
+from .._errors import LLMError
+from .._models import LLMResponse, Usage
+from .._state import ProviderState
+from .._stats import ProviderStats, StatsRecorder
+from ._call import Call, Reroute
+from ._stream import StreamHandle, StreamItem
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Callable
+
+    from .._config import BalancerConfig, ProviderConfig
+    from ..providers._base import BaseProvider
+
+__all__ = ["ProviderActor"]
+
+log = logging.getLogger("llmlb_actors")
+
+_EWMA_ALPHA = 0.2
+
+
+class ProviderActor:
+    """Runs the attempts for one provider.
+
+    Its mailbox is a bounded memory channel filled by the dispatcher. Workers
+    (at most ``max_concurrency``, spawned on demand) take calls from it, so
+    the concurrency limit costs nothing per request. Each attempt runs in one
+    cancel scope carrying the attempt deadline, which the caller can also
+    cancel. An exception other than `LLMError` escaping a worker crashes the
+    actor: the supervisor re-routes what it held and restarts it. Strictly
+    private.
+    """
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        index: int,
+        settings: BalancerConfig,
+        factory: Callable[[ProviderConfig], BaseProvider],
+        rng: random.Random,
+        on_capacity: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.index = index
+        self.weight = float(config.weight)
+        self.settings = settings
+        self._factory = factory
+        self._rng = rng
+        self._on_capacity = on_capacity
+        self.provider: BaseProvider = factory(config)
+        self.supports_streaming = self.provider.supports_streaming
+        self.timeout = config.timeout if config.timeout is not None else settings.global_timeout
+        self.max_attempts = None if config.max_retries is None else config.max_retries + 1
+        self.mailbox_size = config.mailbox_size or config.max_concurrency
+        self.mailbox_send, self.mailbox_recv = trio.open_memory_channel[Call](self.mailbox_size)
+        self.queued = 0
+        self.active = 0
+        self.held: set[Call] = set()
+        self.circuit = Circuit(settings.failure_threshold, settings.cooldown)
+        self.stats = StatsRecorder()
+        self.latency_ewma: float | None = None
+        self.not_before = float("-inf")
+        self.restart_times: deque[float] = deque()
+        self.restarts = 0
+        self.removed = False
+        self.dead_reason: str | None = None
+        self.idle_event = trio.Event()
+        self.idle_event.set()
+        self.stopped = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._workers = 0
+        self._idle_workers = 0
+
+    # -- what the dispatcher and strategies read ---------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self.queued + self.active
+
+    @property
+    def in_rotation(self) -> bool:
+        return not self.removed and self.dead_reason is None
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.in_rotation and self.circuit.state == "closed"
+
+    def available(self, now: float) -> bool:
+        return now >= self.not_before and self.circuit.available(now)
+
+    def has_room(self) -> bool:
+        return self.queued < self.mailbox_size
+
+    def snapshot(self) -> ProviderState:
+        return ProviderState(
+            name=self.name,
+            config=self.config,
+            index=self.index,
+            weight=self.weight,
+            is_healthy=self.is_healthy,
+            circuit_state=self.circuit.state,
+            in_flight=self.in_flight,
+            average_latency_ms=(self.latency_ewma or 0.0) * 1000.0,
+            consecutive_failures=self.circuit.failures,
+            total_requests=self.stats.total,
+        )
+
+    def enqueue(self, call: Call, now: float) -> None:
+        """Called by the dispatcher only, after `has_room` said yes."""
+        call.assign(self.name)
+        self.circuit.on_dispatch(now)
+        self.queued += 1
+        self.idle_event = trio.Event() if self.idle_event.is_set() else self.idle_event
+        self.mailbox_send.send_nowait(call)
+
+    def stats_snapshot(self) -> ProviderStats:
+        s = self.stats
+        p50, p95, p99 = s.percentiles()
+        reason = self.dead_reason or ("removed" if self.removed else None)
+        if reason is None and self.circuit.state != "closed":
+            reason = self.circuit.reason
+        return ProviderStats(
+            name=self.name,
+            protocol=self.config.protocol_name,
+            total_requests=s.total,
+            successful_requests=s.successful,
+            failed_requests=s.failed,
+            cancelled_requests=s.cancelled,
+            retries=s.retries,
+            average_response_time=s.average_ms,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            is_healthy=self.is_healthy,
+            in_rotation=self.in_rotation,
+            last_request_time=s.last_request_time,
+            in_flight=self.in_flight,
+            queued=self.queued,
+            prompt_tokens=s.prompt_tokens,
+            completion_tokens=s.completion_tokens,
+            total_tokens=s.total_tokens,
+            circuit_state=self.circuit.state,
+            consecutive_failures=self.circuit.failures,
+            restarts=self.restarts,
+            last_error=s.last_error,
+            out_of_rotation_reason=reason,
+            streams_started=s.streams_started,
+            streams_completed=s.streams_completed,
+            streams_failed=s.streams_failed,
+            average_ttft_ms=s.average_ttft_ms,
+        )
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[], None]) -> None:
+        """Run until cancelled; an unexpected exception escapes (the supervisor restarts us)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._workers = 0
+                self._idle_workers = 0
+                self._spawn_worker()
+                if self.settings.health_check_interval is not None:
+                    nursery.start_soon(self._health_loop)
+                on_ready()
+        finally:
+            self._nursery = None
+
+    def stop(self) -> None:
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def renew_provider(self) -> BaseProvider:
+        """A fresh provider object after a crash; returns the old one for closing."""
+        old = self.provider
+        self.provider = self._factory(self.config)
+        return old
+
+    def inject_crash(self, exc: BaseException) -> None:
+        """Make the actor crash as if a worker raised ``exc`` (tests and chaos runs)."""
+        if self._nursery is None:
+            raise RuntimeError(f"provider actor {self.name!r} is not running")
+
+        async def crash() -> None:
+            raise exc
+
+        self._nursery.start_soon(crash)
+
+    def _spawn_worker(self) -> None:
+        assert self._nursery is not None
+        self._workers += 1
+        self._nursery.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        recv = self.mailbox_recv
+        self._idle_workers += 1
+        while True:
+            try:
+                call = await recv.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._idle_workers -= 1
+            self.queued -= 1
+            self._on_capacity()
+            if self._idle_workers == 0 and self._workers < self.config.max_concurrency:
+                self._spawn_worker()
+            if call.abandoned:
+                self._idle_workers += 1
+                self._maybe_idle()
+                continue
+            await self._attempt(call)
+            self._idle_workers += 1
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.active == 0 and self.queued == 0:
+            self.idle_event.set()
+
+    # -- one attempt -------------------------------------------------------------------
+
+    async def _attempt(self, call: Call) -> None:
+        attempt = call.attempt
+        retry = len(call.tried) > 1
+        self.held.add(call)
+        self.active += 1
+        start = trio.current_time()
+        response: LLMResponse | None = None
+        error: LLMError | None = None
+        stream = _StreamState() if call.stream else None
+        try:
+            with trio.CancelScope(deadline=start + self.timeout) as scope:
+                call.scope = scope
+                if call.abandoned:
+                    scope.cancel()
+                try:
+                    if stream is not None:
+                        await self._stream(call, attempt, scope, start, stream)
+                    else:
+                        response = await self.provider.make_request(call.request)
+                        if not isinstance(response, LLMResponse):
+                            raise TypeError(
+                                f"{type(self.provider).__name__}.make_request returned "
+                                f"{type(response).__name__}, not LLMResponse"
+                            )
+                except LLMError as exc:
+                    error = exc
+        finally:
+            # On a crash or shutdown the caller must see a broken stream, not a clean end.
+            if stream is not None and stream.send is not None:
+                stream.send.close()
+        if stream is not None and stream.handle is not None:
+            self._end_stream(call, stream, error, scope, start, retry)
+            return
+        if scope.cancelled_caught and response is None and error is None:
+            error = self._cancel_error(call, start)
+        self.held.discard(call)
+        self.active -= 1
+        now = trio.current_time()
+        if response is not None:
+            self._record_success(now - start, response.usage, retry)
+            if not response.model:
+                response = msgspec.structs.replace(response, model=self.config.model or "")
+            call.resolve(attempt, response)
+        else:
+            assert error is not None
+            self._record_failure(error, now, retry)
+            call.resolve(attempt, error)
+
+    def _cancel_error(self, call: Call, start: float) -> LLMError:
+        if call.abandoned:
+            return LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
+        return LLMError(
+            f"attempt timed out after {trio.current_time() - start:.3g}s",
+            provider=self.name,
+            retryable=True,
+            kind="timeout",
+        )
+
+    def _record_success(self, seconds: float, usage: Usage | None, retry: bool) -> None:
+        self.stats.success(seconds, usage, retry=retry)
+        self.circuit.record_success()
+        ewma = self.latency_ewma
+        self.latency_ewma = seconds if ewma is None else ewma + _EWMA_ALPHA * (seconds - ewma)
+
+    def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
+        if not error.provider:
+            error.provider = self.name
+        cancelled = error.kind == "cancelled"
+        self.stats.failure(str(error), retry=retry, cancelled=cancelled)
+        if cancelled:
+            self.circuit.record_neutral()
+        elif error.disables_provider:
+            self.circuit.trip(now, f"misconfigured: {error}", cooldown=self.settings.cooldown)
+            log.warning("provider %s left rotation: %s", self.name, error)
+        elif error.retryable:
+            self.circuit.record_failure(now, str(error))
+            if error.retry_after is not None:
+                wait = min(error.retry_after, self.settings.max_retry_delay)
+                self.not_before = max(self.not_before, now + wait)
+        else:
+            # The request's own fault (400, 422): says nothing about the provider's health.
+            self.circuit.record_neutral()
+
+    async def _stream(
+        self, call: Call, attempt: int, scope: trio.CancelScope, start: float, state: _StreamState
+    ) -> None:
+        """Open the stream, commit on the first chunk, then pump chunks to the caller.
+
+        Before the commit an `LLMError` propagates (the attempt failed and may be
+        retried elsewhere); after it, errors reach the caller through the handle.
+        """
+        idle = self.settings.stream_idle_timeout
+        async with self.provider.stream(call.request) as chunks:
+            first = await anext(aiter(chunks), None)
+            if first is None:
+                raise LLMError(
+                    "stream ended before its first chunk",
+                    provider=self.name,
+                    retryable=True,
+                    kind="protocol",
+                )
+            now = trio.current_time()
+            self.stats.first_token(now - start)
+            self.circuit.record_success()
+            state.usage = first.usage
+            send, recv = trio.open_memory_channel[StreamItem](1)
+            state.send = send
+            state.handle = StreamHandle(first, recv, self.name, call)
+            call.resolve(attempt, state.handle)
+            scope.deadline = now + idle
+            try:
+                async for chunk in chunks:
+                    scope.deadline = trio.current_time() + idle
+                    if chunk.usage is not None:
+                        state.usage = chunk.usage
+                    await send.send(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                call.abandon()  # the caller left early: close the upstream now
+
+    def _end_stream(
+        self,
+        call: Call,
+        state: _StreamState,
+        failure: LLMError | None,
+        scope: trio.CancelScope,
+        start: float,
+        retry: bool,
+    ) -> None:
+        assert state.handle is not None
+        assert state.send is not None
+        now = trio.current_time()
+        self.held.discard(call)
+        self.active -= 1
+        if failure is None and scope.cancelled_caught:
+            if call.abandoned:
+                failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
+            else:
+                failure = LLMError(
+                    f"stream stalled: no chunk for {self.settings.stream_idle_timeout:g}s",
+                    provider=self.name,
+                    retryable=True,
+                    kind="timeout",
+                )
+        if failure is None:
+            self.stats.streams_completed += 1
+            self._record_success(now - start, state.usage, retry)
+            state.handle.finished = True
+            return
+        if failure.kind != "cancelled":
+            self.stats.streams_failed += 1
+        self._record_failure(failure, now, retry)
+        state.handle.fail(failure)
+
+    # -- health ---------------------------------------------------------------------
+
+    async def probe(self) -> bool:
+        """Probe now; a failed probe opens the circuit, a good one closes it."""
+        ok = False
+        with trio.move_on_after(self.settings.health_check_timeout):
+            try:
+                ok = bool(await self.provider.check_health())
+            except LLMError:
+                ok = False
+            except Exception as exc:  # a probe that raises is a failed probe, not a crash
+                log.warning("health probe of %s raised %s", self.name, type(exc).__name__)
+                ok = False
+        now = trio.current_time()
+        if ok:
+            if self.circuit.state != "closed":
+                self.circuit.reset()
+            self.not_before = float("-inf")
+        elif self.circuit.state != "open":
+            self.circuit.trip(now, "health probe failed")
+        return ok
+
+    async def _health_loop(self) -> None:
+        interval = self.settings.health_check_interval
+        assert interval is not None
+        while True:
+            await trio.sleep(interval * (0.9 + 0.2 * self._rng.random()))
+            await self.probe()
+
+    def reroute_held(self, reason: str) -> None:
+        """Resolve every attempt this actor held (it crashed or is being removed)."""
+        for call in list(self.held):
+            error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
+            self.stats.failure(reason, retry=len(call.tried) > 1)
+            call.resolve(call.attempt, error)
+        self.active -= len(self.held)
+        self.held.clear()
+        self.circuit.record_neutral()
+
+    def reroute_queued(self, reason: str) -> None:
+        """Hand back every call still waiting in the mailbox (never attempted here)."""
+        while True:
+            try:
+                call = self.mailbox_recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            self.queued -= 1
+            call.resolve(call.attempt, Reroute(reason))
+        self._on_capacity()
+        self._maybe_idle()
+
+
+class _StreamState:
+    """What a streamed attempt left behind for `ProviderActor._end_stream`."""
+
+    __slots__ = ("handle", "send", "usage")
+
+    def __init__(self) -> None:
+        self.handle: StreamHandle | None = None
+        self.send: trio.MemorySendChannel[StreamItem] | None = None
+        self.usage: Usage | None = None

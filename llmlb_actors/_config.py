@@ -1,0 +1,325 @@
+"""Balancer and provider configuration, validated when built."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from ._errors import ConfigError
+from ._transport._base import Transport
+from .providers._base import BaseProvider
+
+if TYPE_CHECKING:
+    from ._state import ProviderState
+
+__all__ = [
+    "KNOWN_PROTOCOLS",
+    "STRATEGIES",
+    "BalancerConfig",
+    "ProviderConfig",
+    "infer_protocol",
+]
+
+KNOWN_PROTOCOLS = ("openai", "anthropic", "gemini", "cohere", "mistral", "openai-compatible")
+STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "custom")
+
+_NAME_HINTS: tuple[tuple[str, str], ...] = (
+    ("openai", "openai"),
+    ("anthropic", "anthropic"),
+    ("claude", "anthropic"),
+    ("gemini", "gemini"),
+    ("google", "gemini"),
+    ("cohere", "cohere"),
+    ("mistral", "mistral"),
+)
+_SEPARATOR = re.compile(r"[-_.:/0-9]")
+_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+
+
+def infer_protocol(name: str) -> str | None:
+    """The wire protocol a provider name implies, or ``None``.
+
+    ``"openai"``, ``"claude"``, ``"gemini-eu"`` and ``"mistral_2"`` imply a
+    protocol; ``"my-llm"`` does not.
+    """
+    low = name.lower()
+    for hint, protocol in _NAME_HINTS:
+        if low == hint or (low.startswith(hint) and _SEPARATOR.match(low, len(hint))):
+            return protocol
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _check_positive(owner: str, field: str, value: object, *, allow_zero: bool = False) -> None:
+    if not _is_number(value) or math.isinf(value):  # type: ignore[arg-type]
+        raise ConfigError(f"{owner}{field} must be a number, got {value!r}", field=field)
+    if value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{owner}{field} must be {bound}, got {value!r}", field=field)
+
+
+def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}{field} must be an integer, got {value!r}", field=field)
+    if value < minimum:
+        raise ConfigError(f"{owner}{field} must be >= {minimum}, got {value!r}", field=field)
+
+
+class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One provider: who to call, with which key and model.
+
+    ==================  ==========  ===================================================
+    field               default     meaning
+    ==================  ==========  ===================================================
+    name                required    unique id; also implies the protocol (see below)
+    model               required    model id sent to the API (optional for custom
+                                    ``BaseProvider`` classes)
+    api_key             None        secret; never shown in reprs, logs or stats
+    base_url            None        API root; required for ``openai-compatible``
+    weight              1           share under the ``weighted`` strategy (> 0)
+    timeout             None        seconds per attempt; overrides ``global_timeout``
+    max_retries         None        cap on attempts at this provider per request
+                                    is ``max_retries + 1``
+    provider            None        ``"openai"``, ``"anthropic"``, ``"gemini"``,
+                                    ``"cohere"``, ``"mistral"``, ``"openai-compatible"``
+                                    or a `BaseProvider` subclass; inferred from ``name``
+    max_concurrency     64          attempts this provider runs at once
+    mailbox_size        None        requests queued for it (default: max_concurrency)
+    headers             {}          extra HTTP headers sent with every call
+    api_version         None        API version header/path where the protocol has one
+    ==================  ==========  ===================================================
+    """
+
+    name: str
+    model: str | None = None
+    api_key: str | None = None
+    base_url: str | None = None
+    weight: float = 1.0
+    timeout: float | None = None
+    max_retries: int | None = None
+    provider: str | type[BaseProvider] | None = None
+    max_concurrency: int = 64
+    mailbox_size: int | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    api_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("ProviderConfig.name must be a non-empty string", field="name")
+        who = f"provider {self.name!r}: "
+        if self.api_key is not None and not isinstance(self.api_key, str):
+            raise ConfigError(f"{who}api_key must be a string", field="api_key")
+        if not _is_number(self.weight) or math.isinf(self.weight) or self.weight <= 0:
+            raise ConfigError(
+                f"{who}weight must be a number > 0, got {self.weight!r}", field="weight"
+            )
+        if self.timeout is not None:
+            _check_positive(who, "timeout", self.timeout)
+        if self.max_retries is not None:
+            _check_count(who, "max_retries", self.max_retries, minimum=0)
+        _check_count(who, "max_concurrency", self.max_concurrency, minimum=1)
+        if self.mailbox_size is not None:
+            _check_count(who, "mailbox_size", self.mailbox_size, minimum=1)
+        if not isinstance(self.headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
+        ):
+            raise ConfigError(f"{who}headers must map strings to strings", field="headers")
+        for key, value in self.headers.items():
+            if any(c in key + value for c in "\r\n\0"):
+                raise ConfigError(f"{who}headers must not contain CR, LF or NUL", field="headers")
+        protocol = self.protocol  # raises ConfigError when unknown
+        custom = not isinstance(protocol, str)
+        if not custom and (not isinstance(self.model, str) or not self.model.strip()):
+            raise ConfigError(f"{who}model is required", field="model")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ConfigError(f"{who}model must be a string", field="model")
+        if protocol == "openai-compatible" and not self.base_url:
+            raise ConfigError(f"{who}openai-compatible needs a base_url", field="base_url")
+        if self.base_url is not None and (
+            not isinstance(self.base_url, str) or not _URL.match(self.base_url)
+        ):
+            raise ConfigError(
+                f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",
+                field="base_url",
+            )
+
+    @property
+    def protocol(self) -> str | type[BaseProvider]:
+        """The wire protocol name, or the custom `BaseProvider` subclass."""
+        from .providers._base import BaseProvider
+
+        who = f"provider {self.name!r}: "
+        if self.provider is None:
+            inferred = infer_protocol(self.name)
+            if inferred is None:
+                raise ConfigError(
+                    f"{who}cannot infer the protocol from the name; set provider= to one of "
+                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    field="provider",
+                )
+            return inferred
+        if isinstance(self.provider, str):
+            if self.provider not in KNOWN_PROTOCOLS:
+                raise ConfigError(
+                    f"{who}unknown provider protocol {self.provider!r}; expected one of "
+                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    field="provider",
+                )
+            return self.provider
+        if isinstance(self.provider, type) and issubclass(self.provider, BaseProvider):
+            return self.provider
+        raise ConfigError(
+            f"{who}provider must be a protocol name or a BaseProvider subclass", field="provider"
+        )
+
+    @property
+    def protocol_name(self) -> str:
+        """The protocol as a string (a custom class is shown by its name)."""
+        protocol = self.protocol
+        return protocol if isinstance(protocol, str) else f"custom:{protocol.__name__}"
+
+    def __repr__(self) -> str:
+        key = "None" if self.api_key is None else "'***'"
+        return (
+            f"ProviderConfig(name={self.name!r}, protocol={self._safe_protocol()!r}, "
+            f"model={self.model!r}, api_key={key}, base_url={self.base_url!r}, "
+            f"weight={self.weight!r})"
+        )
+
+    def __rich_repr__(self) -> Any:
+        yield "name", self.name
+        yield "model", self.model
+        yield "api_key", None if self.api_key is None else "***"
+
+    def _safe_protocol(self) -> str:
+        try:
+            return self.protocol_name
+        except ConfigError:
+            return "?"
+
+
+StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+CustomStrategy = Callable[[list["ProviderState"]], "ProviderState"]
+
+
+class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How the balancer routes, retries, checks health and sends.
+
+    ======================  ============  ===============================================
+    field                   default       meaning
+    ======================  ============  ===============================================
+    strategy                round-robin   ``round-robin``, ``failover``, ``weighted``,
+                                          ``least-busy``, ``latency``, ``custom``
+    providers               required      at least one `ProviderConfig`, unique names
+    custom_strategy         None          callable(list[ProviderState]) -> ProviderState
+    global_timeout          30.0 s        per attempt (a provider's ``timeout`` wins)
+    request_timeout         None          overall deadline per request, retries included
+    max_retries             3             retries after the first attempt
+    retry_delay             1.0 s         base of exponential backoff (full jitter)
+    max_retry_delay         30.0 s        cap on one backoff wait and on Retry-After
+    failure_threshold       3             consecutive failures that open the circuit
+    cooldown                30.0 s        how long an open circuit keeps a provider out
+    health_check_interval   30.0 s        active probe period; None turns it off
+    health_check_timeout    10.0 s        timeout of one probe
+    max_restarts            5             crashes tolerated within ``restart_window``
+    restart_window          60.0 s        window of the restart-intensity limit
+    drain_timeout           30.0 s        how long a removed provider may finish work
+    on_overload             wait          ``wait`` for mailbox space, or ``fail`` fast
+    queue_size              1024          requests waiting for the dispatcher
+    stream_idle_timeout     30.0 s        longest gap between stream chunks
+    transport               default       ``default`` (trio + httptools) or ``httpx``,
+                                          or a `Transport` instance
+    max_response_bytes      16 MiB        cap on one response body
+    verify_tls              True          turning it off logs a warning
+    seed                    None          seeds jitter and weighted picks (reproducible)
+    ======================  ============  ===============================================
+    """
+
+    providers: list[ProviderConfig]
+    strategy: StrategyName = "round-robin"
+    custom_strategy: CustomStrategy | None = None
+    global_timeout: float = 30.0
+    request_timeout: float | None = None
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    max_retry_delay: float = 30.0
+    failure_threshold: int = 3
+    cooldown: float = 30.0
+    health_check_interval: float | None = 30.0
+    health_check_timeout: float = 10.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    drain_timeout: float = 30.0
+    on_overload: Literal["wait", "fail"] = "wait"
+    queue_size: int = 1024
+    stream_idle_timeout: float = 30.0
+    transport: str | Transport = "default"
+    max_response_bytes: int = 16 * 1024 * 1024
+    verify_tls: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}",
+                field="strategy",
+            )
+        if self.strategy == "custom" and not callable(self.custom_strategy):
+            raise ConfigError(
+                "strategy 'custom' needs custom_strategy, a callable", field="custom_strategy"
+            )
+        if self.custom_strategy is not None and not callable(self.custom_strategy):
+            raise ConfigError("custom_strategy must be callable", field="custom_strategy")
+        if not isinstance(self.providers, list | tuple) or not self.providers:
+            raise ConfigError("providers must be a non-empty list", field="providers")
+        seen: set[str] = set()
+        for i, provider in enumerate(self.providers):
+            if not isinstance(provider, ProviderConfig):
+                raise ConfigError(
+                    f"providers[{i}] must be a ProviderConfig, got {type(provider).__name__}",
+                    field=f"providers[{i}]",
+                )
+            if provider.name in seen:
+                raise ConfigError(
+                    f"providers[{i}].name {provider.name!r} is used twice; names must be unique",
+                    field=f"providers[{i}].name",
+                )
+            seen.add(provider.name)
+        for field in ("global_timeout", "retry_delay", "max_retry_delay", "cooldown"):
+            _check_positive("", field, getattr(self, field), allow_zero=field != "global_timeout")
+        for field in ("health_check_timeout", "restart_window", "stream_idle_timeout"):
+            _check_positive("", field, getattr(self, field))
+        _check_positive("", "drain_timeout", self.drain_timeout, allow_zero=True)
+        for optional in ("request_timeout", "health_check_interval"):
+            if getattr(self, optional) is not None:
+                _check_positive("", optional, getattr(self, optional))
+        _check_count("", "max_retries", self.max_retries, minimum=0)
+        _check_count("", "failure_threshold", self.failure_threshold, minimum=1)
+        _check_count("", "max_restarts", self.max_restarts, minimum=0)
+        _check_count("", "queue_size", self.queue_size, minimum=1)
+        _check_count("", "max_response_bytes", self.max_response_bytes, minimum=1)
+        if self.on_overload not in ("wait", "fail"):
+            raise ConfigError("on_overload must be 'wait' or 'fail'", field="on_overload")
+        if not isinstance(self.verify_tls, bool):
+            raise ConfigError("verify_tls must be a boolean", field="verify_tls")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ConfigError("seed must be an integer", field="seed")
+        if isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx"):
+            raise ConfigError(
+                f"transport must be 'default', 'trio', 'httpx' or a Transport, "
+                f"got {self.transport!r}",
+                field="transport",
+            )
+
+    def __repr__(self) -> str:
+        names = ", ".join(p.name for p in self.providers)
+        return f"BalancerConfig(strategy={self.strategy!r}, providers=[{names}])"

@@ -1,0 +1,164 @@
+"""Per-provider statistics: a private mutable recorder and the public frozen snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ._circuit import CircuitState
+
+if TYPE_CHECKING:
+    from ._models import Usage
+
+__all__ = ["BalancerTotals", "ProviderStats", "StatsRecorder"]
+
+LATENCY_WINDOW = 1024
+
+
+class ProviderStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one provider's statistics (an attempt is one try at this provider).
+
+    ``total_requests == successful_requests + failed_requests`` always holds;
+    cancelled attempts count as failed and also in ``cancelled_requests``.
+    Times are milliseconds unless the name says otherwise.
+    """
+
+    name: str
+    protocol: str
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    cancelled_requests: int = 0
+    retries: int = 0
+    """Attempts here that were retries of a request that had failed elsewhere or here."""
+    average_response_time: float = 0.0
+    """Mean latency of successful attempts, ms."""
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    is_healthy: bool = True
+    in_rotation: bool = True
+    last_request_time: float | None = None
+    """Wall-clock time (``time.time()``) of the last finished attempt."""
+    in_flight: int = 0
+    queued: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    circuit_state: CircuitState = "closed"
+    consecutive_failures: int = 0
+    restarts: int = 0
+    last_error: str | None = None
+    out_of_rotation_reason: str | None = None
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_failed: int = 0
+    average_ttft_ms: float = 0.0
+    """Mean time to first token of streams, ms."""
+
+
+class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """Whole-balancer counters: ``requests == succeeded + failed + in_flight``."""
+
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    rerouted: int = 0
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class StatsRecorder:
+    """Mutable counters owned by one provider actor. Strictly private."""
+
+    __slots__ = (
+        "cancelled",
+        "completion_tokens",
+        "failed",
+        "last_error",
+        "last_request_time",
+        "latencies",
+        "latency_sum",
+        "prompt_tokens",
+        "retries",
+        "streams_completed",
+        "streams_failed",
+        "streams_started",
+        "successful",
+        "total",
+        "total_tokens",
+        "ttft_count",
+        "ttft_sum",
+    )
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.successful = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.retries = 0
+        self.latency_sum = 0.0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.last_request_time: float | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.total_tokens = 0
+        self.last_error: str | None = None
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.streams_failed = 0
+        self.ttft_sum = 0.0
+        self.ttft_count = 0
+
+    def success(self, seconds: float, usage: Usage | None, *, retry: bool) -> None:
+        self.total += 1
+        self.successful += 1
+        self.retries += retry
+        ms = seconds * 1000.0
+        self.latency_sum += ms
+        self.latencies.append(ms)
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens
+            self.completion_tokens += usage.completion_tokens
+            self.total_tokens += usage.total_tokens
+        self.last_request_time = time.time()
+
+    def failure(self, error: str, *, retry: bool, cancelled: bool = False) -> None:
+        self.total += 1
+        self.failed += 1
+        self.retries += retry
+        self.cancelled += cancelled
+        if not cancelled:
+            self.last_error = error
+        self.last_request_time = time.time()
+
+    def first_token(self, seconds: float) -> None:
+        self.streams_started += 1
+        self.ttft_sum += seconds * 1000.0
+        self.ttft_count += 1
+
+    @property
+    def average_ms(self) -> float:
+        return self.latency_sum / self.successful if self.successful else 0.0
+
+    def percentiles(self) -> tuple[float, float, float]:
+        ordered = sorted(self.latencies)
+        return (
+            _percentile(ordered, 0.50),
+            _percentile(ordered, 0.95),
+            _percentile(ordered, 0.99),
+        )
+
+    @property
+    def average_ttft_ms(self) -> float:
+        return self.ttft_sum / self.ttft_count if self.ttft_count else 0.0

@@ -1,0 +1,236 @@
+"""Routing strategies: which provider gets the next attempt.
+
+The dispatcher owns one strategy object and calls `Strategy.select` with the
+candidates for one attempt: providers in rotation, healthy, with mailbox room
+and not yet tried by this request (when any untried remain), in configuration
+order. Strategies are synchronous and never block, so a decision is atomic.
+
+========== ==================================================================
+name       picks
+========== ==================================================================
+round-robin the next candidate after the previous pick, in config order
+failover    the first candidate in config order
+weighted    smooth weighted round-robin (nginx): exact proportions per window
+least-busy  the fewest requests in flight; ties in config order
+latency     the lowest smoothed latency x (1 + in flight); unmeasured first
+custom      your callable over read-only `ProviderState` snapshots
+========== ==================================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ._errors import StrategyError
+from ._state import ProviderState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = [
+    "Candidate",
+    "CustomStrategy",
+    "FailoverStrategy",
+    "LatencyStrategy",
+    "LeastBusyStrategy",
+    "RoundRobinStrategy",
+    "Strategy",
+    "WeightedStrategy",
+    "make_strategy",
+]
+
+
+class Candidate(Protocol):
+    """What strategies read about a provider (the dispatcher's live view)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def weight(self) -> float: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def latency_ewma(self) -> float | None: ...
+
+    def snapshot(self) -> ProviderState: ...
+
+
+class Strategy(Protocol):
+    """A routing policy. ``candidates`` is non-empty and in config order."""
+
+    name: str
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate: ...
+
+    def forget(self, name: str) -> None:
+        """A provider was removed: drop any state kept for it."""
+        ...
+
+
+class RoundRobinStrategy:
+    """Strict rotation in configuration order over the current candidates."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._last_index = -1
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        last = self._last_index
+        chosen = candidates[0]
+        for candidate in candidates:
+            if candidate.index > last:
+                chosen = candidate
+                break
+        self._last_index = chosen.index
+        return chosen
+
+    def forget(self, name: str) -> None:
+        pass
+
+
+class FailoverStrategy:
+    """The first candidate in configuration order."""
+
+    name = "failover"
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        return candidates[0]
+
+    def forget(self, name: str) -> None:
+        pass
+
+
+class WeightedStrategy:
+    """Smooth weighted round-robin, as nginx does it.
+
+    Each pick adds every candidate's weight to its running score, takes the
+    highest score (first in config order on ties) and subtracts the total
+    weight from it. With integer weights the picks repeat with period
+    ``sum(weights)``, so every window of that many consecutive picks holds each
+    provider exactly ``weight`` times.
+    """
+
+    name = "weighted"
+
+    def __init__(self) -> None:
+        self._current: dict[str, float] = {}
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        current = self._current
+        total = 0.0
+        best: Candidate | None = None
+        best_score = float("-inf")
+        for candidate in candidates:
+            score = current.get(candidate.name, 0.0) + candidate.weight
+            current[candidate.name] = score
+            total += candidate.weight
+            if score > best_score:
+                best, best_score = candidate, score
+        assert best is not None
+        current[best.name] = best_score - total
+        return best
+
+    def forget(self, name: str) -> None:
+        self._current.pop(name, None)
+
+
+class LeastBusyStrategy:
+    """Fewest requests in flight; ties go to the earlier provider in config order."""
+
+    name = "least-busy"
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        best = candidates[0]
+        for candidate in candidates[1:]:
+            if candidate.in_flight < best.in_flight:
+                best = candidate
+        return best
+
+    def forget(self, name: str) -> None:
+        pass
+
+
+class LatencyStrategy:
+    """Adaptive: lowest smoothed latency scaled by load; unmeasured providers first."""
+
+    name = "latency"
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        best = candidates[0]
+        best_score = self._score(best)
+        for candidate in candidates[1:]:
+            score = self._score(candidate)
+            if score < best_score:
+                best, best_score = candidate, score
+        return best
+
+    @staticmethod
+    def _score(candidate: Candidate) -> float:
+        ewma = candidate.latency_ewma
+        if ewma is None:
+            return -1.0 / (1 + candidate.in_flight)
+        return ewma * (1 + candidate.in_flight)
+
+    def forget(self, name: str) -> None:
+        pass
+
+
+class CustomStrategy:
+    """Wraps a user callable over `ProviderState` snapshots.
+
+    If the callable raises, or returns something that is not one of the
+    snapshots it was given, the request fails with `StrategyError`.
+    """
+
+    name = "custom"
+
+    def __init__(self, fn: Callable[[list[ProviderState]], ProviderState]) -> None:
+        self._fn = fn
+
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        snapshots = [c.snapshot() for c in candidates]
+        label = getattr(self._fn, "__name__", type(self._fn).__name__)
+        try:
+            chosen = self._fn(snapshots)
+        except Exception as exc:
+            raise StrategyError(
+                f"custom strategy {label!r} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(chosen, ProviderState):
+            for candidate, snap in zip(candidates, snapshots, strict=True):
+                if chosen is snap or chosen.name == snap.name:
+                    return candidate
+        names = ", ".join(s.name for s in snapshots)
+        raise StrategyError(
+            f"custom strategy {label!r} returned {chosen!r}, which is not one of the "
+            f"candidates ({names})"
+        )
+
+    def forget(self, name: str) -> None:
+        pass
+
+
+def make_strategy(
+    name: str, custom: Callable[[list[ProviderState]], ProviderState] | None = None
+) -> Strategy:
+    """A fresh strategy object for a strategy name from `BalancerConfig`."""
+    if name == "round-robin":
+        return RoundRobinStrategy()
+    if name == "failover":
+        return FailoverStrategy()
+    if name == "weighted":
+        return WeightedStrategy()
+    if name == "least-busy":
+        return LeastBusyStrategy()
+    if name == "latency":
+        return LatencyStrategy()
+    if name == "custom" and custom is not None:
+        return CustomStrategy(custom)
+    raise StrategyError(f"unknown strategy {name!r}")
