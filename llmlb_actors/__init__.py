@@ -50,9 +50,14 @@ __all__ = [
 
 
 def _fixup_module_metadata() -> None:
-    # Tracebacks and reprs show llmlb_actors.LLMError, not llmlb_actors._errors.LLMError.
+    # Tracebacks show llmlb_actors.LLMError, not llmlb_actors._errors.LLMError. Structs
+    # keep their module: msgspec resolves their postponed annotations there.
+    import msgspec
+
     for name in __all__:
         obj = globals()[name]
+        if isinstance(obj, type) and issubclass(obj, msgspec.Struct):
+            continue
         if getattr(obj, "__module__", "").startswith("llmlb_actors."):
             obj.__module__ = __name__
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from typing import TYPE_CHECKING
 
 import trio
@@ -13,6 +12,7 @@ from .._errors import ConfigError
 from .provider import ProviderActor
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import Callable
 
     from .._config import BalancerConfig, ProviderConfig
@@ -81,7 +81,7 @@ class Supervisor:
             self._next_index,
             self.settings,
             self._factory,
-            random.Random(self._rng.random()),
+            self._rng,
             self.dispatcher.notify_capacity,
         )
         self._next_index += 1
