@@ -7,6 +7,7 @@ The public surface is re-exported here; everything else lives in private
 
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
+from ._batch import BatchResult as BatchResult
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._errors import ConfigError as ConfigError
@@ -31,6 +32,7 @@ __all__ = [
     "BalancerConfig",
     "BalancerTotals",
     "BaseProvider",
+    "BatchResult",
     "ConfigError",
     "LLMError",
     "LLMLBError",
@@ -46,6 +48,7 @@ __all__ = [
     "StreamChunk",
     "Usage",
     "__version__",
+    "open_balancer",
 ]
 
 

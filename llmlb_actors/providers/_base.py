@@ -13,8 +13,11 @@ import abc
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, ClassVar
 
+import trio
+
 from .._errors import LLMError
 from .._sse import SSEDecoder, SSEEvent
+from .._transport._base import TransportError
 from ._http import error_for_status, map_transport_errors
 
 if TYPE_CHECKING:
@@ -29,6 +32,25 @@ __all__ = ["BaseProvider", "HTTPProvider", "ProtocolAdapter", "StreamDecoder"]
 # Bounds on one SSE line and one event: an upstream cannot make us buffer more.
 MAX_SSE_LINE_BYTES = 1024 * 1024
 MAX_SSE_EVENT_BYTES = 4 * 1024 * 1024
+
+
+# After a stream's terminal event the body normally ends at once; reading it to its
+# end lets the connection be reused and leaves no half-read iterator behind.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    seen = 0
+    with trio.move_on_after(_DRAIN_SECONDS):
+        try:
+            while seen <= _DRAIN_BYTES:
+                data = await anext(body, None)
+                if data is None:
+                    return
+                seen += len(data)
+        except TransportError:
+            return  # the answer is complete; a broken tail changes nothing
 
 
 class BaseProvider:
@@ -182,11 +204,17 @@ class HTTPProvider(BaseProvider):
                 with map_transport_errors(self.name):
                     body = await response.aread()
                 raise self.adapter.parse_error(response.status, response.headers, body)
-            chunks = self._chunks(response.aiter_bytes())
+            body = response.aiter_bytes()
+            chunks = self._chunks(body)
             try:
                 yield chunks
             finally:
                 await chunks.aclose()
+                # Close the body iterator too: async generators left to the GC warn under trio.
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    with map_transport_errors(self.name):
+                        await aclose()
         finally:
             await cm.__aexit__(None, None, None)
 
@@ -214,6 +242,8 @@ class HTTPProvider(BaseProvider):
                 retryable=True,
                 kind="protocol",
             ) from exc
+        if decoder.done:
+            await _drain(body)
         for chunk in decoder.finish():
             yield chunk
 

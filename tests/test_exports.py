@@ -1,0 +1,61 @@
+"""The public surface is deliberate: `__all__` is sorted, complete and re-exported once."""
+
+from __future__ import annotations
+
+import msgspec
+
+import llmlb_actors
+
+
+def test_all_is_sorted_and_matches_public_names() -> None:
+    public = sorted(n for n in dir(llmlb_actors) if not n.startswith("_") and n[0].isupper())
+    exported = [n for n in llmlb_actors.__all__ if not n.startswith("_") and n[0].isupper()]
+    assert exported == sorted(exported)
+    assert set(public) <= set(llmlb_actors.__all__)
+
+
+def test_design_names_exist() -> None:
+    for name in (
+        "open_balancer",
+        "BalancerConfig",
+        "ProviderConfig",
+        "LLMRequest",
+        "LLMResponse",
+        "Usage",
+        "ProviderStats",
+        "LLMLBError",
+        "LLMError",
+        "LoadBalancerError",
+        "ConfigError",
+        "BaseProvider",
+        "StreamChunk",
+        "ProviderState",
+    ):
+        assert hasattr(llmlb_actors, name), name
+
+
+def test_errors_report_the_public_module() -> None:
+    assert llmlb_actors.LLMError.__module__ == "llmlb_actors"
+    assert llmlb_actors.open_balancer.__module__ == "llmlb_actors"
+
+
+def test_public_data_types_are_structs() -> None:
+    for cls in (
+        llmlb_actors.BalancerConfig,
+        llmlb_actors.ProviderConfig,
+        llmlb_actors.LLMRequest,
+        llmlb_actors.LLMResponse,
+        llmlb_actors.Usage,
+        llmlb_actors.ProviderStats,
+        llmlb_actors.StreamChunk,
+        llmlb_actors.ProviderState,
+    ):
+        assert issubclass(cls, msgspec.Struct), cls
+
+
+def test_error_tree() -> None:
+    assert issubclass(llmlb_actors.LLMError, llmlb_actors.LLMLBError)
+    assert issubclass(llmlb_actors.LoadBalancerError, llmlb_actors.LLMLBError)
+    assert issubclass(llmlb_actors.ConfigError, llmlb_actors.LLMLBError)
+    assert issubclass(llmlb_actors.ConfigError, ValueError)
+    assert issubclass(llmlb_actors.StrategyError, llmlb_actors.LoadBalancerError)
