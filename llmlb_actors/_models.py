@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -87,12 +88,14 @@ class LLMRequest(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     prompt: str | None = None
-    messages: tuple[Message, ...] | None = None
+    messages: Sequence[Message] | None = None
+    """Normalised to a tuple of `Message` (dicts are accepted and converted)."""
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    stop: tuple[str, ...] | None = None
+    stop: str | Sequence[str] | None = None
+    """Normalised to a tuple of strings; read it through `stop_sequences`."""
     stream: bool = False
     id: str | None = None
 
@@ -139,8 +142,13 @@ class LLMRequest(msgspec.Struct, frozen=True, kw_only=True):
     def as_messages(self) -> tuple[Message, ...]:
         """The conversation without the ``system`` field: ``prompt`` becomes one user turn."""
         if self.messages is not None:
-            return self.messages
+            return cast("tuple[Message, ...]", self.messages)
         return (Message(role="user", content=self.prompt or ""),)
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...] | None:
+        """``stop`` as the tuple `__post_init__` made of it."""
+        return cast("tuple[str, ...] | None", self.stop)
 
     def __repr__(self) -> str:
         text = self.prompt if self.prompt is not None else f"<{len(self.messages or ())} messages>"

@@ -364,16 +364,16 @@ class ProviderActor:
         now = trio.current_time()
         self.held.discard(call)
         self.active -= 1
-        if failure is None and scope.cancelled_caught:
-            if call.abandoned:
-                failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
-            else:
-                failure = LLMError(
-                    f"stream stalled: no chunk for {self.settings.stream_idle_timeout:g}s",
-                    provider=self.name,
-                    retryable=True,
-                    kind="timeout",
-                )
+        if failure is None and call.abandoned:
+            # The caller left early; the upstream may or may not have noticed in time.
+            failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
+        elif failure is None and scope.cancelled_caught:
+            failure = LLMError(
+                f"stream stalled: no chunk for {self.settings.stream_idle_timeout:g}s",
+                provider=self.name,
+                retryable=True,
+                kind="timeout",
+            )
         if failure is None:
             self.stats.streams_completed += 1
             self._record_success(now - start, state.usage, retry)

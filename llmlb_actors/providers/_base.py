@@ -204,14 +204,14 @@ class HTTPProvider(BaseProvider):
                 with map_transport_errors(self.name):
                     body = await response.aread()
                 raise self.adapter.parse_error(response.status, response.headers, body)
-            body = response.aiter_bytes()
-            chunks = self._chunks(body)
+            stream = response.aiter_bytes()
+            chunks = self._chunks(stream)
             try:
                 yield chunks
             finally:
                 await chunks.aclose()
                 # Close the body iterator too: async generators left to the GC warn under trio.
-                aclose = getattr(body, "aclose", None)
+                aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     with map_transport_errors(self.name):
                         await aclose()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ._base import ProtocolAdapter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._base import ProtocolAdapter
 
 __all__ = ["adapter_class"]
 

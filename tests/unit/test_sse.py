@@ -1,0 +1,227 @@
+"""The SSE decoder against the WHATWG "event stream interpretation" rules."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmlb_actors._sse import SSEDecoder, SSEEvent
+
+BIG = 1 << 20
+
+
+def decode(*pieces: bytes, max_line: int = BIG, max_event: int = BIG) -> list[SSEEvent]:
+    decoder = SSEDecoder(max_line_bytes=max_line, max_event_bytes=max_event)
+    events: list[SSEEvent] = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+    events += decoder.close()
+    return events
+
+
+def datas(*pieces: bytes) -> list[str]:
+    return [e.data for e in decode(*pieces)]
+
+
+# ---- the spec's examples -----------------------------------------------------------------------
+
+
+def test_spec_stock_example_is_one_event() -> None:
+    stream = b"data: YHOO\ndata: +2\ndata: 10\n\n"
+    assert decode(stream) == [SSEEvent("message", "YHOO\n+2\n10", None, None)]
+
+
+def test_spec_test_stream_example() -> None:
+    stream = (
+        b": test stream\n"
+        b"\n"
+        b"data: first event\n"
+        b"id: 1\n"
+        b"\n"
+        b"data:second event\n"
+        b"id\n"
+        b"\n"
+        b"data:  third event\n"
+    )
+    # The first block is only a comment: no data, no event. The last block is
+    # not terminated by a blank line, so it is discarded at end of stream.
+    assert decode(stream) == [
+        SSEEvent("message", "first event", "1", None),
+        SSEEvent("message", "second event", "", None),
+    ]
+    # Terminated, the third event keeps the second space and the empty id persists.
+    assert decode(stream + b"\n")[2] == SSEEvent("message", " third event", "", None)
+
+
+def test_spec_empty_data_examples() -> None:
+    stream = b"data\n\ndata\ndata\n\ndata:\n"
+    assert datas(stream) == ["", "\n"]
+
+
+def test_spec_leading_space_example() -> None:
+    stream = b"data:test\n\ndata: test\n\n"
+    assert datas(stream) == ["test", "test"]
+
+
+# ---- line endings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r", b"\r\n"])
+def test_each_line_ending(eol: bytes) -> None:
+    stream = b"event: a" + eol + b"data: x" + eol + b"data: y" + eol + eol
+    assert decode(stream) == [SSEEvent("a", "x\ny", None, None)]
+
+
+def test_crlf_split_across_feeds_is_one_line_ending() -> None:
+    assert datas(b"data: a\r", b"\n\r", b"\n") == ["a"]
+    # "\r" then a feed not starting with "\n": the "\r" alone ended the line.
+    assert datas(b"data: a\r", b"\rdata: b\r\r") == ["a", "b"]
+
+
+def test_empty_feed_keeps_a_pending_cr() -> None:
+    assert datas(b"data: a\r", b"", b"\n", b"\n") == ["a"]
+
+
+def test_mixed_line_endings() -> None:
+    assert datas(b"data: a\r\ndata: b\rdata: c\n\r\n") == ["a\nb\nc"]
+
+
+# ---- fields ------------------------------------------------------------------------------------
+
+
+def test_comment_lines_are_ignored() -> None:
+    assert decode(b": OPENROUTER PROCESSING\n\n:\ndata: x\n: keep-alive\n\n") == [
+        SSEEvent("message", "x", None, None)
+    ]
+
+
+def test_only_one_leading_space_is_stripped_and_colons_in_value_kept() -> None:
+    assert datas(b'data:   {"a": "b:c"}\n\n') == ['  {"a": "b:c"}']
+
+
+def test_field_without_colon_has_empty_value() -> None:
+    assert decode(b"event\ndata\n\n") == [SSEEvent("message", "", None, None)]
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert datas(b"foo: bar\ndata: x\nDATA: y\n\n") == ["x"]
+
+
+def test_event_type_defaults_to_message_and_resets_after_dispatch() -> None:
+    events = decode(b"event: ping\ndata: 1\n\ndata: 2\n\nevent:\ndata: 3\n\n")
+    assert [e.event for e in events] == ["ping", "message", "message"]
+
+
+def test_event_type_without_data_is_dropped_with_the_block() -> None:
+    events = decode(b"event: x\n\ndata: 1\n\n")
+    assert events == [SSEEvent("message", "1", None, None)]
+
+
+def test_id_persists_and_nul_ids_are_ignored() -> None:
+    events = decode(b"id: 7\ndata: a\n\ndata: b\n\nid: x\x00y\ndata: c\n\nid\ndata: d\n\n")
+    assert [e.id for e in events] == ["7", "7", "7", ""]
+
+
+def test_retry_only_ascii_digits() -> None:
+    events = decode(
+        b"retry: 1500\ndata: a\n\n"
+        b"retry: 15x\ndata: b\n\n"
+        b"retry:\ndata: c\n\n"
+        b"retry: \xd9\xa1\ndata: d\n\n"  # ARABIC-INDIC DIGIT ONE: not ASCII
+    )
+    assert [e.retry for e in events] == [1500, None, None, None]
+
+
+def test_utf8_with_replacement_and_split_characters() -> None:
+    text = "héllo ✓ 😀".encode()
+    stream = b"data: " + text + b"\xff\n\n"
+    for cut in range(len(stream) + 1):
+        assert datas(stream[:cut], stream[cut:]) == ["héllo ✓ 😀\ufffd"]
+
+
+def test_bom_at_stream_start_is_skipped_even_when_split() -> None:
+    stream = b"\xef\xbb\xbfdata: x\n\n"
+    for cut in range(5):
+        assert datas(stream[:cut], stream[cut:]) == ["x"]
+    # Only at the start: a second BOM is part of the field name, so the line is unknown.
+    assert datas(b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\ndata: y\n\n") == ["y"]
+
+
+def test_incomplete_event_at_eof_is_discarded() -> None:
+    assert datas(b"data: a\n\ndata: b\n") == ["a"]
+    assert datas(b"data: a\n\ndata: b") == ["a"]
+
+
+def test_close_resets_the_decoder() -> None:
+    decoder = SSEDecoder(max_line_bytes=BIG, max_event_bytes=BIG)
+    assert decoder.feed(b"data: half") == []
+    assert decoder.close() == []
+    assert decoder.feed(b"data: new\n\n") == [SSEEvent("message", "new", None, None)]
+
+
+# ---- memory bounds -----------------------------------------------------------------------------
+
+
+def test_line_over_the_limit_raises_in_one_piece_or_many() -> None:
+    with pytest.raises(ValueError, match="line longer than 16 bytes"):
+        decode(b"data: " + b"x" * 11 + b"\n\n", max_line=16)
+    decoder = SSEDecoder(max_line_bytes=16, max_event_bytes=BIG)
+    decoder.feed(b"data: xxxx")
+    for _ in range(3):
+        assert decoder.feed(b"xx") == []  # 16 bytes: still within the bound
+    # No line ending ever comes: the tail must not grow unbounded.
+    with pytest.raises(ValueError, match="line longer"):
+        decoder.feed(b"x")
+
+
+def test_line_at_the_limit_is_fine() -> None:
+    assert datas(b"data: " + b"x" * 10 + b"\n\n") == ["x" * 10]
+    assert decode(b"data: " + b"x" * 10 + b"\n\n", max_line=16)[0].data == "x" * 10
+
+
+def test_event_data_over_the_limit_raises() -> None:
+    with pytest.raises(ValueError, match="event data over 8 bytes"):
+        decode(b"data: 12345\ndata: 6789\n\n", max_event=8)
+    # The bound is per event, not per stream.
+    assert len(decode(b"data: 1234\n\n" * 5, max_event=8)) == 5
+
+
+# ---- arbitrary splits ----------------------------------------------------------------------------
+
+_line = st.one_of(
+    st.sampled_from(
+        [
+            b"",
+            b":",
+            b": comment",
+            b"data",
+            b"data:",
+            b"data: x",
+            b"data:  y",
+            b"event: e",
+            b"id: 3",
+            b"id",
+            b"retry: 10",
+            b"retry: x",
+            b"field",
+            b"\xef\xbb\xbfdata: bom",
+        ]
+    ),
+    st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.text(max_size=6).map(lambda t: b"data: " + t.encode()),
+)
+_stream = st.tuples(
+    st.booleans(),
+    st.lists(st.tuples(_line, st.sampled_from([b"\n", b"\r", b"\r\n"])), max_size=25),
+).map(lambda t: (b"\xef\xbb\xbf" if t[0] else b"") + b"".join(a + b for a, b in t[1]))
+
+
+@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_splitting_the_stream_anywhere_gives_the_same_events(
+    stream: bytes, cuts: list[int]
+) -> None:
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    assert decode(*pieces) == decode(stream)
+    assert decode(*[stream[i : i + 1] for i in range(len(stream))]) == decode(stream)
