@@ -37,6 +37,7 @@ _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("mistral", "mistral"),
 )
 _SEPARATOR = re.compile(r"[-_.:/0-9]")
+_BAD_HEADER = re.compile(r"[\r\n\0]")
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 
 
@@ -116,6 +117,13 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         who = f"provider {self.name!r}: "
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ConfigError(f"{who}api_key must be a string", field="api_key")
+        for secretish in ("api_key", "api_version"):
+            value = getattr(self, secretish)
+            if value is not None and (not isinstance(value, str) or _BAD_HEADER.search(value)):
+                # The value is never echoed: it may be a key.
+                raise ConfigError(
+                    f"{who}{secretish} must be a string without CR, LF or NUL", field=secretish
+                )
         if not _is_number(self.weight) or math.isinf(self.weight) or self.weight <= 0:
             raise ConfigError(
                 f"{who}weight must be a number > 0, got {self.weight!r}", field="weight"

@@ -155,7 +155,7 @@ class ConfigError(LLMLBError, ValueError):
 
     def __init__(self, message: str, *, field: str = "", source: str = "") -> None:
         prefix = f"{source}: " if source else ""
-        where = f"{field}: " if field and not message.startswith(field) else ""
+        where = f"{field}: " if field and field not in message else ""
         super().__init__(f"{prefix}{where}{message}")
         self.field = field
         self.source = source

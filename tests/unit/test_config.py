@@ -87,6 +87,8 @@ def test_balancer_config_errors_name_the_field(kwargs: dict[str, Any], field: st
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"name": ""}, "name"),
         ({"headers": {"x": "a\r\nb"}}, "headers"),
+        ({"api_key": "sk-abc\nx"}, "api_key"),
+        ({"api_version": "2023\r\n"}, "api_version"),
     ],
 )
 def test_provider_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
