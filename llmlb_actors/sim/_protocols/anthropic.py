@@ -1,0 +1,298 @@
+"""Anthropic Messages as the simulator speaks it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import msgspec
+
+from ._base import (
+    CHAT,
+    DEFAULT_MESSAGES,
+    HEALTH,
+    NOT_FOUND,
+    Answer,
+    BadRequest,
+    ChatInput,
+    Reply,
+    Route,
+    StreamPlan,
+    WireProtocol,
+    decode_body,
+    encode,
+    retry_after_value,
+    sse,
+    topic_of,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["AnthropicProtocol"]
+
+
+class _Block(msgspec.Struct):
+    type: str = "text"
+    text: str | None = None
+
+
+class _Message(msgspec.Struct):
+    role: str
+    content: str | list[_Block]
+
+
+class _Request(msgspec.Struct):
+    model: str
+    messages: Annotated[list[_Message], msgspec.Meta(min_length=1)]
+    max_tokens: int
+    system: str | list[_Block] | None = None
+    stream: bool | None = None
+
+
+_DECODER: Final = msgspec.json.Decoder(_Request)
+
+
+def _text(content: str | list[_Block] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return " ".join(b.text for b in content if b.type == "text" and b.text is not None)
+
+
+_TYPES: Final = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return sse(encode(payload), name.encode())
+
+
+_DELTA: Final = (
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+)
+_BLOCK_START: Final = _event(
+    "content_block_start",
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+)
+_PING: Final = _event("ping", {"type": "ping"})
+_BLOCK_STOP: Final = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+_MESSAGE_STOP: Final = _event("message_stop", {"type": "message_stop"})
+_STREAM_ERROR: Final = [
+    _event(
+        "error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
+]
+_MALFORMED: Final = (
+    b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {\n\n'
+)
+_WRONG_SHAPE: Final = _event(
+    "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": "unexpected"}
+)
+
+
+class AnthropicProtocol(WireProtocol):
+    """``POST /v1/messages``, ``GET /v1/models``; ``x-api-key`` (or Bearer) auth.
+
+    Any ``anthropic-version`` value is accepted (new SDKs send new dates), but
+    the header must be present, as on the real API.
+    """
+
+    id_prefix = "msg_sim"
+
+    def __init__(self, *, name: str, model: str, api_key: str | None, created: int) -> None:
+        super().__init__(name=name, model=model, api_key=api_key, created=created)
+        self._key = None if api_key is None else api_key.encode()
+        self._bearer = None if api_key is None else b"Bearer " + api_key.encode()
+        model_obj = {
+            "type": "model",
+            "id": model,
+            "display_name": model,
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+        self._models = encode(
+            {"data": [model_obj], "has_more": False, "first_id": model, "last_id": model}
+        )
+        self._model = encode(model_obj)
+        self._errors: dict[tuple[int, float], Answer] = {}
+        self._missing_version = self._error_answer(
+            400, None, "anthropic-version: header is required"
+        )
+
+    def route(self, method: bytes, path: str, query: str) -> Route:
+        if path == "/v1/messages":
+            return Route(CHAT) if method == b"POST" else Route(NOT_FOUND)
+        if method == b"GET":
+            if path == "/v1/models":
+                return Route(HEALTH)
+            if path.startswith("/v1/models/"):
+                return Route(HEALTH, model=path[len("/v1/models/") :])
+        return Route(NOT_FOUND)
+
+    def authorized(self, headers: Mapping[bytes, bytes], query: str) -> bool:
+        if self._key is None:
+            return True
+        return (
+            headers.get(b"x-api-key") == self._key or headers.get(b"authorization") == self._bearer
+        )
+
+    def precheck(self, headers: Mapping[bytes, bytes]) -> Answer | None:
+        return None if b"anthropic-version" in headers else self._missing_version
+
+    def auth_error(self) -> Answer:
+        return self._error_answer(401, None, "invalid x-api-key")
+
+    def parse_chat(self, route: Route, body: bytes) -> ChatInput:
+        req = decode_body(_DECODER, body)
+        words = len(_text(req.system).split())
+        topic = ""
+        for message in req.messages:
+            text = _text(message.content)
+            words += len(text.split())
+            if message.role == "user":
+                topic = text
+        return ChatInput(
+            model=req.model,
+            stream=bool(req.stream),
+            input_words=words,
+            topic=topic_of(topic),
+            max_tokens=req.max_tokens,
+        )
+
+    def bad_request(self, exc: BadRequest) -> Answer:
+        message = f"{exc.field}: Field required" if exc.missing and exc.field else exc.message
+        return self._error_answer(400, None, message)
+
+    def model_not_found(self, model: str) -> Answer:
+        return self._error_answer(404, None, f"model: {model}")
+
+    def not_found(self, method: bytes, path: str) -> Answer:
+        return self._error_answer(404, None, "Not Found")
+
+    def error(self, status: int, retry_after: float) -> Answer:
+        key = (status, retry_after)
+        answer = self._errors.get(key)
+        if answer is None:
+            answer = self._errors[key] = self._error_answer(status, retry_after, None)
+        return answer
+
+    def _error_answer(self, status: int, retry_after: float | None, message: str | None) -> Answer:
+        kind = _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        body = encode(
+            {
+                "type": "error",
+                "error": {
+                    "type": kind,
+                    "message": message or DEFAULT_MESSAGES.get(status, "Error"),
+                },
+                "request_id": "req_sim",
+            }
+        )
+        headers = b""
+        if status == 429 and retry_after is not None:
+            headers = (
+                f"retry-after: {retry_after_value(retry_after)}\r\n"
+                "anthropic-ratelimit-requests-limit: 50\r\n"
+                "anthropic-ratelimit-requests-remaining: 0\r\n"
+                "anthropic-ratelimit-requests-reset: 2025-01-01T00:00:00Z\r\n"
+            ).encode()
+        return Answer(status, headers, body)
+
+    def health(self, route: Route) -> Answer:
+        if route.model is None:
+            return Answer(200, b"", self._models)
+        if route.model != self.model:
+            return self.model_not_found(route.model)
+        return Answer(200, b"", self._model)
+
+    def headers(self, seq: int) -> bytes:
+        return b"request-id: req_sim%d\r\n" % seq
+
+    def _stop(self, reply: Reply) -> str:
+        return "max_tokens" if reply.truncated else "end_turn"
+
+    def whole(self, reply: Reply) -> bytes:
+        return encode(
+            {
+                "id": reply.id,
+                "type": "message",
+                "role": "assistant",
+                "model": reply.model,
+                "content": [{"type": "text", "text": reply.text}],
+                "stop_reason": self._stop(reply),
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": reply.prompt_tokens,
+                    "output_tokens": reply.completion_tokens,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            }
+        )
+
+    def stream(self, reply: Reply, chat: ChatInput) -> StreamPlan:
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": reply.id,
+                "type": "message",
+                "role": "assistant",
+                "model": reply.model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": reply.prompt_tokens,
+                    "output_tokens": 1,
+                    "cache_creation_input_tokens": 0,
+                    "cache_read_input_tokens": 0,
+                },
+            },
+        }
+        head = [_event("message_start", start), _BLOCK_START, _PING]
+        deltas = [_DELTA + encode(piece) + b"}}\n\n" for piece in reply.pieces]
+        tail = [
+            _BLOCK_STOP,
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": self._stop(reply), "stop_sequence": None},
+                    "usage": {"output_tokens": reply.completion_tokens},
+                },
+            ),
+            _MESSAGE_STOP,
+        ]
+        return StreamPlan(
+            head=head,
+            deltas=deltas,
+            tail=tail,
+            error=_STREAM_ERROR,
+            malformed=_MALFORMED,
+            wrong_shape=_WRONG_SHAPE,
+        )
+
+    def wrong_shape(self, reply: Reply) -> bytes:
+        return encode(
+            {
+                "id": reply.id,
+                "type": "message",
+                "role": "assistant",
+                "model": reply.model,
+                "content": "unexpected",
+                "stop_reason": None,
+            }
+        )
