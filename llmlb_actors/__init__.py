@@ -16,6 +16,7 @@ from ._errors import LLMLBError as LLMLBError
 from ._errors import LoadBalancerError as LoadBalancerError
 from ._errors import OverloadedError as OverloadedError
 from ._errors import StrategyError as StrategyError
+from ._loading import load_config as load_config
 from ._models import LLMRequest as LLMRequest
 from ._models import LLMResponse as LLMResponse
 from ._models import Message as Message
@@ -48,6 +49,7 @@ __all__ = [
     "StreamChunk",
     "Usage",
     "__version__",
+    "load_config",
     "open_balancer",
 ]
 

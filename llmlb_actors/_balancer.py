@@ -15,6 +15,7 @@ from ._actors._stream import StreamHandle
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
 from ._backoff import compute_backoff
+from ._batch import BatchMap
 from ._config import BalancerConfig, ProviderConfig
 from ._errors import ConfigError, LLMError, LoadBalancerError, OverloadedError
 from ._models import LLMRequest, LLMResponse, StreamChunk
@@ -26,7 +27,7 @@ from .providers._registry import adapter_class
 from .strategies import make_strategy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 
 __all__ = ["Balancer", "open_balancer"]
 
@@ -106,6 +107,28 @@ class Balancer:
             yield outcome
         finally:
             outcome.close()
+
+    def map(
+        self,
+        requests: Iterable[LLMRequest] | AsyncIterable[LLMRequest],
+        *,
+        concurrency: int = 64,
+        ordered: bool = False,
+        buffer: int | None = None,
+        timeout: float | None = None,
+    ) -> BatchMap:
+        """Run many requests: ``async with lb.map(reqs) as results: async for r in results``.
+
+        The input is consumed lazily; at most ``concurrency`` requests run at
+        once and at most ``concurrency + buffer`` (default ``2 * concurrency``)
+        results are held, so memory is bounded for any input size. Each item
+        yields one `BatchResult`; a failure is a result, never an exception.
+        ``ordered=True`` yields in input order. Leaving the block cancels
+        what is unfinished. ``timeout`` applies to each request. See `BatchMap`.
+        """
+        return BatchMap(
+            self, requests, concurrency=concurrency, ordered=ordered, buffer=buffer, timeout=timeout
+        )
 
     async def _run(
         self, request: LLMRequest, *, stream: bool, timeout: float | None
@@ -251,6 +274,8 @@ class Balancer:
         """Start a provider at runtime; it joins rotation once its actor is ready."""
         if not isinstance(config, ProviderConfig):
             raise ConfigError("add_provider needs a ProviderConfig", field="config")
+        if self._closed:
+            raise LoadBalancerError("the balancer is closed")
         await self._supervisor.add(config)
 
     async def remove_provider(self, name: str) -> None:
@@ -261,7 +286,10 @@ class Balancer:
 
         Raises:
             KeyError: no provider has that name.
+            LoadBalancerError: the balancer is closed.
         """
+        if self._closed:
+            raise LoadBalancerError("the balancer is closed")
         await self._supervisor.remove(name)
 
     def _provider_actor(self, name: str) -> Any:

@@ -1,0 +1,165 @@
+"""``llmlb sim``, the ``--providers`` spec language, and the simulated fleets the
+other commands use when no ``--config`` is given. Strictly private.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .sim import OUTCOMES, Behaviour, SimProvider, serve_simulator
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = [
+    "DEFAULT_SIM_SPEC",
+    "batch_fleet",
+    "bench_fleet",
+    "demo_fleet",
+    "parse_providers",
+    "run_sim",
+]
+
+DEFAULT_SIM_SPEC = "openai:openai,claude:anthropic,gemini:gemini,cohere:cohere,mistral:mistral"
+
+_BEHAVIOUR_KEYS = {
+    "latency": "latency",
+    "jitter": "latency_jitter",
+    "token_delay": "token_delay",
+    "chunks": "chunks",
+    "seed": "seed",
+    "reply": "reply",
+    "retry_after": "retry_after",
+}
+_PROVIDER_KEYS = {"model": "model", "key": "api_key", "port": "port"}
+_INTS = {"chunks", "seed", "port"}
+
+SPEC_HELP = """\
+SPEC is a comma-separated list of NAME[:PROTOCOL][:OPTION=VALUE...]. PROTOCOL is
+openai (default), openai-compatible, anthropic, gemini, cohere or mistral.
+OPTIONs: latency, jitter, token_delay (seconds), chunks, seed, reply, retry_after,
+model, key (the API key it demands; default: any), port, and any outcome name
+with its probability per request, e.g. 503=0.1, 429=0.05, hang=0.01, reset=0.01.
+Example: "fast:openai:latency=0.01,flaky:anthropic:503=0.2:hang=0.02"."""
+
+
+def parse_providers(spec: str, *, base_port: int = 0) -> list[SimProvider]:
+    """Parse a ``--providers`` SPEC (see ``SPEC_HELP``).
+
+    With ``base_port`` > 0, providers without their own ``port`` listen on
+    consecutive ports from it.
+
+    Raises:
+        ValueError: a malformed entry, an unknown option or a bad value.
+    """
+    providers: list[SimProvider] = []
+    for index, entry in enumerate(e.strip() for e in spec.split(",")):
+        if not entry:
+            raise ValueError(f"empty entry #{index + 1} in {spec!r}")
+        name, *parts = entry.split(":")
+        fields: dict[str, Any] = {"name": name}
+        behaviour: dict[str, Any] = {}
+        faults: dict[str, float] = {}
+        if parts and "=" not in parts[0]:
+            fields["protocol"] = parts.pop(0)
+        for part in parts:
+            key, sep, raw = part.partition("=")
+            if not sep:
+                raise ValueError(f"{name}: expected OPTION=VALUE, got {part!r}")
+            try:
+                if key in OUTCOMES:
+                    faults[key] = float(raw)
+                elif key in _BEHAVIOUR_KEYS:
+                    behaviour[_BEHAVIOUR_KEYS[key]] = _value(key, raw)
+                elif key in _PROVIDER_KEYS:
+                    fields[_PROVIDER_KEYS[key]] = _value(key, raw)
+                else:
+                    known = ", ".join([*_BEHAVIOUR_KEYS, *_PROVIDER_KEYS, "<outcome>"])
+                    raise ValueError(f"unknown option {key!r}; expected one of {known}")
+            except ValueError as exc:
+                raise ValueError(f"{name}: {key}: {exc}") from None
+        if base_port and "port" not in fields:
+            fields["port"] = base_port + index
+        try:
+            provider = SimProvider(**fields, behaviour=Behaviour(**behaviour, faults=faults))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        providers.append(provider)
+    names = [p.name for p in providers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"provider names must be unique, got {', '.join(names)}")
+    return providers
+
+
+def _value(key: str, raw: str) -> Any:
+    if key in _INTS:
+        return int(raw)
+    if key in ("reply", "model", "key"):
+        return raw
+    return float(raw)
+
+
+def demo_fleet() -> list[SimProvider]:
+    """Three providers with small real latencies; ``gamma`` is flaky (503s, rare hangs)."""
+    return [
+        SimProvider(
+            name="alpha",
+            protocol="openai",
+            behaviour=Behaviour(latency=0.005, latency_jitter=0.010, seed=1),
+        ),
+        SimProvider(
+            name="beta",
+            protocol="anthropic",
+            behaviour=Behaviour(latency=0.010, latency_jitter=0.020, seed=2),
+        ),
+        SimProvider(
+            name="gamma",
+            protocol="gemini",
+            behaviour=Behaviour(
+                latency=0.005, latency_jitter=0.025, faults={"503": 0.12, "hang": 0.02}, seed=3
+            ),
+        ),
+    ]
+
+
+def batch_fleet() -> list[SimProvider]:
+    """What ``llmlb batch`` runs against without ``--config``: three healthy providers."""
+    return [
+        SimProvider(name="alpha", protocol="openai"),
+        SimProvider(name="beta", protocol="anthropic"),
+        SimProvider(name="gamma", protocol="gemini"),
+    ]
+
+
+def bench_fleet() -> list[SimProvider]:
+    """Zero-latency providers: the benchmark then measures the balancer's own cost."""
+    return [SimProvider(name="alpha", protocol="openai"), SimProvider(name="beta")]
+
+
+async def run_sim(args: argparse.Namespace) -> int:
+    """Serve the simulated providers on 127.0.0.1 until Ctrl-C."""
+    providers = parse_providers(args.providers, base_port=args.port)
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(serve_simulator, providers)
+        print(f"llmlb simulator: {len(providers)} providers on 127.0.0.1 (Ctrl-C to stop)")
+        for p in providers:
+            key = "any key" if p.api_key is None else "its key"
+            print(
+                f"  {p.name:<12} {p.protocol:<18} model={p.model_id:<14} "
+                f"base_url={sim.base_url(p.name)}  ({key})"
+            )
+        print("\nA config for `llmlb --config` / `load_config` (TOML):\n")
+        for p in providers:
+            print("[[providers]]")
+            print(f'name = "{p.name}"')
+            print(f'provider = "{p.protocol}"')
+            print(f'model = "{p.model_id}"')
+            print(f'base_url = "{sim.base_url(p.name)}"')
+            if p.api_key is not None:
+                print('api_key_env = "LLMLB_SIM_KEY"  # export the key you gave in --providers')
+            print()
+        sys.stdout.flush()
+    return 0
