@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -65,6 +67,13 @@ async def _mapped() -> AsyncIterator[None]:
         raise _map_httpx_error(exc) from exc
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _is_token(name: str) -> bool:
+    return _TOKEN.fullmatch(name) is not None
+
+
 def _headers(response: httpx.Response) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in response.headers.multi_items():
@@ -74,26 +83,47 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 
 
 class _StreamingResponse:
+    """One body iterator for the whole response, so ``aread`` after partial
+    iteration returns the rest (httpx refuses a second ``aiter_raw``), and a
+    plain iterator rather than an async generator, so one abandoned by the
+    caller leaves nothing half-run for the garbage collector."""
+
     def __init__(self, response: httpx.Response, limit: int) -> None:
         self._response = response
         self._limit = limit
+        self._raw: AsyncIterator[bytes] | None = None
         self.status = response.status_code
         self.headers = _headers(response)
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        async with _mapped():
-            async for chunk in self._response.aiter_raw():
-                yield chunk
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self
+
+    def __aiter__(self) -> _StreamingResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = self._response.aiter_raw()
+        try:
+            return await anext(raw)
+        except httpx.HTTPError as exc:
+            raise _map_httpx_error(exc) from exc
 
     async def aread(self) -> bytes:
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.aiter_bytes():
+        async for chunk in self:
             size += len(chunk)
             if size > self._limit:
                 raise ResponseTooLarge(f"body over {self._limit} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+    async def _aclose(self) -> None:
+        if isinstance(self._raw, AsyncGenerator):
+            await self._raw.aclose()
+        await self._response.aclose()
 
 
 class HttpxTransport:
@@ -126,8 +156,10 @@ class HttpxTransport:
                     write=self.limits.write_timeout,
                     pool=self.limits.pool_timeout,
                 ),
+                # httpx can only cap connections for the whole client, not per
+                # origin as TransportLimits means; with one origin they agree.
                 limits=httpx.Limits(
-                    max_connections=None,
+                    max_connections=self.limits.max_connections,
                     max_keepalive_connections=self.limits.max_connections,
                 ),
                 trust_env=False,
@@ -135,9 +167,19 @@ class HttpxTransport:
         self._client = client
 
     def _build(self, call: HTTPCall) -> httpx.Request:
-        return self._client.build_request(
-            call.method, call.url, headers=list(call.headers), content=call.body
-        )
+        if self._client.is_closed:
+            # httpx raises RuntimeError here, which no caller maps.
+            raise TransportError("transport is closed")
+        headers = [(n, v) for n, v in call.headers if n.lower() != "accept-encoding"]
+        for name, value in headers:
+            # h11 would refuse these too, but only while sending, as a
+            # (retryable) protocol error whose message quotes the value: an
+            # API key must never reach an error message.
+            if "\r" in value or "\n" in value or "\0" in value or not _is_token(name):
+                raise ValueError(f"header {name[:40]!r} contains CR, LF or NUL or a bad name")
+        # Bodies are read raw (never decompressed), so never advertise gzip.
+        headers.append(("accept-encoding", "identity"))
+        return self._client.build_request(call.method, call.url, headers=headers, content=call.body)
 
     async def request(self, call: HTTPCall) -> HTTPResponse:
         limit = self.limits.max_response_bytes
@@ -163,11 +205,12 @@ class HttpxTransport:
             response = await self._client.send(
                 self._build(call), stream=True, follow_redirects=False
             )
+        streaming = _StreamingResponse(response, self.limits.max_response_bytes)
         try:
-            yield _StreamingResponse(response, self.limits.max_response_bytes)
+            yield streaming
         finally:
             async with _mapped():
-                await response.aclose()
+                await streaming._aclose()
 
     async def aclose(self) -> None:
         if self._owns_client:
