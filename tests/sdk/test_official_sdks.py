@@ -1,0 +1,725 @@
+"""The simulator, checked by clients nobody here wrote: each provider's official Python SDK.
+
+Every SDK makes a whole call and a streaming call against the simulator and must
+parse them without error into the simulator's exact text, finish reason and
+usage (the simulator counts words, so the numbers are exact). A wrong key must
+raise the SDK's own authentication error, and each SDK's model listing (our
+health probe) must parse too.
+
+The SDKs are blocking clients (some run asyncio or httpx2 underneath), so the
+simulator runs in a background thread with its own ``trio.run``; the tests talk
+to it through ``trio.from_thread`` and stop it with a cancel scope at teardown.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import cohere
+import cohere.errors
+import httpx
+import pytest
+import trio
+from anthropic import Anthropic
+from anthropic import APIStatusError as AnthropicStatusError
+from anthropic import AuthenticationError as AnthropicAuthError
+from anthropic import OverloadedError as AnthropicOverloadedError
+from anthropic import RateLimitError as AnthropicRateLimitError
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+from mistralai.client import Mistral
+from mistralai.client import errors as mistral_errors
+from mistralai.client.models import BaseModelCard
+from openai import APIError as OpenAIAPIError
+from openai import AuthenticationError as OpenAIAuthError
+from openai import InternalServerError as OpenAIServerError
+from openai import OpenAI
+from openai import RateLimitError as OpenAIRateLimitError
+
+from llmlb_actors.sim import Behaviour, SimProvider, SimStats, Simulator, open_simulator
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = pytest.mark.sdk
+
+KEY = "sk-sim-fidelity-key"
+WRONG_KEY = "sk-not-the-right-key"
+SYSTEM = "Answer in one sentence"
+USER = "Why do trio nurseries matter"
+REPLY = "Trio nurseries keep every child task in sight until each one is done"
+PROMPT_TOKENS = len(SYSTEM.split()) + len(USER.split())
+COMPLETION_TOKENS = len(REPLY.split())
+CHUNKS = 4
+TIMEOUT = 10.0
+MODELS = {
+    "openai": "gpt-sim",
+    "anthropic": "claude-sim",
+    "gemini": "gemini-sim",
+    "cohere": "command-sim",
+    "mistral": "mistral-sim",
+}
+SDKS = tuple(MODELS)
+
+_T = TypeVar("_T")
+
+
+# -- the simulator in its own thread ------------------------------------------------
+
+
+class _Started(NamedTuple):
+    token: trio.lowlevel.TrioToken
+    scope: trio.CancelScope
+    sim: Simulator
+    urls: dict[str, tuple[str, str]]
+
+
+class ThreadedSimulator:
+    """A simulator served from a background thread, for blocking SDK clients.
+
+    Every call into the simulator runs in its own trio thread via
+    ``trio.from_thread``, so scripts and stats are never touched concurrently.
+    """
+
+    def __init__(self, providers: list[SimProvider]) -> None:
+        self._providers = providers
+        self._handoff: queue.Queue[_Started | BaseException] = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name="simulator", daemon=True)
+        self._started: _Started | None = None
+        self._crash: BaseException | None = None
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # handed to the test thread, re-raised there
+            self._crash = exc
+            self._handoff.put(exc)
+
+    async def _serve(self) -> None:
+        with trio.CancelScope() as scope:
+            async with open_simulator(self._providers) as sim:
+                urls = {name: (sim.url(name), sim.base_url(name)) for name in sim.names}
+                self._handoff.put(_Started(trio.lowlevel.current_trio_token(), scope, sim, urls))
+                await trio.sleep_forever()
+
+    def __enter__(self) -> ThreadedSimulator:
+        self._thread.start()
+        started = self._handoff.get(timeout=TIMEOUT)
+        if isinstance(started, BaseException):
+            raise RuntimeError("the simulator thread failed to start") from started
+        self._started = started
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        started = self._started
+        assert started is not None
+        trio.from_thread.run_sync(started.scope.cancel, trio_token=started.token)
+        self._thread.join(TIMEOUT)
+        assert not self._thread.is_alive(), "the simulator thread did not stop"
+        if self._crash is not None:
+            raise RuntimeError("the simulator thread crashed") from self._crash
+
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        assert self._started is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._started.token)
+
+    def url(self, name: str) -> str:
+        assert self._started is not None
+        return self._started.urls[name][0]
+
+    def base_url(self, name: str) -> str:
+        assert self._started is not None
+        return self._started.urls[name][1]
+
+    def stats(self, name: str) -> SimStats:
+        assert self._started is not None
+        return self._call(self._started.sim.stats, name)
+
+    def script(self, name: str, outcomes: list[str]) -> None:
+        assert self._started is not None
+        self._call(self._started.sim.script, name, outcomes)
+
+
+@pytest.fixture
+def sim() -> Iterator[ThreadedSimulator]:
+    providers = [
+        SimProvider(
+            name=name,
+            protocol=name,  # type: ignore[arg-type]
+            api_key=KEY,
+            model=model,
+            behaviour=Behaviour(reply=REPLY, chunks=CHUNKS),
+        )
+        for name, model in MODELS.items()
+    ]
+    with ThreadedSimulator(providers) as threaded:
+        yield threaded
+
+
+# -- one driver per SDK -------------------------------------------------------------
+
+
+class Result(NamedTuple):
+    """What an SDK made of one answer. ``total`` is None where the API gives none."""
+
+    text: str
+    finish: str | None
+    prompt: float
+    completion: float
+    total: float | None
+    deltas: int = 1
+
+
+@contextmanager
+def openai_client(sim: ThreadedSimulator, key: str) -> Iterator[OpenAI]:
+    with OpenAI(
+        api_key=key, base_url=sim.base_url("openai"), max_retries=0, timeout=TIMEOUT
+    ) as client:
+        yield client
+
+
+def openai_whole(client: OpenAI, max_tokens: int | None = None) -> Result:
+    extra: dict[str, Any] = {} if max_tokens is None else {"max_completion_tokens": max_tokens}
+    resp = client.chat.completions.create(
+        model=MODELS["openai"],
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        **extra,
+    )
+    choice = resp.choices[0]
+    usage = resp.usage
+    assert usage is not None
+    assert choice.message.content is not None
+    return Result(
+        choice.message.content,
+        choice.finish_reason,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+    )
+
+
+def openai_stream(client: OpenAI) -> Result:
+    deltas: list[str] = []
+    finish = None
+    usage = None
+    with client.chat.completions.create(
+        model=MODELS["openai"],
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as stream:
+        for chunk in stream:
+            if chunk.choices:
+                choice = chunk.choices[0]
+                if choice.delta.content:
+                    deltas.append(choice.delta.content)
+                finish = choice.finish_reason or finish
+            if chunk.usage is not None:
+                assert usage is None, "usage must come in exactly one chunk"
+                assert not chunk.choices, "the usage chunk has empty choices"
+                usage = chunk.usage
+    assert usage is not None
+    return Result(
+        "".join(deltas),
+        finish,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        len(deltas),
+    )
+
+
+def openai_models(client: OpenAI) -> list[str]:
+    return [model.id for model in client.models.list()]
+
+
+@contextmanager
+def anthropic_client(sim: ThreadedSimulator, key: str) -> Iterator[Anthropic]:
+    with Anthropic(
+        api_key=key, base_url=sim.base_url("anthropic"), max_retries=0, timeout=TIMEOUT
+    ) as client:
+        yield client
+
+
+def anthropic_whole(client: Anthropic, max_tokens: int | None = None) -> Result:
+    message = client.messages.create(
+        model=MODELS["anthropic"],
+        max_tokens=max_tokens or 256,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": USER}],
+    )
+    text = "".join(block.text for block in message.content if block.type == "text")
+    usage = message.usage
+    return Result(text, message.stop_reason, usage.input_tokens, usage.output_tokens, None)
+
+
+def anthropic_stream(client: Anthropic) -> Result:
+    # The SDK's stream helper accumulates every event into the final message, so it
+    # checks message_start, the deltas and message_delta's cumulative usage at once.
+    with client.messages.stream(
+        model=MODELS["anthropic"],
+        max_tokens=256,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": USER}],
+    ) as stream:
+        deltas = list(stream.text_stream)
+        message = stream.get_final_message()
+    text = "".join(block.text for block in message.content if block.type == "text")
+    assert text == "".join(deltas)
+    usage = message.usage
+    return Result(
+        text, message.stop_reason, usage.input_tokens, usage.output_tokens, None, len(deltas)
+    )
+
+
+def anthropic_models(client: Anthropic) -> list[str]:
+    return [model.id for model in client.models.list()]
+
+
+@contextmanager
+def gemini_client(
+    sim: ThreadedSimulator, key: str, api_version: str | None = None
+) -> Iterator[genai.Client]:
+    options = genai_types.HttpOptions(
+        base_url=sim.base_url("gemini"), timeout=int(TIMEOUT * 1000), api_version=api_version
+    )
+    with genai.Client(api_key=key, http_options=options) as client:
+        yield client
+
+
+def _finish_name(reason: object) -> str | None:
+    return None if reason is None else str(getattr(reason, "value", reason))
+
+
+def gemini_whole(client: genai.Client, max_tokens: int | None = None) -> Result:
+    resp = client.models.generate_content(
+        model=MODELS["gemini"],
+        contents=USER,
+        config=genai_types.GenerateContentConfig(
+            system_instruction=SYSTEM, max_output_tokens=max_tokens
+        ),
+    )
+    assert resp.candidates
+    assert resp.usage_metadata is not None
+    usage = resp.usage_metadata
+    assert usage.prompt_token_count is not None
+    assert usage.candidates_token_count is not None
+    return Result(
+        resp.text or "",
+        _finish_name(resp.candidates[0].finish_reason),
+        usage.prompt_token_count,
+        usage.candidates_token_count,
+        usage.total_token_count,
+    )
+
+
+def gemini_stream(client: genai.Client) -> Result:
+    deltas: list[str] = []
+    finish = None
+    usage = None
+    for chunk in client.models.generate_content_stream(
+        model=MODELS["gemini"],
+        contents=USER,
+        config=genai_types.GenerateContentConfig(system_instruction=SYSTEM),
+    ):
+        if chunk.text:
+            deltas.append(chunk.text)
+        assert chunk.candidates
+        finish = _finish_name(chunk.candidates[0].finish_reason) or finish
+        usage = chunk.usage_metadata or usage  # cumulative on every chunk: keep the last
+    assert usage is not None
+    assert usage.prompt_token_count is not None
+    assert usage.candidates_token_count is not None
+    return Result(
+        "".join(deltas),
+        finish,
+        usage.prompt_token_count,
+        usage.candidates_token_count,
+        usage.total_token_count,
+        len(deltas),
+    )
+
+
+def gemini_models(client: genai.Client) -> list[str]:
+    return [model.name or "" for model in client.models.list()]
+
+
+@contextmanager
+def cohere_client(sim: ThreadedSimulator, key: str) -> Iterator[cohere.ClientV2]:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        yield cohere.ClientV2(
+            api_key=key, base_url=sim.base_url("cohere"), max_retries=0, httpx_client=http
+        )
+
+
+_COHERE_MESSAGES: Any = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+
+
+def _cohere_usage(usage: Any) -> tuple[float, float]:
+    # The two buckets are equal in the simulator; the SDK must parse both.
+    assert usage.billed_units.input_tokens == usage.tokens.input_tokens
+    assert usage.billed_units.output_tokens == usage.tokens.output_tokens
+    return usage.tokens.input_tokens, usage.tokens.output_tokens
+
+
+def cohere_whole(client: cohere.ClientV2, max_tokens: int | None = None) -> Result:
+    resp = client.chat(model=MODELS["cohere"], messages=_COHERE_MESSAGES, max_tokens=max_tokens)
+    assert resp.message.content is not None
+    text = "".join(item.text for item in resp.message.content if item.type == "text")
+    prompt, completion = _cohere_usage(resp.usage)
+    return Result(text, resp.finish_reason, prompt, completion, None)
+
+
+def cohere_stream(client: cohere.ClientV2) -> Result:
+    deltas: list[str] = []
+    end: Any = None
+    for event in client.chat_stream(model=MODELS["cohere"], messages=_COHERE_MESSAGES):
+        if event.type == "content-delta":
+            text = event.delta.message.content.text  # type: ignore[union-attr]
+            assert text is not None
+            deltas.append(text)
+        elif event.type == "message-end":
+            end = event.delta
+    assert end is not None, "no message-end event"
+    prompt, completion = _cohere_usage(end.usage)
+    return Result("".join(deltas), end.finish_reason, prompt, completion, None, len(deltas))
+
+
+def cohere_models(client: cohere.ClientV2) -> list[str]:
+    return [model.name or "" for model in client.models.list().models or []]
+
+
+@contextmanager
+def mistral_client(sim: ThreadedSimulator, key: str) -> Iterator[Mistral]:
+    # mistralai wants the origin: its operations carry the /v1 prefix themselves.
+    with Mistral(api_key=key, server_url=sim.url("mistral"), timeout_ms=int(TIMEOUT * 1000)) as m:
+        yield m
+
+
+_MISTRAL_MESSAGES: Any = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
+
+
+def mistral_whole(client: Mistral, max_tokens: int | None = None) -> Result:
+    resp = client.chat.complete(
+        model=MODELS["mistral"], messages=_MISTRAL_MESSAGES, max_tokens=max_tokens
+    )
+    choice = resp.choices[0]
+    assert choice.message is not None
+    content = choice.message.content
+    assert isinstance(content, str)
+    usage = resp.usage
+    return Result(
+        content,
+        choice.finish_reason,
+        usage.prompt_tokens or 0,
+        usage.completion_tokens or 0,
+        usage.total_tokens,
+    )
+
+
+def mistral_stream(client: Mistral) -> Result:
+    deltas: list[str] = []
+    finish = None
+    usage = None
+    with client.chat.stream(model=MODELS["mistral"], messages=_MISTRAL_MESSAGES) as events:
+        for event in events:
+            chunk = event.data
+            choice = chunk.choices[0]
+            if isinstance(choice.delta.content, str) and choice.delta.content:
+                deltas.append(choice.delta.content)
+            if choice.finish_reason is not None:
+                # Mistral's difference from OpenAI: usage rides on the finishing chunk.
+                assert chunk.usage is not None
+                finish = choice.finish_reason
+                usage = chunk.usage
+    assert usage is not None
+    return Result(
+        "".join(deltas),
+        finish,
+        usage.prompt_tokens or 0,
+        usage.completion_tokens or 0,
+        usage.total_tokens,
+        len(deltas),
+    )
+
+
+def mistral_models(client: Mistral) -> list[str]:
+    names = []
+    for model in client.models.list().data or []:
+        # The SDK falls back to UnknownModelListData for an entry it cannot classify.
+        assert isinstance(model, BaseModelCard), model
+        names.append(model.id)
+    return names
+
+
+class SDK(NamedTuple):
+    client: Callable[[ThreadedSimulator, str], AbstractContextManager[Any]]
+    whole: Callable[..., Result]
+    stream: Callable[[Any], Result]
+    models: Callable[[Any], list[str]]
+    finish: str
+    truncated: str
+    has_total: bool
+    auth_headers: frozenset[str]
+    """Header names any of which carries the key (redacted in the stats)."""
+
+
+DRIVERS = {
+    "openai": SDK(
+        openai_client,
+        openai_whole,
+        openai_stream,
+        openai_models,
+        "stop",
+        "length",
+        True,
+        frozenset({"authorization"}),
+    ),
+    # anthropic 2.x sends the API key as a Bearer token; older SDKs sent x-api-key.
+    "anthropic": SDK(
+        anthropic_client,
+        anthropic_whole,
+        anthropic_stream,
+        anthropic_models,
+        "end_turn",
+        "max_tokens",
+        False,
+        frozenset({"authorization", "x-api-key"}),
+    ),
+    "gemini": SDK(
+        gemini_client,
+        gemini_whole,
+        gemini_stream,
+        gemini_models,
+        "STOP",
+        "MAX_TOKENS",
+        True,
+        frozenset({"x-goog-api-key"}),
+    ),
+    "cohere": SDK(
+        cohere_client,
+        cohere_whole,
+        cohere_stream,
+        cohere_models,
+        "COMPLETE",
+        "MAX_TOKENS",
+        False,
+        frozenset({"authorization"}),
+    ),
+    "mistral": SDK(
+        mistral_client,
+        mistral_whole,
+        mistral_stream,
+        mistral_models,
+        "stop",
+        "length",
+        True,
+        frozenset({"authorization"}),
+    ),
+}
+
+
+def expected(driver: SDK, finish: str, completion: int, text: str) -> Result:
+    total = PROMPT_TOKENS + completion if driver.has_total else None
+    return Result(text, finish, PROMPT_TOKENS, completion, total)
+
+
+def assert_key_reached_sim(stats: SimStats, driver: SDK) -> None:
+    sent = driver.auth_headers & stats.last_headers.keys()
+    assert sent, f"none of {sorted(driver.auth_headers)} in {sorted(stats.last_headers)}"
+    for name in sent:
+        assert stats.last_headers[name] in ("***", "Bearer ***")
+    assert KEY not in repr(stats)
+
+
+# -- the checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_whole_call_parses_to_the_simulators_text_finish_and_usage(
+    sim: ThreadedSimulator, name: str
+) -> None:
+    driver = DRIVERS[name]
+    with driver.client(sim, KEY) as client:
+        result = driver.whole(client)
+    assert result == expected(driver, driver.finish, COMPLETION_TOKENS, REPLY)
+    stats = sim.stats(name)
+    assert stats.outcomes == {"ok": 1}
+    assert stats.streams == 0
+    assert_key_reached_sim(stats, driver)
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_stream_parses_to_the_simulators_text_finish_and_usage(
+    sim: ThreadedSimulator, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = DRIVERS[name]
+    with caplog.at_level(logging.WARNING), driver.client(sim, KEY) as client:
+        result = driver.stream(client)
+    assert result._replace(deltas=1) == expected(driver, driver.finish, COMPLETION_TOKENS, REPLY)
+    assert result.deltas == CHUNKS, "the text must arrive as the simulator's deltas"
+    # cohere skips events it cannot parse with only a logged warning: none may be skipped.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    stats = sim.stats(name)
+    assert stats.outcomes == {"ok": 1}
+    assert stats.streams == 1
+    assert_key_reached_sim(stats, driver)
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_max_tokens_truncates_with_the_protocols_finish_reason(
+    sim: ThreadedSimulator, name: str
+) -> None:
+    driver = DRIVERS[name]
+    with driver.client(sim, KEY) as client:
+        result = driver.whole(client, 3)
+    short = " ".join(REPLY.split()[:3])
+    assert result == expected(driver, driver.truncated, 3, short)
+
+
+WRONG_KEY_ERRORS: dict[str, tuple[type[BaseException], Callable[[Any], bool]]] = {
+    "openai": (OpenAIAuthError, lambda e: e.status_code == 401),
+    "anthropic": (AnthropicAuthError, lambda e: e.status_code == 401),
+    # Gemini has no authentication class: the real API answers a bad key with
+    # 400 INVALID_ARGUMENT, reason API_KEY_INVALID, and the SDK raises ClientError.
+    "gemini": (
+        genai_errors.ClientError,
+        lambda e: e.code == 400 and "API_KEY_INVALID" in str(e.details),
+    ),
+    "cohere": (cohere.errors.UnauthorizedError, lambda e: e.status_code == 401),
+    # mistralai 3.x has no authentication class either: a 401 is a plain SDKError.
+    "mistral": (mistral_errors.SDKError, lambda e: e.status_code == 401),
+}
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_wrong_key_raises_the_sdks_own_authentication_error(
+    sim: ThreadedSimulator, name: str
+) -> None:
+    driver = DRIVERS[name]
+    error, check = WRONG_KEY_ERRORS[name]
+    with driver.client(sim, WRONG_KEY) as client, pytest.raises(error) as caught:
+        driver.whole(client)
+    assert check(caught.value), repr(caught.value)
+    assert WRONG_KEY not in str(caught.value)
+    assert sim.stats(name).outcomes == {"401" if name != "gemini" else "400": 1}
+
+
+def _gemini_retry_delay(error: genai_errors.APIError) -> str | None:
+    details = (error.details or {}).get("error", {}).get("details", [])
+    return next((d["retryDelay"] for d in details if "retryDelay" in d), None)
+
+
+# Each SDK's own class for the simulator's rate limit (429, Retry-After 1 s, the
+# default) and overload answers (529 on Anthropic, 503 elsewhere).
+OVERLOADS: dict[str, tuple[str, type[BaseException], Callable[[Any], bool]]] = {
+    "openai": ("503", OpenAIServerError, lambda e: e.status_code == 503),
+    "anthropic": ("529", AnthropicOverloadedError, lambda e: e.status_code == 529),
+    "gemini": ("503", genai_errors.ServerError, lambda e: e.status == "UNAVAILABLE"),
+    "cohere": ("503", cohere.errors.ServiceUnavailableError, lambda e: e.status_code == 503),
+    "mistral": ("503", mistral_errors.SDKError, lambda e: e.status_code == 503),
+}
+RATE_LIMITS: dict[str, tuple[type[BaseException], Callable[[Any], bool]]] = {
+    "openai": (OpenAIRateLimitError, lambda e: e.response.headers["retry-after"] == "1"),
+    "anthropic": (AnthropicRateLimitError, lambda e: e.response.headers["retry-after"] == "1"),
+    # Gemini sends no Retry-After header: the delay is a google.rpc.RetryInfo detail.
+    "gemini": (
+        genai_errors.ClientError,
+        lambda e: e.status == "RESOURCE_EXHAUSTED" and _gemini_retry_delay(e) == "1s",
+    ),
+    "cohere": (cohere.errors.TooManyRequestsError, lambda e: e.headers["retry-after"] == "1"),
+    "mistral": (
+        mistral_errors.SDKError,
+        lambda e: e.status_code == 429 and e.headers["retry-after"] == "1",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_rate_limit_and_overload_answers_raise_the_sdks_own_errors(
+    sim: ThreadedSimulator, name: str
+) -> None:
+    driver = DRIVERS[name]
+    overload, overload_error, overload_check = OVERLOADS[name]
+    rate_error, rate_check = RATE_LIMITS[name]
+    sim.script(name, ["429", overload])
+    with driver.client(sim, KEY) as client:
+        with pytest.raises(rate_error) as rate_limited:
+            driver.whole(client)
+        assert rate_check(rate_limited.value), repr(rate_limited.value)
+        with pytest.raises(overload_error) as overloaded:
+            driver.whole(client)
+        assert overload_check(overloaded.value), repr(overloaded.value)
+    assert sim.stats(name).outcomes == {"429": 1, overload: 1}
+
+
+@pytest.mark.parametrize("name", SDKS)
+def test_model_listing_health_endpoint_parses(sim: ThreadedSimulator, name: str) -> None:
+    driver = DRIVERS[name]
+    with driver.client(sim, KEY) as client:
+        names = driver.models(client)
+    model = MODELS[name]
+    assert names == [f"models/{model}" if name == "gemini" else model]
+    assert sim.stats(name).health_probes == 1
+
+
+STREAM_ERRORS: dict[str, type[BaseException]] = {
+    "openai": OpenAIAPIError,
+    "anthropic": AnthropicStatusError,
+    "gemini": genai_errors.ServerError,
+    # mistralai has no in-stream error handling: it fails validating the error object
+    # as a chunk, with its own error class rather than a silent success.
+    "mistral": mistral_errors.MistralError,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_ERRORS))
+def test_in_stream_error_event_raises_in_the_sdk(sim: ThreadedSimulator, name: str) -> None:
+    driver = DRIVERS[name]
+    sim.script(name, ["stream_error"])
+    with driver.client(sim, KEY) as client, pytest.raises(STREAM_ERRORS[name]):
+        driver.stream(client)
+    assert sim.stats(name).outcomes == {"stream_error": 1}
+
+
+def test_cohere_in_stream_error_is_a_message_end_with_error(sim: ThreadedSimulator) -> None:
+    # Cohere reports a failed generation in message-end itself (finish_reason ERROR).
+    sim.script("cohere", ["stream_error"])
+    with cohere_client(sim, KEY) as client:
+        events = list(client.chat_stream(model=MODELS["cohere"], messages=_COHERE_MESSAGES))
+    end = events[-1]
+    assert end.type == "message-end"
+    assert end.delta is not None
+    assert end.delta.finish_reason == "ERROR"
+    assert end.delta.error
+
+
+@pytest.mark.parametrize(("api_version", "prefix"), [(None, "/v1/"), ("v1beta", "/v1beta/")])
+def test_gemini_sdk_reaches_both_api_versions(
+    sim: ThreadedSimulator, api_version: str | None, prefix: str
+) -> None:
+    # google-genai 3.x defaults to v1 where 1.x/2.x used v1beta; both must work.
+    with gemini_client(sim, KEY, api_version) as client:
+        whole = gemini_whole(client)
+        assert sim.stats("gemini").last_path == f"{prefix}models/gemini-sim:generateContent"
+        streamed = gemini_stream(client)
+    assert sim.stats("gemini").last_path == (
+        f"{prefix}models/gemini-sim:streamGenerateContent?alt=sse"
+    )
+    assert whole.text == streamed.text == REPLY
+
+
+def test_anthropic_sdk_reads_request_id_and_sends_a_version(sim: ThreadedSimulator) -> None:
+    with anthropic_client(sim, KEY) as client:
+        message = client.messages.create(
+            model=MODELS["anthropic"], max_tokens=16, messages=[{"role": "user", "content": USER}]
+        )
+    assert message._request_id is not None
+    assert message._request_id.startswith("req_sim")
+    # Any date is accepted: new SDKs send new versions.
+    assert sim.stats("anthropic").last_headers["anthropic-version"]
