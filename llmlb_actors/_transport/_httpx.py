@@ -84,7 +84,7 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 
 class _StreamingResponse:
     """One body iterator for the whole response, so ``aread`` after partial
-    iteration returns the rest (httpx refuses a second ``aiter_raw``), and a
+    iteration returns the rest (httpx refuses a second ``aiter_bytes``), and a
     plain iterator rather than an async generator, so one abandoned by the
     caller leaves nothing half-run for the garbage collector."""
 
@@ -104,7 +104,9 @@ class _StreamingResponse:
     async def __anext__(self) -> bytes:
         raw = self._raw
         if raw is None:
-            raw = self._raw = self._response.aiter_raw()
+            # aiter_bytes, not aiter_raw: a response built in memory (MockTransport,
+            # a user's own transport) has no raw stream left to read.
+            raw = self._raw = self._response.aiter_bytes()
         try:
             return await anext(raw)
         except httpx.HTTPError as exc:
@@ -190,7 +192,7 @@ class HttpxTransport:
             try:
                 parts: list[bytes] = []
                 size = 0
-                async for chunk in response.aiter_raw():
+                async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
                         raise ResponseTooLarge(f"body over {limit} bytes")
