@@ -224,15 +224,19 @@ class Balancer:
     async def _submit(self, call: Call) -> None:
         if self._closed:
             raise LoadBalancerError("the balancer is closed")
-        if self.config.on_overload == "fail":
-            try:
-                self._dispatcher.send.send_nowait(call)
-            except trio.WouldBlock:
-                raise OverloadedError(
-                    "Overloaded: the dispatcher queue is full (on_overload='fail')"
-                ) from None
-        else:
-            await self._dispatcher.send.send(call)
+        try:
+            if self.config.on_overload == "fail":
+                try:
+                    self._dispatcher.send.send_nowait(call)
+                except trio.WouldBlock:
+                    raise OverloadedError(
+                        "Overloaded: the dispatcher queue is full (on_overload='fail')"
+                    ) from None
+            else:
+                await self._dispatcher.send.send(call)
+        except trio.ClosedResourceError:
+            # Shutdown closed the queue while this caller waited for room in it.
+            raise LoadBalancerError("the balancer is closed") from None
 
     # -- observation ------------------------------------------------------------------
 
@@ -303,6 +307,8 @@ class Balancer:
         for call in list(self._calls):
             call.resolve(call.attempt, LoadBalancerError("the balancer was shut down"))
             call.abandon()
+        # Callers blocked on a full dispatcher queue are woken (ClosedResourceError).
+        self._dispatcher.send.close()
 
 
 @asynccontextmanager

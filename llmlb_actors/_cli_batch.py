@@ -44,6 +44,9 @@ __all__ = ["BatchAbort", "run_batch"]
 
 _UNSET: Any = msgspec.UNSET
 
+# A line that is not JSON, not UTF-8, or nested too deep for the decoder.
+_UNDECODABLE = (msgspec.DecodeError, UnicodeError, RecursionError)
+
 
 # -- input ---------------------------------------------------------------------------
 
@@ -186,7 +189,7 @@ def _scan_output(path: str) -> _Resume:
                 continue
             try:
                 seen = _decode_seen(raw)
-            except msgspec.DecodeError:
+            except _UNDECODABLE:
                 raise BatchAbort(
                     f"{path}:{number} is not a llmlb batch record; refusing to append to it"
                 ) from None
@@ -211,7 +214,7 @@ def _count_to_do(path: str, resume: _Resume) -> int:
                 continue
             try:
                 id_ = _decode_id(raw).id
-            except msgspec.DecodeError:
+            except _UNDECODABLE:
                 count += number not in resume.bad_lines
                 continue
             key = _key(number if id_ is None else id_)
@@ -273,7 +276,7 @@ class _Run:
         """The request on this line, a bad line to report, or None (already done)."""
         try:
             item = _decode_input(raw)
-        except msgspec.DecodeError as exc:
+        except _UNDECODABLE as exc:
             return self._bad(number, raw, str(exc))
         id_: str | int = number if item.id is None else item.id
         key = _key(id_)
@@ -309,7 +312,7 @@ class _Run:
         if id_ is None:
             try:
                 found = _decode_id(raw).id
-            except msgspec.DecodeError:
+            except _UNDECODABLE:
                 found = None
             id_ = found if isinstance(found, str | int) and not isinstance(found, bool) else None
         return _BadLine(number, id_, f"line {number}: {message}")

@@ -38,6 +38,10 @@ _NAME_HINTS: tuple[tuple[str, str], ...] = (
 )
 _SEPARATOR = re.compile(r"[-_.:/0-9]")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
+# What both transports can put in a header: printable ASCII and tab. Anything else
+# (non-ASCII, control characters) would only fail when sent, inside the provider actor.
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 
 
@@ -64,6 +68,17 @@ def _check_positive(owner: str, field: str, value: object, *, allow_zero: bool =
     if value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{owner}{field} must be {bound}, got {value!r}", field=field)
+
+
+def _check_unicode(owner: str, field: str, value: str) -> None:
+    """Text with a lone surrogate cannot be encoded (JSON bodies, logs): refuse it here."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{owner}{field} is not valid Unicode (it has a lone surrogate)", field=field
+            ) from None
 
 
 def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None:
@@ -114,6 +129,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("ProviderConfig.name must be a non-empty string", field="name")
+        _check_unicode("ProviderConfig.", "name", self.name)
         who = f"provider {self.name!r}: "
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ConfigError(f"{who}api_key must be a string", field="api_key")
@@ -123,6 +139,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 # The value is never echoed: it may be a key.
                 raise ConfigError(
                     f"{who}{secretish} must be a string without CR, LF or NUL", field=secretish
+                )
+            if value is not None and not _HEADER_VALUE.match(value):
+                raise ConfigError(
+                    f"{who}{secretish} must be printable ASCII (it is sent in a header)",
+                    field=secretish,
                 )
         if not _is_number(self.weight) or math.isinf(self.weight) or self.weight <= 0:
             raise ConfigError(
@@ -142,12 +163,24 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         for key, value in self.headers.items():
             if any(c in key + value for c in "\r\n\0"):
                 raise ConfigError(f"{who}headers must not contain CR, LF or NUL", field="headers")
+            if not _TOKEN.match(key):
+                raise ConfigError(
+                    f"{who}headers: {key[:40]!r} is not a valid HTTP header name", field="headers"
+                )
+            if not _HEADER_VALUE.match(value):
+                # The value is never echoed: it may be a credential.
+                raise ConfigError(
+                    f"{who}headers: the value of {key!r} must be printable ASCII",
+                    field="headers",
+                )
         protocol = self.protocol  # raises ConfigError when unknown
         custom = not isinstance(protocol, str)
         if not custom and (not isinstance(self.model, str) or not self.model.strip()):
             raise ConfigError(f"{who}model is required", field="model")
         if self.model is not None and not isinstance(self.model, str):
             raise ConfigError(f"{who}model must be a string", field="model")
+        if self.model is not None:
+            _check_unicode(who, "model", self.model)
         if protocol == "openai-compatible" and not self.base_url:
             raise ConfigError(f"{who}openai-compatible needs a base_url", field="base_url")
         if self.base_url is not None and (
@@ -321,7 +354,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
             raise ConfigError("seed must be an integer", field="seed")
-        if isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx"):
+        if not isinstance(self.transport, str | Transport) or (
+            isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx")
+        ):
             raise ConfigError(
                 f"transport must be 'default', 'trio', 'httpx' or a Transport, "
                 f"got {self.transport!r}",

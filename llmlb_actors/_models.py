@@ -60,6 +60,31 @@ def _coerce_messages(value: object) -> tuple[Message, ...]:
     return tuple(out)
 
 
+def _check_text(field: str, value: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate, as broken JSON or JS produce).
+
+    It cannot be encoded as UTF-8, so every adapter's JSON encoder would raise
+    inside the provider actor: a crash, then another at the next provider.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _bad(
+                field, f"is not valid Unicode: a lone surrogate at index {exc.start}"
+            ) from None
+
+
+def _check_messages(messages: tuple[Message, ...]) -> None:
+    for i, msg in enumerate(messages):
+        # Message objects are not validated when built: check them here too.
+        if msg.role not in ("system", "user", "assistant"):
+            raise _bad(f"messages[{i}].role", "expected 'system', 'user' or 'assistant'")
+        if not isinstance(msg.content, str):
+            raise _bad(f"messages[{i}].content", "expected a string")
+        _check_text(f"messages[{i}].content", msg.content)
+
+
 def _check_number(field: str, value: object, lo: float, hi: float, lo_open: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise _bad(field, f"expected a number, got {type(value).__name__}")
@@ -105,14 +130,20 @@ class LLMRequest(msgspec.Struct, frozen=True, kw_only=True):
             raise _bad("prompt", "give either prompt or messages")
         if self.prompt is not None and self.messages is not None:
             raise _bad("prompt", "give either prompt or messages, not both")
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise _bad("prompt", f"expected a string, got {type(self.prompt).__name__}")
-        if self.messages is not None and not (
-            isinstance(self.messages, tuple) and all(type(m) is Message for m in self.messages)
-        ):
-            set_(self, "messages", _coerce_messages(self.messages))
-        if self.system is not None and not isinstance(self.system, str):
-            raise _bad("system", "expected a string")
+        if self.prompt is not None:
+            if not isinstance(self.prompt, str):
+                raise _bad("prompt", f"expected a string, got {type(self.prompt).__name__}")
+            _check_text("prompt", self.prompt)
+        if self.messages is not None:
+            if not (
+                isinstance(self.messages, tuple) and all(type(m) is Message for m in self.messages)
+            ):
+                set_(self, "messages", _coerce_messages(self.messages))
+            _check_messages(cast("tuple[Message, ...]", self.messages))
+        if self.system is not None:
+            if not isinstance(self.system, str):
+                raise _bad("system", "expected a string")
+            _check_text("system", self.system)
         if self.max_tokens is not None and (
             isinstance(self.max_tokens, bool)
             or not isinstance(self.max_tokens, int)
@@ -133,11 +164,15 @@ class LLMRequest(msgspec.Struct, frozen=True, kw_only=True):
                 raise _bad("stop", "expected a string or a list of strings")
             if not all(isinstance(s, str) and s for s in stop):
                 raise _bad("stop", "every stop sequence must be a non-empty string")
+            for i, sequence in enumerate(stop):
+                _check_text(f"stop[{i}]", sequence)
             set_(self, "stop", stop)
         if not isinstance(self.stream, bool):
             raise _bad("stream", "expected a boolean")
-        if self.id is not None and not isinstance(self.id, str):
-            raise _bad("id", "expected a string")
+        if self.id is not None:
+            if not isinstance(self.id, str):
+                raise _bad("id", "expected a string")
+            _check_text("id", self.id)
 
     def as_messages(self) -> tuple[Message, ...]:
         """The conversation without the ``system`` field: ``prompt`` becomes one user turn."""

@@ -10,3 +10,17 @@ class ZeroJitter(random.Random):
 
     def random(self) -> float:
         return 0.0
+
+
+# -- hypothesis profiles (tests/reliability): HYPOTHESIS_PROFILE=soak for long runs ------------
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "soak", max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

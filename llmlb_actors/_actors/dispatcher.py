@@ -57,9 +57,12 @@ class Dispatcher:
         task_status.started()
         while True:
             try:
-                call = recv.receive_nowait()
-            except trio.WouldBlock:
-                call = await recv.receive()
+                try:
+                    call = recv.receive_nowait()
+                except trio.WouldBlock:
+                    call = await recv.receive()
+            except trio.EndOfChannel:
+                return  # shutdown closed the queue; the balancer resolved what it held
             await self._dispatch(call)
 
     async def _dispatch(self, call: Call) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,7 @@ class ProviderActor:
         self.idle_event = trio.Event()
         self.idle_event.set()
         self.stopped = trio.Event()
+        self._secrets = _secrets(config)
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
@@ -298,6 +300,7 @@ class ProviderActor:
     def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
         if not error.provider:
             error.provider = self.name
+        self.redact_error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
         if cancelled:
@@ -384,6 +387,26 @@ class ProviderActor:
         self._record_failure(failure, now, retry)
         state.handle.fail(failure)
 
+    # -- secrets ----------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """``text`` without this provider's credentials.
+
+        Upstreams echo what they were sent ("Incorrect API key provided: sk-..."),
+        and a crash message may quote anything: every message that leaves the
+        actor (errors, stats, logs, crash reasons) goes through here first.
+        """
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def redact_error(self, error: LLMError) -> None:
+        message = self.redact(error.message)
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
+
     # -- health ---------------------------------------------------------------------
 
     async def probe(self) -> bool:
@@ -413,11 +436,15 @@ class ProviderActor:
             await trio.sleep(interval * (0.9 + 0.2 * self._rng.random()))
             await self.probe()
 
-    def reroute_held(self, reason: str) -> None:
-        """Resolve every attempt this actor held (it crashed or is being removed)."""
+    def reroute_held(self, reason: str, *, cancelled: bool = False) -> None:
+        """Resolve every attempt this actor held (it crashed, is being removed or shut down)."""
+        reason = self.redact(reason)
         for call in list(self.held):
-            error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
-            self.stats.failure(reason, retry=len(call.tried) > 1)
+            if cancelled:
+                error = LLMError(reason, provider=self.name, kind="cancelled")
+            else:
+                error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
+            self.stats.failure(reason, retry=len(call.tried) > 1, cancelled=cancelled)
             call.resolve(call.attempt, error)
         self.active -= len(self.held)
         self.held.clear()
@@ -434,6 +461,22 @@ class ProviderActor:
             call.resolve(call.attempt, Reroute(reason))
         self._on_capacity()
         self._maybe_idle()
+
+
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
+
+
+def _secrets(config: ProviderConfig) -> tuple[str, ...]:
+    """The provider's key and credential-looking header values, longest first."""
+    found = {config.api_key} if config.api_key else set()
+    for name, value in config.headers.items():
+        if _CREDENTIAL_HEADER.search(name):
+            found.add(value)
+            scheme, _, token = value.partition(" ")  # "Bearer <token>": the token alone too
+            if token and scheme.isalpha():
+                found.add(token)
+    # Very short values would blank out ordinary words; they are not real credentials.
+    return tuple(sorted((s for s in found if len(s) >= 6), key=len, reverse=True))
 
 
 class _StreamState:

@@ -109,6 +109,8 @@ class Supervisor:
             await self._run_restarting(actor, ready)
         finally:
             actor.stopped.set()
+            # A removal draining this actor stops waiting: nothing here will finish now.
+            actor.idle_event.set()
 
     async def _run_restarting(self, actor: ProviderActor, ready: Callable[[], None]) -> None:
         """Run ``actor`` until stopped, restarting it after crashes; ``ready`` is idempotent."""
@@ -116,13 +118,33 @@ class Supervisor:
             try:
                 await actor.run(ready)
             except Exception as exc:
-                if not self._on_crash(actor, exc):
-                    ready()  # a crash before the first start must not leave add() waiting
-                    return
-                old = actor.renew_provider()
+                while True:
+                    if not self._on_crash(actor, exc):
+                        ready()  # a crash before the first start must not leave add() waiting
+                        return
+                    try:
+                        old = actor.renew_provider()
+                    except Exception as failed:
+                        # The provider cannot even be rebuilt: that is one more crash, and
+                        # must not take the supervisor (and every other provider) down.
+                        exc = failed
+                        continue
+                    break
                 with trio.CancelScope(shield=True):
                     await _close_quietly(old)
                 continue
+            except BaseException as exc:
+                # Shutdown (cancellation): what the actor held ends here; count it as
+                # cancelled so that its stats still add up afterwards.
+                reason = f"provider {actor.name!r} stopped: the balancer was shut down"
+                actor.reroute_held(reason, cancelled=True)
+                actor.reroute_queued(reason)
+                if isinstance(exc, BaseExceptionGroup):
+                    # A crash that raced the cancellation must not escape the balancer.
+                    cancelled, rest = exc.split(trio.Cancelled)
+                    if cancelled is not None and rest is not None and _only_crashes(rest):
+                        raise cancelled from None
+                raise
             # Normal return: the actor was stopped (removed or shutdown).
             actor.reroute_held(f"provider {actor.name!r} stopped while holding the attempt")
             return
@@ -130,6 +152,7 @@ class Supervisor:
     def _on_crash(self, actor: ProviderActor, exc: Exception) -> bool:
         """Record a crash; True if the actor may restart."""
         now = trio.current_time()
+        exc = _cause(exc)
         reason = f"provider actor crashed: {type(exc).__name__}: {exc}"
         actor.reroute_held(reason)
         if self._closing or actor.removed:
@@ -139,7 +162,7 @@ class Supervisor:
         while times and times[0] <= now - window:
             times.popleft()
         if len(times) >= self.settings.max_restarts:
-            actor.dead_reason = (
+            actor.dead_reason = actor.redact(
                 f"restart limit reached ({self.settings.max_restarts} restarts in "
                 f"{window:g}s); last crash: {type(exc).__name__}: {exc}"
             )
@@ -163,9 +186,9 @@ class Supervisor:
         self._publish()
         actor.reroute_queued(f"provider {name!r} was removed before running the attempt")
         with trio.move_on_after(self.settings.drain_timeout):
-            while actor.active:
+            while actor.active and not actor.stopped.is_set():
                 await actor.idle_event.wait()
-                if actor.active:
+                if actor.active and not actor.stopped.is_set():
                     actor.idle_event = trio.Event()
         actor.stop()
         # The supervising task observes the stop and re-routes whatever was left.
@@ -178,6 +201,21 @@ class Supervisor:
     async def aclose_providers(self) -> None:
         for actor in list(self.actors.values()):
             await _close_quietly(actor.provider)
+
+
+def _only_crashes(group: BaseExceptionGroup[BaseException]) -> bool:
+    """True when every exception in ``group`` is an ordinary one (no KeyboardInterrupt...)."""
+    return group.split(Exception)[1] is None
+
+
+def _cause(exc: Exception) -> Exception:
+    """The exception that crashed an actor, out of the nursery's group around it."""
+    while isinstance(exc, ExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        if not inner:
+            break
+        exc = inner[0]
+    return exc
 
 
 async def _close_quietly(provider: BaseProvider) -> None:

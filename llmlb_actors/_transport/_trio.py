@@ -12,10 +12,13 @@ only what an LLM API call needs:
 * an O(1) pool per origin (`OriginPool`) with a connection cap and FIFO waiting;
 * TLS through `trio.SSLStream`, verified by default.
 
-A request on a *reused* connection that the server had already closed (EOF or
-reset before any response byte) is sent once more on a fresh connection: the
-server never started on it. Nothing else is ever replayed: a connection that
-dies after response bytes arrived, or a fresh connection that fails, raises
+An idle pooled connection is checked (one non-blocking ``select``) before it
+carries a request; one the server has closed is replaced by a fresh one. If a
+*reused* connection still turns out dead, the request goes out once more on a
+fresh connection only when the server cannot have acted on it: the send itself
+failed, or the method is idempotent. A POST whose bytes were all written is
+never replayed (a completion could be billed twice): like a connection that
+dies after response bytes arrived, or a fresh connection that fails, it raises
 `ReadError`/`WriteError` and the balancer's retry policy decides.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import select
 import ssl
 from typing import TYPE_CHECKING, Literal
 
@@ -96,6 +100,27 @@ def _translate(exc: BaseException, phase: _Phase, label: str) -> TransportError:
     if phase == "write":
         return WriteError(detail)
     return ReadError(detail)
+
+
+_IDEMPOTENT_PREFIXES = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ")
+
+
+def head_only_or_idempotent(head: bytes) -> bool:
+    """Whether the request (its encoded head) uses an idempotent method."""
+    return head.startswith(_IDEMPOTENT_PREFIXES)
+
+
+def _closed_by_peer(conn: _Connection) -> bool:
+    """A cheap non-blocking look at an idle pooled socket.
+
+    An idle HTTP/1.1 connection has nothing to read; if it is readable, the server
+    sent EOF, a reset or stray bytes, and it must not carry a request.
+    """
+    try:
+        readable, _, _ = select.select([conn.socket.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class _StaleConnection(Exception):
@@ -274,6 +299,10 @@ class TrioTransport:
         head_only = call.method == "HEAD"
         pool = self._pool(target)
         conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
+        if conn is not None and _closed_by_peer(conn):
+            # The server hung up while it sat idle: replace it before sending anything.
+            conn.close()
+            conn = None
         try:
             if conn is None:
                 conn = await self._connect(target, deadlines)
@@ -365,17 +394,20 @@ class TrioTransport:
         )
         if deadlines is not None:
             deadlines.reading()
-        # The first receive is where a stale keep-alive connection shows up.
+        # The request is fully written: the server may have acted on it. Only an
+        # idempotent request may go out again (a POST could be billed twice); for the
+        # rest a dead connection is a retryable error and the balancer decides.
+        replayable = conn.reused and head_only_or_idempotent(head)
         try:
             data = await stream.receive_some(_RECEIVE_BYTES)
         except _IO_ERRORS as exc:
             conn.close()
-            if conn.reused:
+            if replayable:
                 raise _StaleConnection from exc
             raise _translate(exc, "read", target.label) from exc
         if not data:
             conn.close()
-            if conn.reused:
+            if replayable:
                 raise _StaleConnection
             raise ReadError(f"{target.label}: server closed the connection without a response")
         try:

@@ -40,6 +40,17 @@ _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 1.0
 
 
+# msgspec raises RecursionError, not DecodeError, for JSON nested too deeply: an
+# upstream's answer must never crash the provider actor, so it is a bad answer.
+_DEEP = "JSON nested too deeply to read"
+
+
+def _too_deep(provider: str) -> LLMError:
+    return LLMError(
+        f"malformed answer: {_DEEP}", provider=provider, retryable=True, kind="protocol"
+    )
+
+
 async def _drain(body: AsyncIterator[bytes]) -> None:
     seen = 0
     with trio.move_on_after(_DRAIN_SECONDS):
@@ -190,8 +201,18 @@ class HTTPProvider(BaseProvider):
         with map_transport_errors(self.name):
             response = await self.transport.request(call)
         if 200 <= response.status < 300:
-            return self.adapter.parse_response(response.status, response.headers, response.body)
-        raise self.adapter.parse_error(response.status, response.headers, response.body)
+            try:
+                return self.adapter.parse_response(response.status, response.headers, response.body)
+            except RecursionError:
+                raise _too_deep(self.name) from None
+        raise self._parse_error(response.status, response.headers, response.body)
+
+    def _parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        try:
+            return self.adapter.parse_error(status, headers, body)
+        except RecursionError:
+            # The status still says what happened; only the body's message is lost.
+            return error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
@@ -203,7 +224,7 @@ class HTTPProvider(BaseProvider):
             if not 200 <= response.status < 300:
                 with map_transport_errors(self.name):
                     body = await response.aread()
-                raise self.adapter.parse_error(response.status, response.headers, body)
+                raise self._parse_error(response.status, response.headers, body)
             stream = response.aiter_bytes()
             chunks = self._chunks(stream)
             try:
@@ -242,6 +263,8 @@ class HTTPProvider(BaseProvider):
                 retryable=True,
                 kind="protocol",
             ) from exc
+        except RecursionError:
+            raise _too_deep(self.name) from None
         if decoder.done:
             await _drain(body)
         for chunk in decoder.finish():

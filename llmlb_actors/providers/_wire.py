@@ -103,8 +103,9 @@ def decode(decoder: msgspec.json.Decoder[T], data: bytes | str, provider: str, p
     """
     try:
         return decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeError) as exc:
-        raise protocol_error(provider, protocol, str(exc)) from None
+    except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep (a hostile or broken upstream).
+        raise protocol_error(provider, protocol, str(exc) or type(exc).__name__) from None
 
 
 def body_text(body: bytes) -> str:
@@ -119,7 +120,7 @@ def try_decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T | None:
     """Decode an error body leniently: ``None`` when it is not the documented shape."""
     try:
         return decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
 
 

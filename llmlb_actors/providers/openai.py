@@ -122,6 +122,12 @@ class _Chunk(msgspec.Struct):
     model: str = ""
     usage: _Usage | None = None
     error: _ErrorInfo | str | None = None
+    # Mistral (and some compatible servers) send a bare error object in-stream:
+    # {"object": "error", "message": ..., "type": ..., "code": ...}.
+    object: str = ""
+    message: str = ""
+    type: str | None = None
+    code: str | int | None = None
 
 
 class _DetailItem(msgspec.Struct):
@@ -316,6 +322,8 @@ class _StreamDecoder(StreamDecoder):
         chunk = decode(_CHUNK, data, self._name, self._label)
         if chunk.error is not None:
             raise self._error(chunk.error)
+        if chunk.object == "error":
+            raise self._error(_ErrorInfo(message=chunk.message, type=chunk.type, code=chunk.code))
         if chunk.usage is not None:
             self._usage = chunk.usage  # some servers send a running total on every chunk
         if chunk.model:

@@ -320,3 +320,29 @@ async def test_configured_timeouts_do_not_disturb_keep_alive(
         assert resp.body == b"abcd"
         await trio.sleep(0.9)
     assert len(server.connections) == 1
+
+
+async def test_reused_connection_reset_after_a_post_is_not_replayed(
+    serve: Serve, autojump_clock: MockClock
+) -> None:
+    """The server reads a POST on a kept-alive connection, then resets it without answering.
+
+    It may have acted on the request (a completion billed), so the trio transport
+    must not send it again: the attempt fails as a retryable ReadError and the
+    balancer's policy decides. (httpx/httpcore has its own policy here.)
+    """
+
+    async def handler(conn: ServerConn) -> None:
+        if await conn.read_request() is not None:
+            await conn.send(response(200, b"first"))
+        if await conn.read_request() is not None:
+            conn.reset()
+
+    server = await serve(handler)
+    transport = TrioTransport()
+    await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    with pytest.raises(ReadError):
+        await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    await transport.aclose()
+    assert len(server.requests) == 2  # the second POST reached the server exactly once
+    assert len(server.connections) == 1

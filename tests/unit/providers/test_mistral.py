@@ -174,6 +174,19 @@ async def test_truncated_stream(make_provider: MakeProvider) -> None:
     assert "Mistral" in info.value.message
 
 
+async def test_in_stream_error_object(make_provider: MakeProvider) -> None:
+    body = (
+        b'data: {"id":"a","object":"chat.completion.chunk","model":"m","choices":'
+        b'[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}\n\n'
+        b'data: {"object":"error","message":"Service unavailable","type":"internal_server_error",'
+        b'"param":null,"code":"500"}\n\n'
+    )
+    with pytest.raises(LLMError, match="Service unavailable") as info:
+        await collect(make_provider(MistralAdapter, lambda r: sse_response(body)),
+                      LLMRequest(prompt="x"))  # fmt: skip
+    assert info.value.retryable
+
+
 async def test_malformed_body(make_provider: MakeProvider) -> None:
     provider = make_provider(MistralAdapter, lambda r: raw_response(b'{"choices": [{}]}'))
     with pytest.raises(LLMError, match="malformed Mistral answer") as info:
