@@ -1,0 +1,135 @@
+"""Smoke test of the benchmark runner: its measurement and report functions give sane results.
+
+Nothing here asserts timing. It measures a few hundred requests per
+configuration against the simulator in its own process (the benchmark's
+fallback upstream), in this process, and checks the shape of what comes back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from benchmarks._report import added_cpu, markdown_table, ratios, summarize
+from benchmarks._results import PointResult, PointSpec, percentile
+from benchmarks._upstream import run_simulator
+from benchmarks._worker import measure
+from benchmarks.run import DEFAULT_CONCURRENCY, parse_args
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from benchmarks._upstream import Upstream
+
+REQUESTS = 300
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Upstream]:
+    with run_simulator(1) as upstream:
+        yield upstream
+
+
+def _spec(config: str, upstream: Upstream, concurrency: int = 8) -> PointSpec:
+    return PointSpec(
+        config=config,
+        concurrency=concurrency,
+        upstream=upstream,
+        warmup_s=0.05,
+        warmup_requests=10,
+        measure_s=10.0,  # an upper bound only: the window ends after REQUESTS requests
+        max_requests=REQUESTS,
+    )
+
+
+def _check_sane(result: PointResult, config: str, concurrency: int) -> None:
+    assert result.config == config
+    assert result.concurrency == concurrency
+    assert result.errors == 0, result.first_error
+    assert result.first_error is None
+    # The window closes once REQUESTS completed; a few more may finish in the same pass.
+    assert REQUESTS <= result.requests < REQUESTS + concurrency
+    assert result.seconds > 0
+    assert result.rps == pytest.approx(result.requests / result.seconds)
+    assert 0 < result.p50_ms <= result.p99_ms
+    assert result.mean_ms > 0
+    assert result.cpu_us_per_req > 0
+    assert result.peak_rss_mib > 10  # an interpreter with trio loaded, in MiB not KiB
+    # A closed loop of C workers keeps exactly C in flight.
+    assert result.in_flight_mean == concurrency
+    assert 0 < result.littles_l <= concurrency * 1.05
+    assert result.upstream_cpu_pct >= 0
+    assert result.upstream_connections is None  # the simulator has no stub_status
+
+
+def test_balancer_point_is_sane(simulator: Upstream) -> None:
+    result = measure(_spec("llmlb-1", simulator))
+    _check_sane(result, "llmlb-1", 8)
+    # Where the requests were during the window: never more attempts running than C.
+    assert 0 <= result.extra["attempts_running_mean"] <= 8
+    assert result.extra["attempts_running_max"] <= 8
+    assert result.extra["failed_attempts"] == 0
+    assert result.extra["retries"] == 0
+
+
+def test_stream_point_reports_chunks(simulator: Upstream) -> None:
+    result = measure(_spec("llmlb-stream", simulator, concurrency=4))
+    _check_sane(result, "llmlb-stream", 4)
+    # The simulator's default reply is split into several deltas per stream.
+    assert result.extra["chunks"] >= 2 * result.requests
+    assert 0 < result.extra["ttfc_p50_ms"] <= result.extra["ttfc_p99_ms"] <= result.p99_ms
+    assert result.extra["chunks_per_s"] > result.rps
+
+
+def test_report_pairs_repetitions(simulator: Upstream) -> None:
+    results = [
+        measure(msgspec_replace(_spec(config, simulator), rep=rep))
+        for rep in range(2)
+        for config in ("llmlb-transport", "llmlb-1")
+    ]
+    for r in results:
+        _check_sane(r, r.config, 8)
+    summaries = summarize(results)
+    assert sorted(summaries) == [("llmlb-1", 8), ("llmlb-transport", 8)]
+    table = markdown_table(summaries, ["llmlb-transport", "llmlb-1"])
+    assert "| llmlb_actors, 1 provider | 8 |" in table
+    assert "| llmlb TrioTransport alone | 8 |" in table
+    # Paired within each repetition: the ratio of a config to itself is exactly 1.
+    assert ratios(results, "llmlb-1", "llmlb-1", lambda r: r.rps) == {8: (1.0, 1.0, 1.0)}
+    delta = added_cpu(results, "llmlb-1", "llmlb-transport")
+    by_rep = {r.rep: r for r in results if r.config == "llmlb-1"}
+    base = {r.rep: r for r in results if r.config == "llmlb-transport"}
+    expected = sorted(by_rep[i].cpu_us_per_req - base[i].cpu_us_per_req for i in range(2))
+    assert delta[8][1:] == pytest.approx((expected[0], expected[1]))
+
+
+def msgspec_replace(spec: PointSpec, **changes: int) -> PointSpec:
+    import msgspec
+
+    return msgspec.structs.replace(spec, **changes)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([], 50) == 0.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_quick_and_full_arguments() -> None:
+    quick = parse_args(["--quick"])
+    assert quick.reps == 1
+    assert quick.concurrency == [1, 64]
+    assert "litellm" not in quick.configs
+    assert not quick.full
+    full = parse_args([])
+    assert full.reps == 3
+    assert full.concurrency == DEFAULT_CONCURRENCY
+    assert {"httpx", "aiohttp", "litellm", "llmlb-1", "llmlb-3"} <= set(full.configs)
+    assert full.full
+    assert not parse_args(["--reps", "1"]).full
+    with pytest.raises(SystemExit):
+        parse_args(["--configs", "no-such-client"])
