@@ -168,7 +168,12 @@ def run_nginx(count: int = 3) -> Iterator[Upstream]:
             deadline = time.monotonic() + 10
             for port in (*ports, status_port):
                 _wait_port(port, proc, deadline)
+            # The master listens before it forks its worker: wait for the worker, whose
+            # CPU time is what shows whether the upstream limits a measurement.
             workers = _children(proc.pid)
+            while not workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+                workers = _children(proc.pid)
             yield Upstream(
                 kind="nginx", ports=ports, pids=workers or [proc.pid], status_port=status_port
             )

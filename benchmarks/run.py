@@ -554,8 +554,13 @@ def report(
                 f"latency, one provider with `max_concurrency={inflight['requests']}`): "
                 f"{inflight['ok']:,} succeeded, {inflight['failed']} failed, in "
                 f"{inflight['seconds']:.1f} s; at most **{inflight['most_attempts_running']:,} "
-                f"attempts running at once** at the HTTP layer (the rest queued in the provider's "
-                f"mailbox); RSS {inflight['baseline_rss_mib']:.1f} MiB before → "
+                f"attempts running at once** at the HTTP layer"
+                + (
+                    " (the rest waited in the provider's mailbox)"
+                    if inflight["most_attempts_running"] < inflight["requests"]
+                    else ""
+                )
+                + f"; RSS {inflight['baseline_rss_mib']:.1f} MiB before → "
                 f"{inflight['highest_rss_mib']:.1f} MiB highest = "
                 f"**{inflight['kib_per_in_flight']:.1f} KiB per in-flight request**; "
                 f"{inflight['cpu_us_per_req']:,.0f} µs CPU per request (connection set-up "

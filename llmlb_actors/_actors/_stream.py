@@ -30,7 +30,7 @@ class StreamHandle:
     Strictly private; users see it as an async iterator of `StreamChunk`.
     """
 
-    __slots__ = ("_call", "_error", "_first", "_recv", "finished", "provider", "text")
+    __slots__ = ("_call", "_error", "_first", "_parts", "_recv", "finished", "provider")
 
     def __init__(
         self,
@@ -44,7 +44,7 @@ class StreamHandle:
         self._call = call
         self._error: LLMError | None = None
         self.provider = provider
-        self.text = ""
+        self._parts: list[str] = []  # joined on demand: `text +=` per chunk is quadratic
         self.finished = False
         """Set by the worker when the stream ended completely."""
 
@@ -76,8 +76,14 @@ class StreamHandle:
                     )
                 ) from None
             chunk = item
-        self.text += chunk.delta
+        if chunk.delta:
+            self._parts.append(chunk.delta)
         return msgspec.structs.replace(chunk, provider=self.provider)
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
 
     def _partial(self, error: LLMError) -> LLMError:
         error.partial = True
