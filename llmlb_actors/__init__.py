@@ -10,6 +10,7 @@ from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
+from ._errors import BalancerClosedError as BalancerClosedError
 from ._errors import ConfigError as ConfigError
 from ._errors import LLMError as LLMError
 from ._errors import LLMLBError as LLMLBError
@@ -30,6 +31,7 @@ from .providers._base import BaseProvider as BaseProvider
 
 __all__ = [
     "Balancer",
+    "BalancerClosedError",
     "BalancerConfig",
     "BalancerTotals",
     "BaseProvider",

@@ -17,7 +17,13 @@ from ._actors.supervisor import Supervisor
 from ._backoff import compute_backoff
 from ._batch import BatchMap
 from ._config import BalancerConfig, ProviderConfig
-from ._errors import ConfigError, LLMError, LoadBalancerError, OverloadedError
+from ._errors import (
+    BalancerClosedError,
+    ConfigError,
+    LLMError,
+    LoadBalancerError,
+    OverloadedError,
+)
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._stats import BalancerTotals, ProviderStats
 from ._transport import make_transport
@@ -136,7 +142,7 @@ class Balancer:
         if not isinstance(request, LLMRequest):
             raise TypeError(f"request must be an LLMRequest, got {type(request).__name__}")
         if self._closed:
-            raise LoadBalancerError("the balancer is closed")
+            raise BalancerClosedError("the balancer is closed")
         call = Call(request, stream=stream)
         start = trio.current_time()
         limit = timeout if timeout is not None else self.config.request_timeout
@@ -201,6 +207,10 @@ class Balancer:
                 continue
             assert isinstance(outcome, LLMError)
             errors.append(outcome)
+            if outcome.kind == "cancelled":
+                # This caller is still waiting, so it did not cancel: the actor holding
+                # the attempt was stopped because the balancer is shutting down.
+                raise BalancerClosedError("the balancer was shut down", errors)
             if not outcome.retryable and not outcome.disables_provider:
                 raise LoadBalancerError(
                     f"Request rejected by {outcome.provider}: {outcome.message}", errors
@@ -223,7 +233,7 @@ class Balancer:
 
     async def _submit(self, call: Call) -> None:
         if self._closed:
-            raise LoadBalancerError("the balancer is closed")
+            raise BalancerClosedError("the balancer is closed")
         try:
             if self.config.on_overload == "fail":
                 try:
@@ -236,7 +246,7 @@ class Balancer:
                 await self._dispatcher.send.send(call)
         except trio.ClosedResourceError:
             # Shutdown closed the queue while this caller waited for room in it.
-            raise LoadBalancerError("the balancer is closed") from None
+            raise BalancerClosedError("the balancer is closed") from None
 
     # -- observation ------------------------------------------------------------------
 
@@ -279,7 +289,7 @@ class Balancer:
         if not isinstance(config, ProviderConfig):
             raise ConfigError("add_provider needs a ProviderConfig", field="config")
         if self._closed:
-            raise LoadBalancerError("the balancer is closed")
+            raise BalancerClosedError("the balancer is closed")
         await self._supervisor.add(config)
 
     async def remove_provider(self, name: str) -> None:
@@ -293,7 +303,7 @@ class Balancer:
             LoadBalancerError: the balancer is closed.
         """
         if self._closed:
-            raise LoadBalancerError("the balancer is closed")
+            raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
     def _provider_actor(self, name: str) -> Any:
@@ -305,7 +315,7 @@ class Balancer:
     def _shutdown_calls(self) -> None:
         self._closed = True
         for call in list(self._calls):
-            call.resolve(call.attempt, LoadBalancerError("the balancer was shut down"))
+            call.resolve(call.attempt, BalancerClosedError("the balancer was shut down"))
             call.abandon()
         # Callers blocked on a full dispatcher queue are woken (ClosedResourceError).
         self._dispatcher.send.close()

@@ -32,6 +32,7 @@ from ._cli_common import (
 )
 from ._cli_progress import open_progress
 from ._cli_sim import batch_fleet
+from ._errors import BalancerClosedError
 from ._models import LLMRequest, Message, Usage
 
 if TYPE_CHECKING:
@@ -248,6 +249,7 @@ class _Run:
         self.seen_ids: dict[str, int] = {}
         self.answered = 0
         self.failed = 0
+        self.interrupted = 0
         self.input_errors = 0
         self.skipped = 0
         self.by_provider: dict[str, int] = {}
@@ -348,6 +350,10 @@ class _Run:
                     meta=pending.meta,
                 )
             )
+            return False
+        if isinstance(result.error, BalancerClosedError):
+            # Stopped (Ctrl-C, shutdown), not failed: no line, so a rerun asks again.
+            self.interrupted += 1
             return False
         self.failed += 1
         provider = result.provider or "-"

@@ -6,7 +6,8 @@
     ├── LLMError                    one attempt at one provider failed (or a stream broke)
     ├── LoadBalancerError           a request failed as a whole; ``.errors`` holds every attempt
     │   ├── StrategyError           a routing strategy raised or chose something impossible
-    │   └── OverloadedError         every mailbox is full and the balancer is set to fail fast
+    │   ├── OverloadedError         every mailbox is full and the balancer is set to fail fast
+    │   └── BalancerClosedError     the balancer shut down (or was closed) before answering
     └── ConfigError                 bad configuration or bad input (also a ``ValueError``)
 
 Transport-level exceptions (``llmlb_actors._transport``) never reach users: the
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "BalancerClosedError",
     "ConfigError",
     "ErrorKind",
     "LLMError",
@@ -144,6 +146,14 @@ class StrategyError(LoadBalancerError):
 
 class OverloadedError(LoadBalancerError):
     """Every mailbox is full and the balancer is configured with ``on_overload="fail"``."""
+
+
+class BalancerClosedError(LoadBalancerError):
+    """The balancer shut down, or was already closed, before the request was answered.
+
+    Says nothing about the request itself: a batch run treats such a request as
+    not yet answered (it is retried on resume), not as a failure.
+    """
 
 
 class ConfigError(LLMLBError, ValueError):

@@ -380,7 +380,7 @@ async def test_no_exception_group_reaches_the_caller() -> None:
 async def test_requests_after_close_fail_cleanly() -> None:
     async with llmlb.open_balancer(providers=cfgs("a"), **opts()) as lb:
         pass
-    with pytest.raises(LoadBalancerError, match="closed"):
+    with pytest.raises(llmlb.BalancerClosedError, match="closed"):
         await lb.request(REQ)
 
 
