@@ -24,6 +24,7 @@ from ._errors import (
     LoadBalancerError,
     OverloadedError,
 )
+from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._stats import BalancerTotals, ProviderStats
 from ._transport import make_transport
@@ -377,27 +378,9 @@ async def open_balancer(
                 balancer._supervisor.cancel()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _collapse(group) from None
+        raise collapse_group(group) from None
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
             if owned and balancer._transport is not None:
                 await balancer._transport.aclose()
-
-
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception a facade caller should see from a group (Cancelled wins)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
-            return exc
-    return leaves[0] if leaves else group

@@ -26,6 +26,7 @@ import msgspec
 import trio
 
 from ._errors import ConfigError, LLMError, LLMLBError, LoadBalancerError
+from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
@@ -306,22 +307,6 @@ def _wake(event: trio.Event | None) -> None:
         event.set()
 
 
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception to show for a nursery's group (cancellation and Ctrl-C win)."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(reversed(exc.exceptions))
-        else:
-            leaves.append(exc)
-    for exc in leaves:
-        if isinstance(exc, trio.Cancelled | KeyboardInterrupt):
-            return exc
-    return leaves[0] if len(leaves) == 1 else group
-
-
 class BatchMap:
     """What `Balancer.map` returns: an async context manager around one batch run.
 
@@ -406,4 +391,4 @@ class BatchMap:
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _collapse(group) from None
+            raise collapse_group(group) from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._batch import _collapse
+from ._groups import collapse_group
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -76,7 +76,7 @@ async def open_progress(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise _collapse(group) from None
+        raise collapse_group(group) from None
     print(progress.line(), file=out, flush=True)
 
 
@@ -139,5 +139,5 @@ async def _rich_bar(progress: Progress, out: TextIO) -> AsyncIterator[None]:
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise _collapse(group) from None
+            raise collapse_group(group) from None
         refresh()

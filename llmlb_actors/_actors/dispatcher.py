@@ -94,18 +94,13 @@ class Dispatcher:
     def route(self, call: Call) -> ProviderActor | _Saturated | None:
         """The provider for this attempt; `None` if there is none at all."""
         tried = call.per_provider
-        stream = call.stream
         eligible: list[ProviderActor] = []
         untried: list[ProviderActor] = []
         for actor in self.rotation:
-            if stream and not actor.supports_streaming:
-                continue
-            cap = actor.max_attempts
-            count = tried.get(actor.name, 0)
-            if cap is not None and count >= cap:
+            if not _can_take(actor, call):
                 continue
             eligible.append(actor)
-            if count == 0:
+            if actor.name not in tried:
                 untried.append(actor)
         if not eligible:
             return None
@@ -117,22 +112,23 @@ class Dispatcher:
         with_room = [a for a in healthy if a.queued < a.mailbox_size]
         if not with_room:
             return _SATURATED
-        if len(with_room) == 1 and self.strategy.name != "custom":
-            chosen = with_room[0]
-            self.strategy.select(with_room)  # keeps rotation state moving as if it chose
-            return chosen
         return self.strategy.select(with_room)  # type: ignore[return-value]
 
     def earliest_retry_wait(self, call: Call, now: float) -> float:
         """Seconds until some eligible provider's Retry-After has passed (0 if one is ready)."""
         best = float("inf")
         for actor in self.rotation:
-            cap = actor.max_attempts
-            if cap is not None and call.per_provider.get(actor.name, 0) >= cap:
-                continue
-            if call.stream and not actor.supports_streaming:
+            if not _can_take(actor, call):
                 continue
             best = min(best, max(0.0, actor.not_before - now))
             if best == 0.0:
                 return 0.0
         return 0.0 if best == float("inf") else best
+
+
+def _can_take(actor: ProviderActor, call: Call) -> bool:
+    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap)?"""
+    if call.stream and not actor.supports_streaming:
+        return False
+    cap = actor.max_attempts
+    return cap is None or call.per_provider.get(actor.name, 0) < cap
