@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -56,6 +57,15 @@ def infer_protocol(name: str) -> str | None:
         if low == hint or (low.startswith(hint) and _SEPARATOR.match(low, len(hint))):
             return protocol
     return None
+
+
+def _valid_port(url: str) -> bool:
+    """The URL's port, if any, is a number in 0-65535 (urlsplit checks it lazily)."""
+    try:
+        urlsplit(url).port  # noqa: B018 - the property raises for a bad port
+    except ValueError:
+        return False
+    return True
 
 
 def _is_number(value: object) -> bool:
@@ -184,7 +194,9 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         if protocol == "openai-compatible" and not self.base_url:
             raise ConfigError(f"{who}openai-compatible needs a base_url", field="base_url")
         if self.base_url is not None and (
-            not isinstance(self.base_url, str) or not _URL.match(self.base_url)
+            not isinstance(self.base_url, str)
+            or not _URL.match(self.base_url)
+            or not _valid_port(self.base_url)
         ):
             raise ConfigError(
                 f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",

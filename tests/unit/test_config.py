@@ -82,6 +82,8 @@ def test_balancer_config_errors_name_the_field(kwargs: dict[str, Any], field: st
         ({"model": "  "}, "model"),
         ({"provider": "openai-compatible"}, "base_url"),
         ({"base_url": "ftp://x"}, "base_url"),
+        ({"base_url": "http://h:99999/"}, "base_url"),
+        ({"base_url": "http://h:port/"}, "base_url"),
         ({"timeout": -1}, "timeout"),
         ({"max_retries": -1}, "max_retries"),
         ({"max_concurrency": 0}, "max_concurrency"),
