@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,6 +22,8 @@ from llmlb_actors._transport import (
 from tests.transport.servers import Handler, ServerConn, fixed, response
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from trio.testing import MockClock
 
     from tests.transport.conftest import MakeTransport, Serve
@@ -345,4 +349,37 @@ async def test_reused_connection_reset_after_a_post_is_not_replayed(
         await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
     await transport.aclose()
     assert len(server.requests) == 2  # the second POST reached the server exactly once
+    assert len(server.connections) == 1
+
+
+@pytest.fixture
+def high_descriptors() -> Iterator[None]:
+    """Occupy descriptors up to 1100, so the next sockets get numbers past FD_SETSIZE (1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200 if hard == resource.RLIM_INFINITY else min(hard, 1200)
+    assert wanted > 1100, f"the open-files limit ({hard}) cannot hold this test's descriptors"
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    placeholders: list[int] = []
+    try:
+        with open(os.devnull, "rb") as devnull:
+            while not placeholders or placeholders[-1] < 1100:
+                placeholders.append(os.dup(devnull.fileno()))
+        yield
+    finally:
+        for fd in placeholders:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("high_descriptors")
+async def test_connection_on_a_descriptor_past_1024_is_reused(
+    make_transport: MakeTransport, serve: Serve
+) -> None:
+    """The idle-connection check once used select(), which refuses descriptors >= 1024:
+    every connection past the 1024th looked dead and was replaced on each request."""
+    server = await serve(fixed(response(200, b"ok")))
+    transport = make_transport()
+    for _ in range(4):
+        assert (await transport.request(HTTPCall("POST", server.url(), [], b"{}"))).body == b"ok"
     assert len(server.connections) == 1
