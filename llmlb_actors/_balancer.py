@@ -182,8 +182,7 @@ class Balancer:
         while True:
             call.next_attempt()
             await self._submit(call)
-            await call.done.wait()
-            outcome = call.outcome
+            outcome = await call.wait()
             if isinstance(outcome, LLMResponse):
                 return msgspec.structs.replace(
                     outcome,
@@ -235,6 +234,10 @@ class Balancer:
     async def _submit(self, call: Call) -> None:
         if self._closed:
             raise BalancerClosedError("the balancer is closed")
+        dispatcher = self._dispatcher
+        if dispatcher.dispatch_inline(call):
+            return
+        dispatcher.queueing()
         try:
             if self.config.on_overload == "fail":
                 try:

@@ -3,8 +3,14 @@
 A `Call` goes caller → dispatcher mailbox → provider mailbox → a worker. The
 worker (or the supervisor, if the worker's actor crashed or was removed)
 resolves the current attempt exactly once; a late resolution of an older
-attempt is ignored. This is cheaper than a memory-channel pair per request:
-one ``trio.Event`` per attempt.
+attempt is ignored.
+
+The reply slot is the call itself: the caller parks its own task with
+`trio.lowlevel.wait_task_rescheduled` and the resolver reschedules it. That is
+cheaper than a memory-channel pair per request, and than a ``trio.Event``
+(an Event, its task set and an abort closure per wait). Every object a call
+allocates lives as long as the request, so at thousands in flight each one is
+walked by the garbage collector several times: a call allocates as few as it can.
 """
 
 from __future__ import annotations
@@ -38,50 +44,80 @@ class Call:
     """One request in flight. Strictly private."""
 
     __slots__ = (
+        "_counts",
+        "_first",
+        "_waiter",
         "abandoned",
+        "assigned",
         "attempt",
-        "done",
         "outcome",
-        "per_provider",
         "provider",
         "request",
         "scope",
         "stream",
-        "tried",
     )
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request
         self.stream = stream
         self.attempt = 0
-        self.done = trio.Event()
         self.outcome: Outcome | None = None
-        self.tried: list[str] = []
-        self.per_provider: dict[str, int] = {}
+        self.assigned = 0  # attempts dispatched so far, re-routes included
         self.provider: str | None = None
         self.scope: trio.CancelScope | None = None
         self.abandoned = False
+        self._first: str | None = None
+        self._counts: dict[str, int] | None = None  # from the second attempt on
+        self._waiter: trio.lowlevel.Task | None = None
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""
         self.attempt += 1
-        self.done = trio.Event()
         self.outcome = None
         self.provider = None
         self.scope = None
 
+    async def wait(self) -> Outcome:
+        """The current attempt's outcome, once it is resolved (a checkpoint)."""
+        if self.outcome is None:
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self.outcome is not None
+        return self.outcome
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
     def assign(self, provider: str) -> None:
         """The dispatcher sent this attempt to ``provider``."""
         self.provider = provider
-        self.tried.append(provider)
-        self.per_provider[provider] = self.per_provider.get(provider, 0) + 1
+        self.assigned += 1
+        if self._first is None:
+            self._first = provider
+            return
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = {self._first: 1}
+        counts[provider] = counts.get(provider, 0) + 1
+
+    def attempts_at(self, provider: str) -> int:
+        """How many attempts of this request went to ``provider``."""
+        if self._counts is not None:
+            return self._counts.get(provider, 0)
+        return 1 if provider == self._first else 0
 
     def resolve(self, attempt: int, outcome: Outcome) -> bool:
         """Deliver ``outcome`` for ``attempt``; False if it was already resolved or is stale."""
         if attempt != self.attempt or self.outcome is not None:
             return False
         self.outcome = outcome
-        self.done.set()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
         return True
 
     def abandon(self) -> None:

@@ -78,8 +78,7 @@ class ProviderActor:
         self.restarts = 0
         self.removed = False
         self.dead_reason: str | None = None
-        self.idle_event = trio.Event()
-        self.idle_event.set()
+        self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
         self._secrets = _secrets(config)
         self._nursery: trio.Nursery | None = None
@@ -125,7 +124,6 @@ class ProviderActor:
         call.assign(self.name)
         self.circuit.on_dispatch(now)
         self.queued += 1
-        self.idle_event = trio.Event() if self.idle_event.is_set() else self.idle_event
         self.mailbox_send.send_nowait(call)
 
     def stats_snapshot(self) -> ProviderStats:
@@ -227,23 +225,38 @@ class ProviderActor:
             )
             for _ in range(missing):
                 self._spawn_worker()
-            if call.abandoned:
-                self._idle_workers += 1
-                self._maybe_idle()
-                continue
-            await self._attempt(call)
+            if not call.abandoned:
+                await self._attempt(call)
+            # An idle worker must not keep its last call (and the response in it) alive.
+            del call
             self._idle_workers += 1
             self._maybe_idle()
 
     def _maybe_idle(self) -> None:
-        if self.active == 0 and self.queued == 0:
-            self.idle_event.set()
+        waiter = self._idle_waiter
+        if waiter is not None and self.active == 0 and self.queued == 0:
+            self._idle_waiter = None
+            waiter.set()
+
+    async def drained(self) -> None:
+        """Return once no attempt runs here any more, or the actor has stopped."""
+        while self.active and not self.stopped.is_set():
+            if self._idle_waiter is None:
+                self._idle_waiter = trio.Event()
+            await self._idle_waiter.wait()
+
+    def release_drain(self) -> None:
+        """The actor stopped: a removal waiting in `drained` must not wait on."""
+        waiter = self._idle_waiter
+        if waiter is not None:
+            self._idle_waiter = None
+            waiter.set()
 
     # -- one attempt -------------------------------------------------------------------
 
     async def _attempt(self, call: Call) -> None:
         attempt = call.attempt
-        retry = len(call.tried) > 1
+        retry = call.assigned > 1
         self.held.add(call)
         self.active += 1
         start = trio.current_time()
@@ -455,7 +468,7 @@ class ProviderActor:
                 error = LLMError(reason, provider=self.name, kind="cancelled")
             else:
                 error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
-            self.stats.failure(reason, retry=len(call.tried) > 1, cancelled=cancelled)
+            self.stats.failure(reason, retry=call.assigned > 1, cancelled=cancelled)
             call.resolve(call.attempt, error)
         self.active -= len(self.held)
         self.held.clear()

@@ -110,7 +110,7 @@ class Supervisor:
         finally:
             actor.stopped.set()
             # A removal draining this actor stops waiting: nothing here will finish now.
-            actor.idle_event.set()
+            actor.release_drain()
 
     async def _run_restarting(self, actor: ProviderActor, ready: Callable[[], None]) -> None:
         """Run ``actor`` until stopped, restarting it after crashes; ``ready`` is idempotent."""
@@ -186,10 +186,7 @@ class Supervisor:
         self._publish()
         actor.reroute_queued(f"provider {name!r} was removed before running the attempt")
         with trio.move_on_after(self.settings.drain_timeout):
-            while actor.active and not actor.stopped.is_set():
-                await actor.idle_event.wait()
-                if actor.active and not actor.stopped.is_set():
-                    actor.idle_event = trio.Event()
+            await actor.drained()
         actor.stop()
         # The supervising task observes the stop and re-routes whatever was left.
         await actor.stopped.wait()

@@ -5,14 +5,15 @@ pool degrades with concurrency (``reference/transport-experiments.md``). This
 transport does one exchange in ~150 µs of CPU, flat in concurrency, by doing
 only what an LLM API call needs:
 
-* one ``send_all`` of head and body; one parser and one small callback object
-  per exchange; no task, no cancel scope and no semaphore per request unless a
-  read/write timeout is configured (the provider actor already bounds every
-  attempt with one cancel scope);
+* one write of head and body (``os.write`` on the socket for plain TCP, see
+  `_Connection`); one parser and one small callback object per exchange; no
+  task, no cancel scope and no semaphore per request unless a read/write
+  timeout is configured (the provider actor already bounds every attempt with
+  one cancel scope);
 * an O(1) pool per origin (`OriginPool`) with a connection cap and FIFO waiting;
 * TLS through `trio.SSLStream`, verified by default.
 
-An idle pooled connection is checked (one non-blocking ``select``) before it
+An idle pooled connection is checked (one non-blocking ``poll``) before it
 carries a request; one the server has closed is replaced by a fresh one. If a
 *reused* connection still turns out dead, the request goes out once more on a
 fresh connection only when the server cannot have acted on it: the send itself
@@ -24,9 +25,11 @@ dies after response bytes arrived, or a fresh connection that fails, it raises
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
+import os
 import select
 import ssl
 from typing import TYPE_CHECKING, Literal
@@ -64,6 +67,9 @@ _RECEIVE_BYTES = 65536
 _COALESCE_BYTES = 65536
 
 _Phase = Literal["connect", "write", "read"]
+
+#: Plain TCP goes through ``os.read``/``os.write`` (see `_Connection`); not on Windows.
+_RAW_IO = os.name == "posix"
 
 #: Everything a socket, TLS or parser operation may raise; `_translate` maps each.
 _IO_ERRORS: tuple[type[BaseException], ...] = (
@@ -152,19 +158,70 @@ class _StaleConnection(Exception):
 
 
 class _Connection:
-    """One open HTTP/1.1 connection. Strictly private."""
+    """One open HTTP/1.1 connection. Strictly private.
 
-    __slots__ = ("idle_since", "reused", "socket", "stream")
+    A plain-TCP connection on POSIX is read and written with ``os.read`` and
+    ``os.write`` on its descriptor, waiting with `trio.lowlevel.wait_readable`
+    / ``wait_writable`` only when the socket would block. trio's own socket
+    methods wrap each call in a cancellation check, a forced scheduler pass and
+    three nested coroutines: at 2,048 in flight that machinery (and the garbage
+    collector walking it while it waits) cost more than the HTTP exchange. TLS
+    connections, and Windows (no ``os.read`` on sockets), use the trio stream.
+    """
+
+    __slots__ = ("fd", "idle_since", "reused", "socket", "stream")
 
     def __init__(self, stream: trio.abc.Stream, socket: trio.socket.SocketType) -> None:
         self.stream = stream
         self.socket = socket
+        self.fd: int | None = socket.fileno() if _RAW_IO else None
         self.idle_since = 0.0
         self.reused = False
+
+    def use_tls(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
+        self.fd = None
+
+    async def send_all(self, data: bytes) -> None:
+        fd = self.fd
+        if fd is None:
+            await self.stream.send_all(data)
+            return
+        # Never write once the attempt is cancelled: a request sent after its
+        # caller gave up could still be billed.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)
+        while sent < len(view):
+            await trio.lowlevel.wait_writable(fd)
+            with contextlib.suppress(BlockingIOError):  # woken spuriously: wait again
+                sent += os.write(fd, view[sent:])
+
+    async def receive_some(self, max_bytes: int, *, wait_first: bool = False) -> bytes | bytearray:
+        """At most ``max_bytes``; ``b""`` at EOF. ``wait_first`` when nothing can be
+        there yet (just after sending): it skips a read doomed to block, and makes
+        the call a checkpoint."""
+        fd = self.fd
+        if fd is None:
+            return await self.stream.receive_some(max_bytes)
+        if wait_first:
+            await trio.lowlevel.wait_readable(fd)
+        while True:
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
 
     def close(self) -> None:
         # Synchronous and final: callable from `finally` blocks under
         # cancellation. TLS close_notify is skipped, as https_compatible allows.
+        # trio's close wakes a task waiting on the descriptor (ClosedResourceError).
+        self.fd = None
         self.socket.close()
 
 
@@ -363,7 +420,7 @@ class TrioTransport:
                     tls = trio.SSLStream(
                         tcp, self._tls_context(), server_hostname=target.host, https_compatible=True
                     )
-                    conn.stream = tls
+                    conn.use_tls(tls)
                     await tls.do_handshake()
                 return conn
         except BaseException as exc:
@@ -403,13 +460,12 @@ class TrioTransport:
         Raises `_StaleConnection` (only for a reused connection) when the
         server had closed it before sending any response byte.
         """
-        stream = conn.stream
         if deadlines is not None:
             deadlines.writing()
         try:
-            await stream.send_all(head)
+            await conn.send_all(head)
             if body is not None:
-                await stream.send_all(body)
+                await conn.send_all(body)
         except _IO_ERRORS as exc:
             conn.close()
             if conn.reused and not isinstance(exc, trio.TooSlowError):
@@ -425,7 +481,7 @@ class TrioTransport:
         # rest a dead connection is a retryable error and the balancer decides.
         replayable = conn.reused and head_only_or_idempotent(head)
         try:
-            data = await stream.receive_some(_RECEIVE_BYTES)
+            data = await conn.receive_some(_RECEIVE_BYTES, wait_first=True)
         except _IO_ERRORS as exc:
             conn.close()
             if replayable:
@@ -455,7 +511,7 @@ class TrioTransport:
         if deadlines is not None:
             deadlines.reading()
         try:
-            data = await conn.stream.receive_some(_RECEIVE_BYTES)
+            data = await conn.receive_some(_RECEIVE_BYTES)
             if data:
                 reader.feed(data)
                 return
