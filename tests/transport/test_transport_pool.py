@@ -383,3 +383,20 @@ async def test_connection_on_a_descriptor_past_1024_is_reused(
     for _ in range(4):
         assert (await transport.request(HTTPCall("POST", server.url(), [], b"{}"))).body == b"ok"
     assert len(server.connections) == 1
+
+
+async def test_a_cancelled_request_is_never_written(
+    make_transport: MakeTransport, serve: Serve
+) -> None:
+    """Cancelled before its first byte went out (its caller gave up), a POST on a
+    pooled connection must not reach the server: it could still be billed."""
+    server = await serve(fixed(response(200, b"ok")))
+    transport = make_transport()
+    await transport.request(HTTPCall("POST", server.url("/first"), [], b"{}"))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await transport.request(HTTPCall("POST", server.url("/cancelled"), [], b"{}"))
+    assert scope.cancelled_caught
+    await transport.request(HTTPCall("POST", server.url("/third"), [], b"{}"))
+    await trio.testing.wait_all_tasks_blocked()
+    assert [r.target for r in server.requests] == ["/first", "/third"]
