@@ -149,16 +149,16 @@ class Balancer:
         limit = timeout if timeout is not None else self.config.request_timeout
         self._requests += 1
         self._calls.add(call)
-        errors: list[LLMError] = []
         outcome: LLMResponse | StreamHandle | None = None
         try:
             if limit is None:
-                outcome = await self._attempts(call, errors, start)
+                outcome = await self._attempts(call, start)
             else:
                 with trio.move_on_after(limit):
-                    outcome = await self._attempts(call, errors, start)
+                    outcome = await self._attempts(call, start)
                 if outcome is None:
                     call.abandon()
+                    errors = call.errors or []
                     raise LoadBalancerError(
                         f"Request timed out after {limit:g}s ({len(errors)} attempts failed)",
                         errors,
@@ -170,19 +170,43 @@ class Balancer:
         finally:
             self._calls.discard(call)
         self._succeeded += 1
-        assert outcome is not None
         return outcome
 
-    async def _attempts(
-        self, call: Call, errors: list[LLMError], start: float
-    ) -> LLMResponse | StreamHandle:
+    async def _attempts(self, call: Call, start: float) -> LLMResponse | StreamHandle:
+        """The first attempt, and the retry loop only if it did not answer.
+
+        Every coroutine frame here lives as long as the request, so the happy
+        path stays in this one (what thousands in flight cost is mostly the
+        garbage collector walking such frames).
+        """
+        call.next_attempt()
+        if not self._dispatcher.dispatch_inline(call):
+            await self._enqueue(call)
+        if call.outcome is None:
+            call.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(call.abort_wait)
+        else:
+            await trio.lowlevel.checkpoint()
+        outcome = call.outcome
+        if isinstance(outcome, LLMResponse):
+            return msgspec.structs.replace(
+                outcome,
+                provider=call.provider or "",
+                latency=trio.current_time() - start,
+                attempts=1,
+            )
+        if isinstance(outcome, StreamHandle):
+            return outcome
+        return await self._retry(call, start)
+
+    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
+        """Judge the current attempt's failure; retry, fail over or give up."""
         config = self.config
+        errors = call.errors = []
         retries = 0
         reroutes = 0
         while True:
-            call.next_attempt()
-            await self._submit(call)
-            outcome = await call.wait()
+            outcome = call.outcome
             if isinstance(outcome, LLMResponse):
                 return msgspec.structs.replace(
                     outcome,
@@ -204,40 +228,49 @@ class Balancer:
                 self._rerouted += 1
                 if reroutes > _MAX_REROUTES:
                     raise LoadBalancerError("All providers failed: too many re-routes", errors)
-                continue
-            assert isinstance(outcome, LLMError)
-            errors.append(outcome)
-            if outcome.kind == "cancelled":
-                # This caller is still waiting, so it did not cancel: the actor holding
-                # the attempt was stopped because the balancer is shutting down.
-                raise BalancerClosedError("the balancer was shut down", errors)
-            if not outcome.retryable and not outcome.disables_provider:
-                raise LoadBalancerError(
-                    f"Request rejected by {outcome.provider}: {outcome.message}", errors
-                )
-            if retries >= config.max_retries:
-                raise LoadBalancerError(
-                    f"All providers failed after {len(errors)} attempts", errors
-                )
-            retries += 1
-            self._retries += 1
-            if outcome.disables_provider:
-                continue  # fail over at once: the next provider is not the one that refused us
-            now = trio.current_time()
-            wait = max(
-                compute_backoff(retries, config.retry_delay, config.max_retry_delay, self._rng),
-                self._dispatcher.earliest_retry_wait(call, now),
-            )
-            if wait > 0:
-                await trio.sleep(wait)
+            else:
+                assert isinstance(outcome, LLMError)
+                errors.append(outcome)
+                if outcome.kind == "cancelled":
+                    # This caller is still waiting, so it did not cancel: the actor holding
+                    # the attempt was stopped because the balancer is shutting down.
+                    raise BalancerClosedError("the balancer was shut down", errors)
+                if not outcome.retryable and not outcome.disables_provider:
+                    raise LoadBalancerError(
+                        f"Request rejected by {outcome.provider}: {outcome.message}", errors
+                    )
+                if retries >= config.max_retries:
+                    raise LoadBalancerError(
+                        f"All providers failed after {len(errors)} attempts", errors
+                    )
+                retries += 1
+                self._retries += 1
+                # After a refusal (401/403/404) fail over at once: the next provider
+                # is not the one that refused us.
+                if not outcome.disables_provider:
+                    wait = max(
+                        compute_backoff(
+                            retries, config.retry_delay, config.max_retry_delay, self._rng
+                        ),
+                        self._dispatcher.earliest_retry_wait(call, trio.current_time()),
+                    )
+                    if wait > 0:
+                        await trio.sleep(wait)
+            call.next_attempt()
+            await self._submit(call)
+            await call.wait()
 
     async def _submit(self, call: Call) -> None:
         if self._closed:
             raise BalancerClosedError("the balancer is closed")
-        dispatcher = self._dispatcher
-        if dispatcher.dispatch_inline(call):
-            return
-        dispatcher.queueing()
+        if not self._dispatcher.dispatch_inline(call):
+            await self._enqueue(call)
+
+    async def _enqueue(self, call: Call) -> None:
+        """Through the dispatcher's queue: it is busy, or every mailbox is full."""
+        if self._closed:
+            raise BalancerClosedError("the balancer is closed")
+        self._dispatcher.queueing()
         try:
             if self.config.on_overload == "fail":
                 try:

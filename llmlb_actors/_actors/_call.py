@@ -46,15 +46,16 @@ class Call:
     __slots__ = (
         "_counts",
         "_first",
-        "_waiter",
         "abandoned",
         "assigned",
         "attempt",
+        "errors",
         "outcome",
         "provider",
         "request",
         "scope",
         "stream",
+        "waiter",
     )
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
@@ -68,7 +69,8 @@ class Call:
         self.abandoned = False
         self._first: str | None = None
         self._counts: dict[str, int] | None = None  # from the second attempt on
-        self._waiter: trio.lowlevel.Task | None = None
+        self.errors: list[LLMError] | None = None  # each failed attempt's, once one failed
+        self.waiter: trio.lowlevel.Task | None = None
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""
@@ -80,15 +82,16 @@ class Call:
     async def wait(self) -> Outcome:
         """The current attempt's outcome, once it is resolved (a checkpoint)."""
         if self.outcome is None:
-            self._waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort)
+            self.waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self.abort_wait)
         else:
             await trio.lowlevel.checkpoint()
         assert self.outcome is not None
         return self.outcome
 
-    def _abort(self, _: object) -> trio.lowlevel.Abort:
-        self._waiter = None
+    def abort_wait(self, _: object) -> trio.lowlevel.Abort:
+        """The waiting caller was cancelled: a later resolution wakes nobody."""
+        self.waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 
     def assign(self, provider: str) -> None:
@@ -114,9 +117,9 @@ class Call:
         if attempt != self.attempt or self.outcome is not None:
             return False
         self.outcome = outcome
-        waiter = self._waiter
+        waiter = self.waiter
         if waiter is not None:
-            self._waiter = None
+            self.waiter = None
             trio.lowlevel.reschedule(waiter)
         return True
 
