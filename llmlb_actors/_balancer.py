@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "open_balancer"]
 
 log = logging.getLogger("llmlb_actors")
+
+#: The deadline of a request without a timeout (one shared object, none per request).
+_NO_DEADLINE = nullcontext()
 
 # Re-routes (a provider crashed or left before running the attempt) do not use
 # up retries, but are bounded so that a request always ends.
@@ -140,6 +143,13 @@ class Balancer:
     async def _run(
         self, request: LLMRequest, *, stream: bool, timeout: float | None
     ) -> LLMResponse | StreamHandle:
+        """Submit, wait, and retry only if the first attempt did not answer.
+
+        Every object this coroutine holds lives as long as the request, and at
+        thousands in flight what they cost is mostly the garbage collector
+        walking them: the happy path stays in this one frame, with no
+        allocation it can avoid.
+        """
         if not isinstance(request, LLMRequest):
             raise TypeError(f"request must be an LLMRequest, got {type(request).__name__}")
         if self._closed:
@@ -151,18 +161,33 @@ class Balancer:
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None
         try:
-            if limit is None:
-                outcome = await self._attempts(call, start)
-            else:
-                with trio.move_on_after(limit):
-                    outcome = await self._attempts(call, start)
-                if outcome is None:
-                    call.abandon()
-                    errors = call.errors or []
-                    raise LoadBalancerError(
-                        f"Request timed out after {limit:g}s ({len(errors)} attempts failed)",
-                        errors,
+            with _NO_DEADLINE if limit is None else trio.move_on_after(limit):
+                call.next_attempt()
+                if not self._dispatcher.dispatch_inline(call):
+                    await self._enqueue(call)
+                if call.outcome is None:
+                    call.waiter = trio.lowlevel.current_task()
+                    await trio.lowlevel.wait_task_rescheduled(call)
+                else:
+                    await trio.lowlevel.checkpoint()
+                first = call.outcome
+                if isinstance(first, LLMResponse):
+                    outcome = msgspec.structs.replace(
+                        first,
+                        provider=call.provider or "",
+                        latency=trio.current_time() - start,
+                        attempts=1,
                     )
+                elif isinstance(first, StreamHandle):
+                    outcome = first
+                else:
+                    outcome = await self._retry(call, start)
+            if outcome is None:
+                call.abandon()
+                errors = call.errors or []
+                raise LoadBalancerError(
+                    f"Request timed out after {limit:g}s ({len(errors)} attempts failed)", errors
+                )
         except BaseException:
             call.abandon()
             self._failed += 1
@@ -171,33 +196,6 @@ class Balancer:
             self._calls.discard(call)
         self._succeeded += 1
         return outcome
-
-    async def _attempts(self, call: Call, start: float) -> LLMResponse | StreamHandle:
-        """The first attempt, and the retry loop only if it did not answer.
-
-        Every coroutine frame here lives as long as the request, so the happy
-        path stays in this one (what thousands in flight cost is mostly the
-        garbage collector walking such frames).
-        """
-        call.next_attempt()
-        if not self._dispatcher.dispatch_inline(call):
-            await self._enqueue(call)
-        if call.outcome is None:
-            call.waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(call.abort_wait)
-        else:
-            await trio.lowlevel.checkpoint()
-        outcome = call.outcome
-        if isinstance(outcome, LLMResponse):
-            return msgspec.structs.replace(
-                outcome,
-                provider=call.provider or "",
-                latency=trio.current_time() - start,
-                attempts=1,
-            )
-        if isinstance(outcome, StreamHandle):
-            return outcome
-        return await self._retry(call, start)
 
     async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
         """Judge the current attempt's failure; retry, fail over or give up."""

@@ -83,14 +83,16 @@ class Call:
         """The current attempt's outcome, once it is resolved (a checkpoint)."""
         if self.outcome is None:
             self.waiter = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self.abort_wait)
+            await trio.lowlevel.wait_task_rescheduled(self)
         else:
             await trio.lowlevel.checkpoint()
         assert self.outcome is not None
         return self.outcome
 
-    def abort_wait(self, _: object) -> trio.lowlevel.Abort:
-        """The waiting caller was cancelled: a later resolution wakes nobody."""
+    def __call__(self, _: object) -> trio.lowlevel.Abort:
+        """The abort function of a waiting caller (``wait_task_rescheduled(call)``):
+        it was cancelled, so a later resolution wakes nobody. The call is its own
+        abort function so that waiting allocates no bound method."""
         self.waiter = None
         return trio.lowlevel.Abort.SUCCEEDED
 

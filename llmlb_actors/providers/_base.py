@@ -18,7 +18,7 @@ import trio
 from .._errors import LLMError
 from .._sse import SSEDecoder, SSEEvent
 from .._transport._base import TransportError
-from ._http import error_for_status, map_transport_errors
+from ._http import error_for_status, map_transport_errors, transport_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -198,8 +198,10 @@ class HTTPProvider(BaseProvider):
 
     async def make_request(self, request: LLMRequest) -> LLMResponse:
         call = self.adapter.build_request(request, stream=False)
-        with map_transport_errors(self.name):
+        try:
             response = await self.transport.request(call)
+        except TransportError as exc:  # not map_transport_errors: 3 objects per request
+            raise transport_error(self.name, exc) from exc
         if 200 <= response.status < 300:
             try:
                 return self.adapter.parse_response(response.status, response.headers, response.body)

@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING
 
 from .._errors import LLMError
 from .._transport._base import (
-    ConnectError,
-    ReadError,
     RemoteProtocolError,
     ResponseTooLarge,
     TransportError,
     TransportTimeout,
-    WriteError,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +28,7 @@ __all__ = [
     "error_for_status",
     "map_transport_errors",
     "parse_retry_after",
+    "transport_error",
 ]
 
 _RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -113,31 +111,32 @@ def error_for_status(
     )
 
 
-@contextmanager
-def map_transport_errors(provider: str) -> Iterator[None]:
-    """Translate transport exceptions into retryable `LLMError`s, in one place."""
-    try:
-        yield
-    except TransportTimeout as exc:
-        raise LLMError(
+def transport_error(provider: str, exc: TransportError) -> LLMError:
+    """The retryable (or not) `LLMError` for a transport exception, in one place."""
+    if isinstance(exc, TransportTimeout):
+        return LLMError(
             f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
             provider=provider,
             retryable=True,
             kind="timeout",
-        ) from exc
-    except ResponseTooLarge as exc:
-        raise LLMError(
+        )
+    if isinstance(exc, ResponseTooLarge):
+        return LLMError(
             f"response too large: {exc}", provider=provider, retryable=False, kind="protocol"
-        ) from exc
-    except RemoteProtocolError as exc:
-        raise LLMError(
+        )
+    if isinstance(exc, RemoteProtocolError):
+        return LLMError(
             f"protocol error: {exc}", provider=provider, retryable=True, kind="protocol"
-        ) from exc
-    except (ConnectError, ReadError, WriteError) as exc:
-        raise LLMError(
-            f"{type(exc).__name__}: {exc}", provider=provider, retryable=True, kind="connection"
-        ) from exc
+        )
+    return LLMError(
+        f"{type(exc).__name__}: {exc}", provider=provider, retryable=True, kind="connection"
+    )
+
+
+@contextmanager
+def map_transport_errors(provider: str) -> Iterator[None]:
+    """Raise `transport_error` for a transport exception inside the block."""
+    try:
+        yield
     except TransportError as exc:
-        raise LLMError(
-            f"{type(exc).__name__}: {exc}", provider=provider, retryable=True, kind="connection"
-        ) from exc
+        raise transport_error(provider, exc) from exc

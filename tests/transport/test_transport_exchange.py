@@ -136,11 +136,16 @@ async def test_head_has_no_body_and_keeps_the_connection(
 
     server = await serve(handler)
     transport = make_transport()
+    # Before and after the HEAD: the connection's reused parser must not expect its body.
+    before = await transport.request(HTTPCall("GET", server.url(), []))
+    assert before.body == b"after head"
     head = await transport.request(HTTPCall("HEAD", server.url(), []))
     assert (head.status, head.body) == (200, b"")
     assert head.headers["content-length"] == "1000"
-    after = await transport.request(HTTPCall("GET", server.url(), []))
-    assert after.body == b"after head"
+    for _ in range(2):
+        after = await transport.request(HTTPCall("GET", server.url(), []))
+        assert after.body == b"after head"
+        assert after.headers["content-length"] == "10"
     assert len(server.connections) == 1
 
 
@@ -196,3 +201,23 @@ async def test_make_transport() -> None:
         await transport.aclose()
     with pytest.raises(ValueError, match="unknown transport 'h2'"):
         make_transport("h2", limits)
+
+
+async def test_nothing_of_a_response_leaks_into_the_next_on_its_connection(
+    make_transport: MakeTransport, serve: Serve
+) -> None:
+    async def handler(conn: ServerConn) -> None:
+        while (request := await conn.read_request()) is not None:
+            if request.target == "/a":
+                await conn.send(response(503, b"first", [("X-Only-A", "1")]))
+            else:
+                await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+
+    server = await serve(handler)
+    transport = make_transport()
+    first = await transport.request(HTTPCall("POST", server.url("/a"), [], b"{}"))
+    second = await transport.request(HTTPCall("POST", server.url("/b"), [], b"{}"))
+    assert (first.status, first.body, first.headers["x-only-a"]) == (503, b"first", "1")
+    assert (second.status, second.body) == (200, b"")
+    assert "x-only-a" not in second.headers
+    assert len(server.connections) == 1
