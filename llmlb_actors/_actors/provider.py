@@ -102,9 +102,6 @@ class ProviderActor:
     def available(self, now: float) -> bool:
         return now >= self.not_before and self.circuit.available(now)
 
-    def has_room(self) -> bool:
-        return self.queued < self.mailbox_size
-
     def snapshot(self) -> ProviderState:
         return ProviderState(
             name=self.name,
@@ -120,7 +117,7 @@ class ProviderActor:
         )
 
     def enqueue(self, call: Call, now: float) -> None:
-        """Called by the dispatcher only, after `has_room` said yes."""
+        """Called by the dispatcher only, once it saw room in the mailbox."""
         call.assign(self.name)
         self.circuit.on_dispatch(now)
         self.queued += 1
