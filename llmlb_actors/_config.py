@@ -68,6 +68,13 @@ def _valid_port(url: str) -> bool:
     return True
 
 
+#: Probing more often than this is a mistake (a probe is an API call to the provider;
+#: the circuit breaker already reacts to failures at once).
+MIN_HEALTH_CHECK_INTERVAL = 1.0
+#: A backoff or Retry-After wait longer than a day is a mistake, not a policy.
+MAX_RETRY_DELAY = 86_400.0
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
@@ -275,11 +282,11 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     global_timeout          30.0 s        per attempt (a provider's ``timeout`` wins)
     request_timeout         None          overall deadline per request, retries included
     max_retries             3             retries after the first attempt
-    retry_delay             1.0 s         base of exponential backoff (full jitter)
-    max_retry_delay         30.0 s        cap on one backoff wait and on Retry-After
+    retry_delay             1.0 s         base of exponential backoff (full jitter), <= 1 day
+    max_retry_delay         30.0 s        cap on one backoff wait and on Retry-After, <= 1 day
     failure_threshold       3             consecutive failures that open the circuit
     cooldown                30.0 s        how long an open circuit keeps a provider out
-    health_check_interval   30.0 s        active probe period; None turns it off
+    health_check_interval   30.0 s        active probe period (>= 1 s); None turns it off
     health_check_timeout    10.0 s        timeout of one probe
     max_restarts            5             crashes tolerated within ``restart_window``
     restart_window          60.0 s        window of the restart-intensity limit
@@ -353,6 +360,21 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         for optional in ("request_timeout", "health_check_interval"):
             if getattr(self, optional) is not None:
                 _check_positive("", optional, getattr(self, optional))
+        for field in ("retry_delay", "max_retry_delay"):
+            delay = getattr(self, field)
+            if delay > MAX_RETRY_DELAY:
+                raise ConfigError(
+                    f"{field} must be <= {MAX_RETRY_DELAY:g} s (a day), got {delay!r}", field=field
+                )
+        interval = self.health_check_interval
+        if interval is not None and interval < MIN_HEALTH_CHECK_INTERVAL:
+            # A period the clock cannot even represent (1e-300 s) made the health loop
+            # spin without time passing; a tiny one would flood the provider with probes.
+            raise ConfigError(
+                f"health_check_interval must be >= {MIN_HEALTH_CHECK_INTERVAL} s "
+                f"(None turns probes off), got {interval!r}",
+                field="health_check_interval",
+            )
         _check_count("", "max_retries", self.max_retries, minimum=0)
         _check_count("", "failure_threshold", self.failure_threshold, minimum=1)
         _check_count("", "max_restarts", self.max_restarts, minimum=0)
