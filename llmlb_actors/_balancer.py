@@ -48,6 +48,16 @@ _NO_DEADLINE = nullcontext()
 _MAX_REROUTES = 32
 
 
+def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
+    """The response as the caller gets it: which provider, how long, how many attempts."""
+    return msgspec.structs.replace(
+        response,
+        provider=call.provider or "",
+        latency=trio.current_time() - start,
+        attempts=attempts,
+    )
+
+
 class Balancer:
     """A running balancer. Get one from `open_balancer`; all methods are trio-only."""
 
@@ -172,12 +182,7 @@ class Balancer:
                     await trio.lowlevel.checkpoint()
                 first = call.outcome
                 if isinstance(first, LLMResponse):
-                    outcome = msgspec.structs.replace(
-                        first,
-                        provider=call.provider or "",
-                        latency=trio.current_time() - start,
-                        attempts=1,
-                    )
+                    outcome = _answered(call, first, start, attempts=1)
                 elif isinstance(first, StreamHandle):
                     outcome = first
                 else:
@@ -206,12 +211,7 @@ class Balancer:
         while True:
             outcome = call.outcome
             if isinstance(outcome, LLMResponse):
-                return msgspec.structs.replace(
-                    outcome,
-                    provider=call.provider or "",
-                    latency=trio.current_time() - start,
-                    attempts=len(errors) + 1,
-                )
+                return _answered(call, outcome, start, attempts=len(errors) + 1)
             if isinstance(outcome, StreamHandle):
                 return outcome
             if isinstance(outcome, LoadBalancerError):

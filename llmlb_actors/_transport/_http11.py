@@ -216,26 +216,15 @@ class ResponseReader:
 
     def __init__(self, *, head_only: bool, limit: int | None, max_head: int) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._max_head = max_head
+        self.next_response(limit)
+
+    def next_response(self, limit: int | None) -> None:
+        """Ready for the (next) response on this connection: every per-response field."""
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
-        self.size = 0
-        self.headers_done = False
-        self.complete = False
-        self.keep_alive = False
-        self._head_only = head_only
-        self._limit = limit
-        self._max_head = max_head
-        self._raw_head = 0
-        self._header_bytes = 0
-        self._eof_body = False
-        self._http11 = False
-
-    def next_response(self, limit: int | None) -> None:
-        """Ready for the next response on the same keep-alive connection."""
-        self.status = 0
-        self.headers = {}
-        self.chunks = []
         self.size = 0
         self.headers_done = False
         self.complete = False
