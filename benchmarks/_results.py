@@ -7,12 +7,13 @@ it only counts and never awaits, so it costs the same under both.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
 
 import msgspec
+
+from llmlb_actors._stats import percentile as _percentile
 
 from ._common import peak_rss_kib, proc_cpu_seconds
 from ._upstream import Upstream
@@ -66,11 +67,8 @@ class PointResult(msgspec.Struct, kw_only=True):
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list (0 when empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+    """Nearest-rank percentile (``q`` in 0..100) of a sorted list: the library's definition."""
+    return _percentile(sorted_values, q / 100.0)
 
 
 class Recorder:

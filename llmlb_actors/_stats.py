@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -11,9 +12,11 @@ import msgspec
 from ._circuit import CircuitState
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._models import Usage
 
-__all__ = ["BalancerTotals", "ProviderStats", "StatsRecorder"]
+__all__ = ["BalancerTotals", "ProviderStats", "StatsRecorder", "percentile"]
 
 LATENCY_WINDOW = 1024
 
@@ -71,11 +74,17 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     rerouted: int = 0
 
 
-def _percentile(ordered: list[float], q: float) -> float:
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..1) of an ascending sequence; 0 when empty.
+
+    The one definition behind `ProviderStats`, ``llmlb bench`` and the benchmarks, so
+    that they agree on the same data: the smallest value with at least ``q`` of the
+    samples at or below it (always an observed value, never an interpolation).
+    """
     if not ordered:
         return 0.0
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+    rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
+    return ordered[rank - 1]
 
 
 class StatsRecorder:
@@ -154,9 +163,9 @@ class StatsRecorder:
     def percentiles(self) -> tuple[float, float, float]:
         ordered = sorted(self.latencies)
         return (
-            _percentile(ordered, 0.50),
-            _percentile(ordered, 0.95),
-            _percentile(ordered, 0.99),
+            percentile(ordered, 0.50),
+            percentile(ordered, 0.95),
+            percentile(ordered, 0.99),
         )
 
     @property

@@ -1,7 +1,9 @@
 """The ``llmlb`` command: demo, batch, bench, health, sim.
 
-``llmlb COMMAND --help`` documents each one; ``docs/cli-and-batch.md`` has the
-file formats and worked examples. Without ``--config`` every command runs
+``llmlb COMMAND --help`` documents each one; the README's "The `llmlb` command"
+section has the file formats and worked examples. Each command lives in its own
+module of the private ``_cli`` package; this module is the entry point and the
+argument parser. Without ``--config`` every command runs
 against the built-in simulator on 127.0.0.1, so nothing needs keys or network.
 
 Exit status: 0 on success; 1 when ``health`` finds a provider down; 2 for
@@ -70,7 +72,7 @@ def _add_seed(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llmlb`` (exposed for docs and tests)."""
-    from ._cli_sim import DEFAULT_SIM_SPEC, SPEC_HELP
+    from ._cli.fleets import DEFAULT_SIM_SPEC, SPEC_HELP
 
     parser = argparse.ArgumentParser(
         prog="llmlb",
@@ -207,22 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     # Imported on use: `llmlb --help` should not pay for rich or the simulator.
     if name == "demo":
-        from ._cli_demo import run_demo
+        from ._cli.demo import run_demo
 
         return run_demo
     if name == "health":
-        from ._cli_demo import run_health
+        from ._cli.health import run_health
 
         return run_health
     if name == "batch":
-        from ._cli_batch import run_batch
+        from ._cli.batch import run_batch
 
         return run_batch
     if name == "bench":
-        from ._cli_bench import run_bench
+        from ._cli.bench import run_bench
 
         return run_bench
-    from ._cli_sim import run_sim
+    from ._cli.sim import run_sim
 
     return run_sim
 
@@ -239,13 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``llmlb``; returns the exit status (the console script exits with it)."""
     import trio
 
-    from ._cli_batch import BatchAbort
+    from ._cli.batch import BatchAbort
     from ._errors import ConfigError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "sim":
-        from ._cli_sim import parse_providers
+        from ._cli.fleets import parse_providers
 
         try:
             parse_providers(args.providers, base_port=args.port)

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmlb_actors as llmlb
-from llmlb_actors._cli_batch import _Resume, _Run
+from llmlb_actors._cli.batch import _Resume, _Run
 from llmlb_actors._config import KNOWN_PROTOCOLS
 from llmlb_actors._transport._base import Transport
 from llmlb_actors._transport._http11 import encode_head, parse_url

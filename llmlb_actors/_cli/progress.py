@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from ._groups import collapse_group
+from .._groups import collapse_group
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -4,35 +4,27 @@ Strictly private.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
-from ._balancer import open_balancer
-from ._cli_common import Redactor, console, open_target
-from ._cli_progress import open_progress
-from ._cli_sim import bench_fleet
-from ._errors import LLMLBError, LoadBalancerError
-from ._models import LLMRequest
+from .._balancer import open_balancer
+from .._errors import LLMLBError, LoadBalancerError
+from .._models import LLMRequest
+from .._stats import percentile
+from .common import Redactor, console, open_target
+from .fleets import bench_fleet
+from .progress import open_progress
 
 if TYPE_CHECKING:
     import argparse
 
-    from ._balancer import Balancer
-    from ._cli_progress import Progress
+    from .._balancer import Balancer
+    from .progress import Progress
 
-__all__ = ["percentile", "run_bench"]
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
-    if not ordered:
-        return 0.0
-    rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
-    return ordered[rank - 1]
+__all__ = ["run_bench"]
 
 
 class _Tally:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
-from ._config import BalancerConfig
-from ._loading import load_config
-from .sim import Simulator
+from .._config import BalancerConfig
+from .._loading import load_config
+from ..sim import Simulator
 
 if TYPE_CHECKING:
     import argparse
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from ._stats import BalancerTotals, ProviderStats
-    from .sim import SimProvider
+    from .._stats import BalancerTotals, ProviderStats
+    from ..sim import SimProvider
 
 __all__ = [
     "Redactor",
@@ -115,7 +115,7 @@ async def open_target(
         config = msgspec.structs.replace(load_config(args.config), **fields)
         yield Target(config=finish(config), label=str(args.config))
         return
-    from .sim import open_simulator
+    from ..sim import open_simulator
 
     async with open_simulator(list(sim_providers)) as sim:
         config = BalancerConfig(

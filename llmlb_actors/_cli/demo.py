@@ -1,4 +1,4 @@
-"""``llmlb demo`` and ``llmlb health``. Strictly private."""
+"""``llmlb demo``: the balancer against simulated providers, with live progress. Strictly private."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._balancer import open_balancer
-from ._cli_common import Redactor, console, open_target, print_provider_table
-from ._cli_progress import open_progress
-from ._cli_sim import batch_fleet, demo_fleet
-from ._models import LLMRequest
+from .._balancer import open_balancer
+from .._models import LLMRequest
+from .common import Redactor, console, open_target, print_provider_table
+from .fleets import demo_fleet
+from .progress import open_progress
 
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["run_demo", "run_health"]
+__all__ = ["run_demo"]
 
 # Short timeouts and backoff so the flaky provider's hangs are cut within the
 # demo's few seconds, and a short cool-down so it comes back into rotation.
@@ -82,39 +82,3 @@ async def run_demo(args: argparse.Namespace) -> int:
 def _faults(outcomes: dict[str, int]) -> str:
     shown = [f"{name}x{count}" for name, count in sorted(outcomes.items()) if name != "ok"]
     return " ".join(shown) or "-"
-
-
-async def run_health(args: argparse.Namespace) -> int:
-    """Probe every provider once; exit status 1 if any is down."""
-    async with (
-        open_target(args, batch_fleet(), overrides={"health_check_interval": None}) as target,
-        open_balancer(target.config) as lb,
-    ):
-        health = await lb.health_check()
-        stats = lb.get_stats()
-    from rich.table import Table
-
-    redact = Redactor(target.config)
-    table = Table(title=f"Health of {target.label}", title_justify="left")
-    for column in ("provider", "protocol", "model", "base_url", "status", "detail"):
-        table.add_column(column)
-    for provider in target.config.providers:
-        up = health.get(provider.name, False)
-        s = stats.get(provider.name)
-        detail = "" if up or s is None else (s.out_of_rotation_reason or s.last_error or "")
-        table.add_row(
-            provider.name,
-            provider.protocol_name,
-            provider.model or "",
-            redact(provider.base_url or "(default)"),
-            "up" if up else "DOWN",
-            redact(detail),
-        )
-    out = console()
-    out.print(table)
-    down = [name for name, ok in health.items() if not ok]
-    out.print(
-        f"{len(health) - len(down)}/{len(health)} up"
-        + (f"; down: {', '.join(down)}" if down else "")
-    )
-    return 1 if down else 0

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 import msgspec
 import trio
 
-from . import _version
-from ._balancer import open_balancer
-from ._cli_common import (
+from .. import _version
+from .._balancer import open_balancer
+from .._errors import BalancerClosedError
+from .._models import LLMRequest, Message, Usage
+from .common import (
     SIMULATOR,
     Redactor,
     config_fingerprint,
@@ -30,16 +32,14 @@ from ._cli_common import (
     open_target,
     print_provider_table,
 )
-from ._cli_progress import open_progress
-from ._cli_sim import batch_fleet
-from ._errors import BalancerClosedError
-from ._models import LLMRequest, Message, Usage
+from .fleets import batch_fleet
+from .progress import open_progress
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterator
 
-    from ._batch import BatchResult
+    from .._batch import BatchResult
 
 __all__ = ["BatchAbort", "run_batch"]
 
