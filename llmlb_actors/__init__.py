@@ -17,6 +17,7 @@ from ._errors import LLMLBError as LLMLBError
 from ._errors import LoadBalancerError as LoadBalancerError
 from ._errors import OverloadedError as OverloadedError
 from ._errors import StrategyError as StrategyError
+from ._hedge import Hedge as Hedge
 from ._loading import load_config as load_config
 from ._models import LLMRequest as LLMRequest
 from ._models import LLMResponse as LLMResponse
@@ -37,6 +38,7 @@ __all__ = [
     "BaseProvider",
     "BatchResult",
     "ConfigError",
+    "Hedge",
     "LLMError",
     "LLMLBError",
     "LLMRequest",

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._errors import ConfigError
+from ._hedge import Hedge
 from ._transport._base import Transport
 from .providers._base import BaseProvider
 
@@ -299,6 +300,13 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_response_bytes      16 MiB        cap on one response body
     verify_tls              True          turning it off logs a warning
     seed                    None          seeds jitter and weighted picks (reproducible)
+    latency_decay           10.0 s        decay time of the ``latency`` strategy's
+                                          peak-EWMA cost
+    hedge                   None          a `Hedge`: send a copy of a slow request to
+                                          another provider; None: never
+    retry_budget            0.2           retries allowed, as a fraction of the requests
+                                          of the last 10 s, on top of 10 per second;
+                                          None: only ``max_retries`` limits them
     ======================  ============  ===============================================
     """
 
@@ -324,6 +332,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_response_bytes: int = 16 * 1024 * 1024
     verify_tls: bool = True
     seed: int | None = None
+    latency_decay: float = 10.0
+    hedge: Hedge | None = None
+    retry_budget: float | None = 0.2
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -388,6 +399,13 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
             raise ConfigError("seed must be an integer", field="seed")
+        _check_positive("", "latency_decay", self.latency_decay)
+        if self.retry_budget is not None:
+            _check_positive("", "retry_budget", self.retry_budget)
+        if self.hedge is not None and not isinstance(self.hedge, Hedge):
+            raise ConfigError(
+                f"hedge must be a Hedge or None, got {type(self.hedge).__name__}", field="hedge"
+            )
         if not isinstance(self.transport, str | Transport) or (
             isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx")
         ):

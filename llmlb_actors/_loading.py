@@ -22,6 +22,7 @@ import msgspec
 
 from ._config import BalancerConfig, ProviderConfig
 from ._errors import ConfigError
+from ._hedge import Hedge
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,6 +53,14 @@ class _ProviderFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_version: str | msgspec.UnsetType = _UNSET
 
 
+class _HedgeFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``[hedge]`` table. Unset fields keep `Hedge`'s defaults."""
+
+    after: str | float | msgspec.UnsetType = _UNSET
+    max_extra: int | msgspec.UnsetType = _UNSET
+    budget: float | msgspec.UnsetType = _UNSET
+
+
 class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole file: `BalancerConfig` fields at the top level, ``[[providers]]`` below.
 
@@ -80,6 +89,9 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_response_bytes: int | msgspec.UnsetType = _UNSET
     verify_tls: bool | msgspec.UnsetType = _UNSET
     seed: int | msgspec.UnsetType | None = _UNSET
+    latency_decay: float | msgspec.UnsetType = _UNSET
+    hedge: _HedgeFile | msgspec.UnsetType | None = _UNSET
+    retry_budget: float | msgspec.UnsetType | None = _UNSET
 
 
 _HINTS = {
@@ -124,6 +136,8 @@ def load_config(
     providers = [_provider(p, i, source, environ) for i, p in enumerate(spec.providers)]
     fields = _set_fields(spec, skip={"providers"})
     try:
+        if isinstance(spec.hedge, _HedgeFile):
+            fields["hedge"] = Hedge(**_set_fields(spec.hedge, skip=set()))
         return BalancerConfig(providers=providers, **fields)
     except ConfigError as exc:
         raise ConfigError(_bare(exc), field=exc.field, source=source) from None
@@ -177,7 +191,11 @@ def _from_validation(exc: msgspec.ValidationError, source: str) -> ConfigError:
     if unknown is not None:
         name = unknown.group("field")
         path = f"{path}.{name}" if path else name
-        owner = _ProviderFile if path.startswith("providers[") else _BalancerFile
+        owner: type[msgspec.Struct] = _BalancerFile
+        if path.startswith("providers["):
+            owner = _ProviderFile
+        elif path.startswith("hedge"):
+            owner = _HedgeFile
         allowed = ", ".join(sorted(owner.__struct_fields__))
         message = f"unknown field {name!r}; expected one of: {allowed}"
     elif message.startswith("Object missing required field"):

@@ -214,6 +214,28 @@ def test_missing_file_and_unsupported_type(tmp_path: Path) -> None:
     assert "expected .toml or .json" in str(load_err(yaml))
 
 
+def test_hedge_table_and_budgets_load(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'strategy = "latency"\nlatency_decay = 5\nretry_budget = 0.1\n'
+        '[hedge]\nafter = "p90"\nmax_extra = 2\n'
+        '[[providers]]\nname = "openai"\nmodel = "m"\n'
+    )
+    config = load_config(path)
+    assert config.hedge == llmlb.Hedge(after="p90", max_extra=2)
+    assert (config.latency_decay, config.retry_budget) == (5.0, 0.1)
+    path.write_text('[hedge]\nafter = 0.3\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    assert load_config(path).hedge == llmlb.Hedge(after=0.3)
+    path.write_text('[hedge]\nafter = "p100"\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    error = load_err(path)
+    assert error.field == "hedge.after"
+    assert "config.toml" in str(error)
+    path.write_text('[hedge]\nafterr = "p90"\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    error = load_err(path)
+    assert error.field == "hedge.afterr"
+    assert "after, budget, max_extra" in str(error)
+
+
 def test_file_schema_covers_every_config_field() -> None:
     """A field added to the configs must be loadable from files too (or refused on purpose)."""
     balancer = set(BalancerConfig.__struct_fields__) - {"custom_strategy"}

@@ -131,7 +131,25 @@ _BALANCER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "max_response_bytes": _field(_numbers),
     "verify_tls": _field(st.booleans()),
     "seed": _field(_numbers),
+    "latency_decay": _field(st.floats(0.01, 100) | _numbers),
+    "retry_budget": _field(st.floats(0.01, 1) | _numbers),
+    "hedge": _field(
+        st.builds(
+            llmlb.Hedge,
+            after=st.sampled_from(["p95", "p50", 0.01]),
+            max_extra=st.integers(1, 4),
+            budget=st.floats(0.01, 1.0),
+        )
+        | st.sampled_from(["p95", 0.1])
+    ),
     "no_such_setting": _junk,
+}
+
+_HEDGE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "after": _field(st.sampled_from(["p50", "p95", "p99", "p49", "p100", "P95", "95"]) | _numbers),
+    "max_extra": _field(st.integers(0, 6) | _numbers),
+    "budget": _field(st.floats(0.001, 2.0) | _numbers),
+    "later": _junk,
 }
 
 _REQUEST_FIELDS: dict[str, st.SearchStrategy[Any]] = {
@@ -208,6 +226,16 @@ def check_refusal(exc: BaseException, struct: type[msgspec.Struct], prefix: str 
     assert match.group(1) in known, f"the ValueError names no field: {exc}"
 
 
+def check_hedge_refusal(exc: BaseException) -> None:
+    """Named as the user reaches it: ``BalancerConfig(hedge=Hedge(...))`` → ``hedge.after``."""
+    if isinstance(exc, llmlb.ConfigError):
+        assert exc.field.startswith("hedge."), exc.field
+        assert exc.field.removeprefix("hedge.") in llmlb.Hedge.__struct_fields__
+        assert exc.field in str(exc)
+        return
+    assert _KEYWORD.search(str(exc)), repr(exc)
+
+
 def check_sendable(config: llmlb.ProviderConfig, request: llmlb.LLMRequest) -> None:
     """An accepted config and request frame into HTTP for both transports, raising nothing."""
     protocol = config.protocol
@@ -275,6 +303,22 @@ def test_balancer_configs_are_accepted_and_work_or_refused_by_field(
     # Accepted values must be the declared types, or they fail later, inside an actor.
     assert isinstance(config.transport, str | Transport), config.transport
     assert config.custom_strategy is None or callable(config.custom_strategy)
+    _Flaky.calls = 0
+    outcome = trio.run(_one_request, config, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert isinstance(outcome, llmlb.LLMResponse | llmlb.LLMLBError), repr(outcome)
+
+
+@given(_fields(_HEDGE_FIELDS))
+def test_hedges_are_accepted_and_work_or_refused_by_field(fields: dict[str, Any]) -> None:
+    try:
+        hedge = llmlb.Hedge(**fields)
+    except (llmlb.ConfigError, TypeError) as exc:
+        check_hedge_refusal(exc)
+        return
+    repr(hedge)
+    config = llmlb.BalancerConfig(
+        providers=[llmlb.ProviderConfig(name="flaky", provider=_Flaky)], hedge=hedge
+    )
     _Flaky.calls = 0
     outcome = trio.run(_one_request, config, clock=trio.testing.MockClock(autojump_threshold=0))
     assert isinstance(outcome, llmlb.LLMResponse | llmlb.LLMLBError), repr(outcome)

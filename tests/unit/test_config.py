@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -63,6 +64,16 @@ def test_protocol_inference(name: str, expected: str | None) -> None:
         ({"on_overload": "drop"}, "on_overload"),
         ({"transport": "curl"}, "transport"),
         ({"providers": ["openai"]}, "providers[0]"),
+        ({"latency_decay": 0}, "latency_decay"),
+        ({"latency_decay": -1.0}, "latency_decay"),
+        ({"latency_decay": math.inf}, "latency_decay"),
+        ({"latency_decay": math.nan}, "latency_decay"),
+        ({"retry_budget": 0}, "retry_budget"),
+        ({"retry_budget": -0.2}, "retry_budget"),
+        ({"retry_budget": math.inf}, "retry_budget"),
+        ({"retry_budget": True}, "retry_budget"),
+        ({"hedge": "p95"}, "hedge"),
+        ({"hedge": {"after": "p95"}}, "hedge"),
     ],
 )
 def test_balancer_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
@@ -132,3 +143,41 @@ async def test_open_balancer_rejects_bad_keyword_fields() -> None:
     with pytest.raises(ConfigError, match="either"):
         async with llmlb.open_balancer(balancer(), strategy="failover"):
             pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"after": "p100"}, "hedge.after"),
+        ({"after": "p49"}, "hedge.after"),
+        ({"after": "95"}, "hedge.after"),
+        ({"after": "P95"}, "hedge.after"),
+        ({"after": 0}, "hedge.after"),
+        ({"after": -0.1}, "hedge.after"),
+        ({"after": math.inf}, "hedge.after"),
+        ({"after": math.nan}, "hedge.after"),
+        ({"after": True}, "hedge.after"),
+        ({"max_extra": 0}, "hedge.max_extra"),
+        ({"max_extra": 5}, "hedge.max_extra"),
+        ({"max_extra": 1.0}, "hedge.max_extra"),
+        ({"budget": 0}, "hedge.budget"),
+        ({"budget": -0.05}, "hedge.budget"),
+        ({"budget": math.inf}, "hedge.budget"),
+        ({"budget": math.nan}, "hedge.budget"),
+    ],
+)
+def test_hedge_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        llmlb.Hedge(**kwargs)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_hedge_accepts_percentiles_and_seconds() -> None:
+    for after in ("p50", "p95", "p99", 0.25, 3):
+        assert llmlb.Hedge(after=after).after == after
+    config = balancer(hedge=llmlb.Hedge(), retry_budget=None, latency_decay=2.5)
+    assert config.hedge == llmlb.Hedge(after="p95", max_extra=1, budget=0.05)
+    assert config.retry_budget is None
+    assert balancer().retry_budget == 0.2  # on by default
+    assert balancer().hedge is None  # off by default

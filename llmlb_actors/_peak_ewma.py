@@ -1,0 +1,96 @@
+"""Peak-EWMA latency cost of one provider, as a pure function of time and observations.
+
+The cost is the load-balancing signal of the ``latency`` strategy (Finagle's
+``PeakEwma``, tower's and linkerd2-proxy's ``peak_ewma``): it jumps at once to a
+latency slower than itself, and otherwise decays with ``exp(-dt/tau)``. Two choices
+are ours, and each is documented where a user can read it (README, "Tail latency"):
+
+- **Decay toward zero while nothing is observed.** Finagle and tower decay the
+  cost toward 0 every time the balancer *reads* it (a read is an observation of a
+  zero latency), so a provider that has not answered for a while becomes worth
+  trying again. Here the decay is a function of the time since the last
+  observation, so the value does not depend on how often it is read; an
+  observation below the decayed cost replaces it (the cost never sinks below
+  what was just observed). With frequent observations this is exactly Finagle's
+  behaviour under frequent reads: the cost tracks the recent peak and decays
+  toward faster answers with ``exp(-dt/tau)``.
+- **A provider without an observation** costs nothing while it has no request
+  pending, and a penalty while it has one: it gets one probe at a time until
+  its first answer (Finagle's rule; tower and linkerd assume a default latency).
+
+Failures never make a provider look faster: they are observed as a lower bound
+(`PeakEwma.observe_at_least`), which raises the cost if the failure took longer
+than the current cost and otherwise changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["UNMEASURED_PENALTY", "PeakEwma"]
+
+#: The load of a provider that has a request pending but has never answered
+#: (times its pending count): above any real latency, so it is probed one at a time.
+UNMEASURED_PENALTY = 1e9
+
+
+class PeakEwma:
+    """The peak-sensitive moving latency (seconds) of one provider. Strictly private.
+
+    ``tau`` is the decay time constant (``BalancerConfig.latency_decay``): after
+    ``tau`` seconds without a slower observation, the excess of a peak over the
+    latencies now observed has shrunk to ``1/e``.
+    """
+
+    __slots__ = ("_cost", "_stamp", "tau")
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self._cost: float | None = None  # at ``_stamp``; None before the first observation
+        self._stamp = 0.0
+
+    @property
+    def measured(self) -> bool:
+        return self._cost is not None
+
+    def cost(self, now: float) -> float | None:
+        """The cost at ``now`` (seconds), decayed since the last observation; None if unmeasured."""
+        cost = self._cost
+        if cost is None:
+            return None
+        elapsed = now - self._stamp
+        if elapsed <= 0.0:
+            return cost
+        return cost * math.exp(-elapsed / self.tau)
+
+    def observe(self, latency: float, now: float) -> None:
+        """A successful answer that took ``latency`` seconds, seen at ``now``."""
+        cost = self._cost
+        if cost is not None and latency < cost:
+            elapsed = now - self._stamp
+            if elapsed > 0.0:
+                cost *= math.exp(-elapsed / self.tau)
+            if latency > cost:
+                cost = latency
+        else:
+            cost = latency
+        self._cost = cost
+        self._stamp = now
+
+    def observe_at_least(self, latency: float, now: float) -> None:
+        """An attempt that failed, or was cancelled unanswered, after ``latency`` seconds.
+
+        Its real latency was at least that: a slower one raises the cost; a faster
+        one says nothing (a quick error is not a quick answer).
+        """
+        current = self.cost(now)
+        if current is None or latency > current:
+            self._cost = latency
+            self._stamp = now
+
+    def load(self, now: float, pending: int) -> float:
+        """What P2C compares: ``cost x (pending + 1)``, or the probe rule when unmeasured."""
+        cost = self.cost(now)
+        if cost is None:
+            return UNMEASURED_PENALTY * pending
+        return cost * (pending + 1)
