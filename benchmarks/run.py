@@ -6,6 +6,8 @@ core while the upstream owns the other core; then a streaming run and the
 scale checks against the simulator, and a profile of the llmlb hot path.
 Writes ``benchmarks/out/latest.md``, ``latest.json`` and ``bench.png``; a
 full default run also refreshes the committed ``benchmarks/bench.png``.
+Then the tail-latency scenarios (``--scenario tail`` runs them alone, see
+``_tail.py``): ``out/tail.md``, ``tail.json``, ``tail.png``.
 
 ``--quick`` is a smoke run of well under a minute; see ``--help``.
 """
@@ -41,10 +43,14 @@ from ._report import (
 )
 from ._results import PointResult, PointSpec
 from ._scale import ScaleSpec
+from ._tail import run_tail
+from ._tail_scenarios import CONFIGS as TAIL_CONFIGS
+from ._tail_scenarios import LITELLM as TAIL_LITELLM
+from ._tail_scenarios import SCENARIOS as TAIL_SCENARIOS
 from ._upstream import Upstream, nginx_path, run_nginx, run_simulator
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
 __all__ = ["main", "parse_args"]
 
@@ -69,6 +75,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
+    p.add_argument(
+        "--scenario",
+        choices=("all", "tail"),
+        default="all",
+        help="all (default): everything; tail: only the tail-latency scenarios",
+    )
+    p.add_argument(
+        "--tail-scenarios",
+        type=_choices(TAIL_SCENARIOS),
+        help=f"tail scenarios to run (default all: {','.join(TAIL_SCENARIOS)})",
+    )
+    p.add_argument(
+        "--tail-configs",
+        type=_choices([*TAIL_CONFIGS, TAIL_LITELLM]),
+        help="only these configurations in the tail scenarios (default: each scenario's own)",
+    )
+    p.add_argument("--tail-reps", type=int, default=1, help="tail scenario repetitions (1)")
+    p.add_argument(
+        "--tail-factor",
+        type=float,
+        default=1.0,
+        help="scale the tail scenarios in time and size (default 1; --quick: 0.25)",
+    )
+    p.add_argument("--no-tail", action="store_true", help="skip the tail-latency scenarios")
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
     p.add_argument(
@@ -113,6 +143,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _choices(allowed: Iterable[str]) -> Callable[[str], list[str]]:
+    known = list(allowed)
+
+    def parse(text: str) -> list[str]:
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown: {', '.join(unknown)} (choose from {', '.join(known)})"
+            )
+        return names
+
+    return parse
 
 
 def _names(text: str) -> list[str]:
@@ -615,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("!! fewer than 2 cores: client and upstream will share one core")
     pin(UPSTREAM_CORE)  # the runner itself mostly sleeps; keep it off the client core
     os.makedirs(args.out, exist_ok=True)
+    if args.scenario == "tail":
+        run_tail(args, args.out)
+        return 0
     env = environment()
     started = time.perf_counter()
     print(f"llmlb_actors benchmark — {env['date']}\n{env['machine']}\n{env['python']}")
@@ -678,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.full:
             shutil.copyfile(png, os.path.join(HERE, "bench.png"))
             print("full run: copied the plot to benchmarks/bench.png")
+    if not args.no_tail:
+        run_tail(args, args.out)
     return 0
 
 
