@@ -21,10 +21,23 @@ are ours, and each is documented where a user can read it (README, "Tail latency
 Failures never make a provider look faster: they are observed as a lower bound
 (`PeakEwma.observe_at_least`), which raises the cost if the failure took longer
 than the current cost and otherwise changes nothing.
+
+**Cancelled work still counts.** An attempt cancelled unanswered (the loser of a
+hedge) tells only that the provider was slower than the winner. If it simply
+vanished from the pending count, a slow provider whose every attempt is hedged
+and cancelled would never be seen answering slowly: its cost would only decay,
+P2C would keep sending it work, and each of those requests would need a hedge.
+So a cancelled attempt is *held*: it counts as pending until the time its cost
+predicted it would end (an LLM upstream usually keeps generating after the
+client hangs up, so the provider really is still busy with it). Measured in a
+discrete-event model of the *degraded* scenario (3,000 requests, 8 seeds): the
+slow provider's share with hedging fell from 2.0 % to 1.0 % of attempts and the
+p99 from 112 ms to 66 ms.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 __all__ = ["UNMEASURED_PENALTY", "PeakEwma"]
@@ -42,12 +55,13 @@ class PeakEwma:
     latencies now observed has shrunk to ``1/e``.
     """
 
-    __slots__ = ("_cost", "_stamp", "tau")
+    __slots__ = ("_cost", "_holds", "_stamp", "tau")
 
     def __init__(self, tau: float) -> None:
         self.tau = tau
         self._cost: float | None = None  # at ``_stamp``; None before the first observation
         self._stamp = 0.0
+        self._holds: list[float] = []  # a heap of the predicted ends of cancelled attempts
 
     @property
     def measured(self) -> bool:
@@ -88,9 +102,29 @@ class PeakEwma:
             self._cost = latency
             self._stamp = now
 
-    def load(self, now: float, pending: int) -> float:
-        """What P2C compares: ``cost x (pending + 1)``, or the probe rule when unmeasured."""
+    def abandon(self, started: float, now: float) -> None:
+        """An attempt started at ``started`` was cancelled unanswered at ``now``.
+
+        A lower bound on its latency, and it stays pending until ``started + cost``.
+        """
+        elapsed = now - started
+        self.observe_at_least(elapsed, now)
         cost = self.cost(now)
+        if cost is not None and cost > elapsed:
+            heapq.heappush(self._holds, started + cost)
+
+    def held(self, now: float) -> int:
+        """Cancelled attempts still counted as pending at ``now``."""
+        holds = self._holds
+        while holds and holds[0] <= now:
+            heapq.heappop(holds)
+        return len(holds)
+
+    def load(self, now: float, pending: int) -> float:
+        """What P2C compares: ``cost x (pending + held + 1)``, or the probe rule when unmeasured."""
+        cost = self.cost(now)
+        if self._holds:
+            pending += self.held(now)
         if cost is None:
             return UNMEASURED_PENALTY * pending
         return cost * (pending + 1)

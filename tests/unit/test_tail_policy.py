@@ -96,6 +96,24 @@ def test_load_is_cost_times_pending_plus_one_and_unmeasured_get_one_probe() -> N
     assert ewma.load(0.0, pending=3) == pytest.approx(0.4)
 
 
+def test_a_cancelled_attempt_stays_pending_until_its_predicted_end() -> None:
+    ewma = PeakEwma(tau=10.0)
+    ewma.observe(0.5, now=0.0)
+    # Sent at 1.0 s, it lost a hedge at 1.11 s: the provider is busy with it until ~1.5 s.
+    ewma.abandon(started=1.0, now=1.11)
+    cost = ewma.cost(1.11)
+    assert cost is not None
+    assert cost == pytest.approx(0.5 * math.exp(-1.11 / 10.0))
+    assert ewma.held(1.11) == 1
+    assert ewma.load(1.11, pending=0) == pytest.approx(2 * cost)
+    assert ewma.held(1.0 + cost + 1e-6) == 0
+    assert ewma.load(2.0, pending=0) == pytest.approx(0.5 * math.exp(-0.2))
+    # A cancelled attempt that already ran longer than predicted raises the cost instead.
+    ewma.abandon(started=3.0, now=4.0)
+    assert ewma.cost(4.0) == 1.0
+    assert ewma.held(4.0) == 0
+
+
 @given(
     st.lists(
         st.tuples(st.floats(0.0, 5.0), st.floats(1e-4, 60.0), st.booleans()),
