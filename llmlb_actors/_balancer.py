@@ -46,7 +46,7 @@ class Balancer:
         self._transport: Transport | None = None
         self._rng = rng
         self._dispatcher = Dispatcher(
-            make_strategy(config.strategy, config.custom_strategy), config.queue_size
+            make_strategy(config.strategy, config.custom_strategy, rng=rng), config.queue_size
         )
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
         self._requests = RequestLoop(config, self._dispatcher, rng)

@@ -24,9 +24,12 @@ LATENCY_WINDOW = 1024
 class ProviderStats(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of one provider's statistics (an attempt is one try at this provider).
 
-    ``total_requests == successful_requests + failed_requests`` always holds;
-    cancelled attempts count as failed and also in ``cancelled_requests``.
-    Times are milliseconds unless the name says otherwise.
+    ``total_requests == successful_requests + failed_requests + hedges_cancelled``
+    always holds: cancelled attempts count as failed and also in
+    ``cancelled_requests``, except a hedge's attempt that was cancelled because
+    another attempt of the same request answered first, which is neither a
+    success nor a failure (``hedges_cancelled``). Times are milliseconds unless
+    the name says otherwise.
     """
 
     name: str
@@ -61,6 +64,19 @@ class ProviderStats(msgspec.Struct, frozen=True, kw_only=True):
     streams_failed: int = 0
     average_ttft_ms: float = 0.0
     """Mean time to first token of streams, ms."""
+    latency_cost_ms: float = 0.0
+    """The ``latency`` strategy's peak-EWMA cost now, ms (time to first chunk for
+    streams; 0 before the first answer)."""
+    hedges_sent: int = 0
+    """Copies of slow requests (hedges) sent here."""
+    hedges_won: int = 0
+    """Hedges sent here that answered first."""
+    hedges_cancelled: int = 0
+    """Attempts here cancelled because another attempt of the request answered first."""
+    ejections: int = 0
+    """Times this provider was ejected as an outlier (its success rate far below the others')."""
+    ejection_reason: str | None = None
+    """Why it was last ejected."""
 
 
 class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +88,12 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0
     retries: int = 0
     rerouted: int = 0
+    retry_budget_refusals: int = 0
+    """Requests failed at once because the retry budget was spent."""
+    hedge_budget_used: int = 0
+    """Hedges sent (each one token of the hedge budget)."""
+    hedge_budget_refusals: int = 0
+    """Hedges not sent because the hedge budget was spent."""
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -94,6 +116,9 @@ class StatsRecorder:
         "cancelled",
         "completion_tokens",
         "failed",
+        "hedges_cancelled",
+        "hedges_sent",
+        "hedges_won",
         "last_error",
         "last_request_time",
         "latencies",
@@ -128,6 +153,9 @@ class StatsRecorder:
         self.streams_failed = 0
         self.ttft_sum = 0.0
         self.ttft_count = 0
+        self.hedges_sent = 0
+        self.hedges_won = 0
+        self.hedges_cancelled = 0
 
     def success(self, seconds: float, usage: Usage | None, *, retry: bool) -> None:
         self.total += 1
@@ -149,6 +177,12 @@ class StatsRecorder:
         self.cancelled += cancelled
         if not cancelled:
             self.last_error = error
+        self.last_request_time = time.time()
+
+    def hedge_cancelled(self) -> None:
+        """An attempt here lost a hedge race and was cancelled: neither success nor failure."""
+        self.total += 1
+        self.hedges_cancelled += 1
         self.last_request_time = time.time()
 
     def first_token(self, seconds: float) -> None:

@@ -12,20 +12,26 @@ round-robin the next candidate after the previous pick, in config order
 failover    the first candidate in config order
 weighted    smooth weighted round-robin (nginx): exact proportions per window
 least-busy  the fewest requests in flight; ties in config order
-latency     the lowest smoothed latency x (1 + in flight); unmeasured first
+latency     power of two choices over peak-EWMA cost x (in flight + 1)
 custom      your callable over read-only `ProviderState` snapshots
 ========== ==================================================================
 """
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Protocol
+
+import trio
 
 from ._config import ProviderState
 from ._errors import StrategyError
+from ._p2c import power_of_two_choices
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from ._peak_ewma import PeakEwma
 
 __all__ = [
     "Candidate",
@@ -56,7 +62,9 @@ class Candidate(Protocol):
     def in_flight(self) -> int: ...
 
     @property
-    def latency_ewma(self) -> float | None: ...
+    def peak(self) -> PeakEwma:
+        """The provider's peak-EWMA latency cost (see `_peak_ewma`)."""
+        ...
 
     def snapshot(self) -> ProviderState: ...
 
@@ -158,25 +166,28 @@ class LeastBusyStrategy:
 
 
 class LatencyStrategy:
-    """Adaptive: lowest smoothed latency scaled by load; unmeasured providers first."""
+    """Power of two choices over peak-EWMA cost, as Finagle and Linkerd balance.
+
+    Two distinct random candidates; the one with the lower ``cost x (in flight +
+    1)`` wins (the first of the pair on a tie, so equal costs spread evenly). The
+    cost jumps at once to a slower answer and decays toward faster ones with
+    ``exp(-dt / latency_decay)``; a provider that has never answered gets one probe
+    at a time. Streams are measured by their time to first chunk.
+    """
 
     name = "latency"
 
-    def select(self, candidates: Sequence[Candidate]) -> Candidate:
-        best = candidates[0]
-        best_score = self._score(best)
-        for candidate in candidates[1:]:
-            score = self._score(candidate)
-            if score < best_score:
-                best, best_score = candidate, score
-        return best
+    def __init__(
+        self, rng: random.Random | None = None, clock: Callable[[], float] = trio.current_time
+    ) -> None:
+        self._rng = rng or random.Random()
+        self._clock = clock
 
-    @staticmethod
-    def _score(candidate: Candidate) -> float:
-        ewma = candidate.latency_ewma
-        if ewma is None:
-            return -1.0 / (1 + candidate.in_flight)
-        return ewma * (1 + candidate.in_flight)
+    def select(self, candidates: Sequence[Candidate]) -> Candidate:
+        if len(candidates) == 1:
+            return candidates[0]
+        now = self._clock()
+        return power_of_two_choices(candidates, lambda c: c.peak.load(now, c.in_flight), self._rng)
 
     def forget(self, name: str) -> None:
         pass
@@ -218,9 +229,15 @@ class CustomStrategy:
 
 
 def make_strategy(
-    name: str, custom: Callable[[list[ProviderState]], ProviderState] | None = None
+    name: str,
+    custom: Callable[[list[ProviderState]], ProviderState] | None = None,
+    *,
+    rng: random.Random | None = None,
 ) -> Strategy:
-    """A fresh strategy object for a strategy name from `BalancerConfig`."""
+    """A fresh strategy object for a strategy name from `BalancerConfig`.
+
+    ``rng`` is the random source of strategies that draw (``latency``).
+    """
     if name == "round-robin":
         return RoundRobinStrategy()
     if name == "failover":
@@ -230,7 +247,7 @@ def make_strategy(
     if name == "least-busy":
         return LeastBusyStrategy()
     if name == "latency":
-        return LatencyStrategy()
+        return LatencyStrategy(rng)
     if name == "custom" and custom is not None:
         return CustomStrategy(custom)
     raise StrategyError(f"unknown strategy {name!r}")

@@ -30,7 +30,7 @@ from .._models import LLMRequest, LLMResponse, StreamChunk
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["Call", "Outcome", "Reroute", "StreamHandle"]
+__all__ = ["Call", "Outcome", "Reroute", "StreamHandle", "Tries", "answered"]
 
 
 class Reroute:
@@ -62,6 +62,10 @@ class Call:
         "stream",
         "waiter",
     )
+
+    #: Set (on a hedged call, `_hedging.HedgedCall`) when another attempt of the same
+    #: request answered first and this one is being cancelled: not a failure.
+    hedge_lost = False
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request
@@ -213,3 +217,23 @@ class StreamHandle:
         """Stop the stream: the worker closes the upstream response at once."""
         self._recv.close()
         self._call.abandon()
+
+
+class Tries:
+    """Retries and re-routes one request has used."""
+
+    __slots__ = ("reroutes", "retries")
+
+    def __init__(self) -> None:
+        self.retries = 0
+        self.reroutes = 0
+
+
+def answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
+    """The response as the caller gets it: which provider, how long, how many attempts."""
+    return msgspec.structs.replace(
+        response,
+        provider=call.provider or "",
+        latency=trio.current_time() - start,
+        attempts=attempts,
+    )

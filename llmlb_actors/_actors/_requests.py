@@ -5,6 +5,13 @@ the dispatcher (`Routing`), parks until a provider worker resolves the attempt,
 and only if that attempt did not answer enters the retry loop, which judges the
 failure, backs off and submits again. Every outcome is counted once in the
 balancer's totals.
+
+Retries draw on a retry budget (`.._budget`): every request deposits, every
+retry withdraws, so when everything fails at once retries stay a bounded
+fraction of the load. The deposit costs the happy path one comparison a request:
+requests are counted anyway, and the count is handed to the budgets once a
+second (`_deposit`). With `BalancerConfig.hedge`, requests take the hedged path
+(`_hedging.run_hedged`) instead.
 """
 
 from __future__ import annotations
@@ -12,19 +19,22 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Protocol
 
-import msgspec
 import trio
 
 from .._backoff import compute_backoff
+from .._budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 from .._errors import BalancerClosedError, LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse
 from .._stats import BalancerTotals
-from ._call import Call, Reroute, StreamHandle
+from ._call import Call, Reroute, StreamHandle, Tries, answered
+from ._hedging import Hedging, run_hedged
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Callable, Collection
 
     from .._config import BalancerConfig
+    from .provider import ProviderActor
 
 __all__ = ["RequestLoop", "Routing"]
 
@@ -63,15 +73,14 @@ class Routing(Protocol):
         """Stop taking calls; callers waiting for room in the queue are woken."""
         ...
 
+    def route_hedge(
+        self, call: Call, exclude: Collection[str], pay: Callable[[], bool]
+    ) -> ProviderActor | None:
+        """Route a hedge of a running request now, to a provider not in ``exclude``.
 
-def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
-    """The response as the caller gets it: which provider, how long, how many attempts."""
-    return msgspec.structs.replace(
-        response,
-        provider=call.provider or "",
-        latency=trio.current_time() - start,
-        attempts=attempts,
-    )
+        ``pay`` is asked once a provider is found; None if none was, or it said no.
+        """
+        ...
 
 
 class RequestLoop:
@@ -92,6 +101,22 @@ class RequestLoop:
         self._failed = 0
         self._retries = 0
         self._rerouted = 0
+        self._retry_refusals = 0
+        ratio = balancer_config.retry_budget
+        self._retry_budget = (
+            None if ratio is None else WindowBudget(ratio, floor_per_second=RETRY_FLOOR_PER_SECOND)
+        )
+        hedge = balancer_config.hedge
+        self.hedging = None if hedge is None else Hedging(hedge)
+        self._budgets = [
+            b
+            for b in (self._retry_budget, None if self.hedging is None else self.hedging.budget)
+            if b is not None
+        ]
+        # Requests handed to the budgets so far, when, and when the next hand-over is due.
+        self._deposited = 0
+        self._deposited_at = 0.0
+        self._deposit_due = float("-inf") if self._budgets else float("inf")
 
     async def run(
         self, request: LLMRequest, *, stream: bool, timeout: float | None
@@ -107,10 +132,14 @@ class RequestLoop:
             raise TypeError(f"request must be an LLMRequest, got {type(request).__name__}")
         if self.closed:
             raise BalancerClosedError("the balancer is closed")
+        if self.hedging is not None:
+            return await run_hedged(self, request, stream=stream, timeout=timeout)
         call = Call(request, stream=stream)
         start = trio.current_time()
         limit = timeout if timeout is not None else self._request_timeout
         self._requests += 1
+        if start >= self._deposit_due:
+            self._deposit(start)
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None
         try:
@@ -125,7 +154,7 @@ class RequestLoop:
                     await trio.lowlevel.checkpoint()
                 first = call.outcome
                 if isinstance(first, LLMResponse):
-                    outcome = _answered(call, first, start, attempts=1)
+                    outcome = answered(call, first, start, attempts=1)
                 elif isinstance(first, StreamHandle):
                     outcome = first
                 else:
@@ -147,62 +176,150 @@ class RequestLoop:
 
     async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
         """Judge the current attempt's failure; retry, fail over or give up."""
-        config = self._balancer_config
         errors = call.errors = []
-        retries = 0
-        reroutes = 0
+        tries = Tries()
         while True:
             outcome = call.outcome
             if isinstance(outcome, LLMResponse):
-                return _answered(call, outcome, start, attempts=len(errors) + 1)
+                return answered(call, outcome, start, attempts=len(errors) + 1)
             if isinstance(outcome, StreamHandle):
                 return outcome
-            if isinstance(outcome, LoadBalancerError):
-                outcome.errors = errors + outcome.errors
-                raise outcome
-            if isinstance(outcome, Reroute) or (
-                isinstance(outcome, LLMError) and outcome.kind == "crash"
-            ):
-                if isinstance(outcome, LLMError):
-                    errors.append(outcome)
-                reroutes += 1
-                self._rerouted += 1
-                if reroutes > _MAX_REROUTES:
-                    raise LoadBalancerError("All providers failed: too many re-routes", errors)
-            else:
-                assert isinstance(outcome, LLMError)
-                errors.append(outcome)
-                if outcome.kind == "cancelled":
-                    # This caller is still waiting, so it did not cancel: the actor holding
-                    # the attempt was stopped because the balancer is shutting down.
-                    raise BalancerClosedError("the balancer was shut down", errors)
-                if not outcome.retryable and not outcome.disables_provider:
-                    raise LoadBalancerError(
-                        f"Request rejected by {outcome.provider}: {outcome.message}", errors
-                    )
-                if retries >= config.max_retries:
-                    raise LoadBalancerError(
-                        f"All providers failed after {len(errors)} attempts", errors
-                    )
-                retries += 1
-                self._retries += 1
-                # After a refusal (401/403/404) fail over at once: the next provider
-                # is not the one that refused us.
-                if not outcome.disables_provider:
-                    wait = max(
-                        compute_backoff(
-                            retries, config.retry_delay, config.max_retry_delay, self._rng
-                        ),
-                        self._routing.earliest_retry_wait(call, trio.current_time()),
-                    )
-                    if wait > 0:
-                        await trio.sleep(wait)
-            if self.closed:
-                raise BalancerClosedError("the balancer is closed")
-            call.next_attempt()
-            if not self._routing.route_now(call):
-                await self._routing.route_queued(call, wait=self._wait_for_room)
+            wait = self.judge(call, errors, tries)
+            if wait > 0:
+                await trio.sleep(wait)
+            await self.submit_again(call)
             await call.wait_outcome()
+
+    def judge(self, call: Call, errors: list[LLMError], tries: Tries) -> float:
+        """``call``'s attempt did not answer: seconds to wait before trying again.
+
+        Raises the request's final error when there is to be no next attempt.
+        """
+        config = self._balancer_config
+        outcome = call.outcome
+        if isinstance(outcome, LoadBalancerError):
+            outcome.errors = errors + outcome.errors
+            raise outcome
+        if isinstance(outcome, Reroute) or (
+            isinstance(outcome, LLMError) and outcome.kind == "crash"
+        ):
+            if isinstance(outcome, LLMError):
+                errors.append(outcome)
+            tries.reroutes += 1
+            self._rerouted += 1
+            if tries.reroutes > _MAX_REROUTES:
+                raise LoadBalancerError("All providers failed: too many re-routes", errors)
+            return 0.0
+        assert isinstance(outcome, LLMError)
+        errors.append(outcome)
+        if outcome.kind == "cancelled":
+            # This caller is still waiting, so it did not cancel: the actor holding
+            # the attempt was stopped because the balancer is shutting down.
+            raise BalancerClosedError("the balancer was shut down", errors)
+        if not outcome.retryable and not outcome.disables_provider:
+            raise LoadBalancerError(
+                f"Request rejected by {outcome.provider}: {outcome.message}", errors
+            )
+        if tries.retries >= config.max_retries:
+            raise LoadBalancerError(f"All providers failed after {len(errors)} attempts", errors)
+        now = trio.current_time()
+        if not self._may_retry(now):
+            raise LoadBalancerError(
+                f"All providers failed after {len(errors)} attempts: the retry budget is "
+                f"exhausted (retries are limited to {config.retry_budget:.0%} of the requests "
+                f"of the last 10 s, plus {RETRY_FLOOR_PER_SECOND:g} a second)",
+                errors,
+            )
+        tries.retries += 1
+        self._retries += 1
+        # After a refusal (401/403/404) fail over at once: the next provider
+        # is not the one that refused us.
+        if outcome.disables_provider:
+            return 0.0
+        return max(
+            compute_backoff(tries.retries, config.retry_delay, config.max_retry_delay, self._rng),
+            self._routing.earliest_retry_wait(call, now),
+        )
+
+    async def submit_again(self, call: Call) -> None:
+        """Route a fresh attempt of ``call``."""
+        if self.closed:
+            raise BalancerClosedError("the balancer is closed")
+        call.next_attempt()
+        if not self._routing.route_now(call):
+            await self._routing.route_queued(call, wait=self._wait_for_room)
+
+    # -- budgets -------------------------------------------------------------------------
+
+    def _deposit(self, now: float) -> None:
+        """Hand the requests counted since the last hand-over to the budgets.
+
+        They all started within a second of the last hand-over (the first one
+        later triggers the next), so they are booked then; this one is booked now.
+        """
+        pending = self._requests - self._deposited
+        for budget in self._budgets:
+            if pending > 1:
+                budget.deposit(self._deposited_at, pending - 1)
+            budget.deposit(now, 1)
+        self._deposited = self._requests
+        self._deposited_at = now
+        self._deposit_due = now + 1.0
+
+    def _settle_deposits(self) -> None:
+        """Before spending: book the requests counted since the last hand-over."""
+        pending = self._requests - self._deposited
+        if pending:
+            for budget in self._budgets:
+                budget.deposit(self._deposited_at, pending)
+            self._deposited = self._requests
+
+    def _may_retry(self, now: float) -> bool:
+        budget = self._retry_budget
+        if budget is None:
+            return True
+        self._settle_deposits()
+        if budget.try_spend(now):
+            return True
+        self._retry_refusals += 1
+        return False
+
+    def may_hedge(self, now: float) -> bool:
+        """Take a token of the hedge budget (the hedged path asks once it found a provider)."""
+        assert self.hedging is not None
+        self._settle_deposits()
+        return self.hedging.budget.try_spend(now)
+
+    # -- what a hedged request (`_hedging.run_hedged`) uses ---------------------------
+
+    @property
+    def request_timeout(self) -> float | None:
+        return self._request_timeout
+
+    def admit(self, call: Call, start: float) -> None:
+        self._requests += 1
+        if start >= self._deposit_due:
+            self._deposit(start)
+        self._calls.add(call)
+
+    def track(self, call: Call) -> None:
+        self._calls.add(call)
+
+    def release(self, call: Call) -> None:
+        self._calls.discard(call)
+
+    def count_outcome(self, ok: bool) -> None:
+        if ok:
+            self._succeeded += 1
+        else:
+            self._failed += 1
+
+    def route_hedge(
+        self, call: Call, exclude: Collection[str], pay: Callable[[], bool]
+    ) -> ProviderActor | None:
+        if self.closed:
+            return None
+        return self._routing.route_hedge(call, exclude, pay)
 
     def totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
@@ -213,6 +330,9 @@ class RequestLoop:
             in_flight=len(self._calls),
             retries=self._retries,
             rerouted=self._rerouted,
+            retry_budget_refusals=self._retry_refusals,
+            hedge_budget_used=0 if self.hedging is None else self.hedging.budget.spent,
+            hedge_budget_refusals=0 if self.hedging is None else self.hedging.budget.refused,
         )
 
     def close(self) -> None:

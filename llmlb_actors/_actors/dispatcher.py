@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
+from .._outlier import in_panic
 from ._call import Call
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
     from ..strategies import Strategy
     from .provider import ProviderActor
 
@@ -27,10 +30,13 @@ class Dispatcher:
     """Receives calls from callers and forwards each to one provider's mailbox.
 
     Candidates for an attempt are the providers in rotation that can take it
-    (streaming-capable for streams, under their per-provider attempt cap),
-    preferring ones this request has not tried yet; among those, the healthy
-    ones (circuit available, no Retry-After pending) with mailbox room. When
-    none is healthy, the least recently failed one is tried rather than failing
+    (streaming-capable for streams, under their per-provider attempt cap) and
+    are admissible (circuit available, no Retry-After pending, not ejected as
+    an outlier), preferring ones this request has not tried yet, with mailbox
+    room. If fewer than half the providers in rotation are admissible,
+    ejections are ignored (the panic threshold): traffic spreads over the
+    ejected providers rather than piling onto the few left. When none is
+    admissible, the least recently failed one is tried rather than failing
     without trying. When all have full mailboxes, the dispatcher stops
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
@@ -45,6 +51,8 @@ class Dispatcher:
         self._capacity = trio.Event()
         self._waiting = False
         self._idle = False  # parked on an empty queue: nothing is ahead of a new call
+        # Until then some provider may be ejected: routes check the panic threshold.
+        self.ejections_until = float("-inf")
 
     def set_rotation(self, actors: list[ProviderActor]) -> None:
         """The supervisor's current providers in rotation, in config order."""
@@ -148,30 +156,76 @@ class Dispatcher:
     def route(self, call: Call) -> ProviderActor | _Saturated | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
-        if call.assigned == 0 and not call.stream:
-            pool = self.rotation  # a first attempt: every provider is eligible and untried
-        else:
-            eligible: list[ProviderActor] = []
-            untried: list[ProviderActor] = []
-            for actor in self.rotation:
-                if not _can_take(actor, call):
-                    continue
-                eligible.append(actor)
-                if not call.attempts_at(actor.name):
-                    untried.append(actor)
-            pool = untried or eligible
-        if not pool:
+        if call.assigned == 0 and not call.stream and now >= self.ejections_until:
+            # A first attempt, no ejection in force: every provider is eligible and untried.
+            ready = [a for a in self.rotation if a.queued < a.mailbox_size and a.available(now)]
+            if ready:
+                return self.strategy.select(ready)  # type: ignore[return-value]
+        return self._route_carefully(call, now)
+
+    def _route_carefully(self, call: Call, now: float) -> ProviderActor | _Saturated | None:
+        """`route` for retries, streams, while an ejection is in force, and when none is ready."""
+        eligible = [a for a in self.rotation if _can_take(a, call)]
+        if not eligible:
             return None
-        ready = [a for a in pool if a.queued < a.mailbox_size and a.available(now)]
-        if ready:
-            return self.strategy.select(ready)  # type: ignore[return-value]
-        healthy = [a for a in pool if a.available(now)]
-        if not healthy:
-            healthy = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
-        with_room = [a for a in healthy if a.queued < a.mailbox_size]
+        if now < self.ejections_until and self._in_panic(now):
+            admissible = [a for a in eligible if a.available_in_panic(now)]
+        else:
+            admissible = [a for a in eligible if a.available(now)]
+        if admissible:
+            pool = [a for a in admissible if not call.attempts_at(a.name)] or admissible
+        else:
+            # None is admissible: the least recently failed one (untried first) may be back.
+            pool = [a for a in eligible if not call.attempts_at(a.name)] or eligible
+            pool = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
+        with_room = [a for a in pool if a.queued < a.mailbox_size]
         if not with_room:
             return _SATURATED
         return self.strategy.select(with_room)  # type: ignore[return-value]
+
+    def _in_panic(self, now: float) -> bool:
+        admissible = sum(1 for a in self.rotation if a.available(now))
+        return in_panic(admissible, len(self.rotation))
+
+    def admissible_count(self, now: float) -> int:
+        """Providers in rotation that may take an attempt now (ejections count)."""
+        return sum(1 for a in self.rotation if a.available(now))
+
+    def note_ejection(self, until: float) -> None:
+        """A provider was ejected until ``until``: routes check the panic threshold till then."""
+        self.ejections_until = max(self.ejections_until, until)
+
+    def route_hedge(
+        self, call: Call, exclude: Collection[str], pay: Callable[[], bool]
+    ) -> ProviderActor | None:
+        """Send a hedge of a request now, in the caller's task, if some provider can take it.
+
+        Only an admissible provider with mailbox room that is not in ``exclude``
+        (those running the request) qualifies; a saturated fleet is not hedged.
+        ``pay`` (the hedge budget) is asked only once there is somewhere to go;
+        None if there was not, or it said no.
+        """
+        now = trio.current_time()
+        panic = now < self.ejections_until and self._in_panic(now)
+        ready = [
+            a
+            for a in self.rotation
+            if a.name not in exclude
+            and _can_take(a, call)
+            and a.queued < a.mailbox_size
+            and (a.available_in_panic(now) if panic else a.available(now))
+        ]
+        if not ready:
+            return None
+        untried = [a for a in ready if not call.attempts_at(a.name)]
+        try:
+            choice: ProviderActor = self.strategy.select(untried or ready)  # type: ignore[assignment]
+        except StrategyError:
+            return None  # the request's own attempt goes on; a hedge is optional
+        if not pay():
+            return None
+        choice.enqueue(call, now)
+        return choice
 
     def earliest_retry_wait(self, call: Call, now: float) -> float:
         """Seconds until some eligible provider's Retry-After has passed (0 if one is ready)."""
@@ -179,7 +233,7 @@ class Dispatcher:
         for actor in self.rotation:
             if not _can_take(actor, call):
                 continue
-            best = min(best, max(0.0, actor.not_before - now))
+            best = min(best, max(0.0, actor.retry_after_until - now))
             if best == 0.0:
                 return 0.0
         return 0.0 if best == float("inf") else best

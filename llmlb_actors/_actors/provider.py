@@ -14,6 +14,8 @@ from .._circuit import Circuit
 from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
+from .._outlier import Ejection
+from .._peak_ewma import PeakEwma
 from .._stats import ProviderStats, StatsRecorder
 from ._call import Call, Reroute, StreamHandle
 
@@ -27,8 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["ProviderActor"]
 
 log = logging.getLogger("llmlb_actors")
-
-_EWMA_ALPHA = 0.2
 
 
 class ProviderActor:
@@ -51,6 +51,7 @@ class ProviderActor:
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
         on_capacity: Callable[[], None],
+        on_health_failure: Callable[[ProviderActor, float], None] | None = None,
     ) -> None:
         self.provider_config = config = provider_config
         self.name = config.name
@@ -60,6 +61,7 @@ class ProviderActor:
         self._factory = factory
         self._rng = rng
         self._on_capacity = on_capacity
+        self._on_health_failure = on_health_failure
         self.provider: BaseProvider = factory(config)
         self.supports_streaming = self.provider.supports_streaming
         self.timeout = (
@@ -73,7 +75,14 @@ class ProviderActor:
         self.held: set[Call] = set()
         self.circuit = Circuit(balancer_config.failure_threshold, balancer_config.cooldown)
         self.stats = StatsRecorder()
-        self.latency_ewma: float | None = None
+        self.peak = PeakEwma(balancer_config.latency_decay)
+        # Failures that say something about the provider (not cancellations, not the
+        # request's own 400/422): what outlier detection compares with successes.
+        self.health_failures = 0
+        self.ejection = Ejection()
+        self.retry_after_until = float("-inf")
+        # No attempt before this: the later of a pending Retry-After and an ejection.
+        # One attribute, so that `available` costs the hot path nothing more.
         self.not_before = float("-inf")
         self.restart_times: deque[float] = deque()
         self.restarts = 0
@@ -103,6 +112,17 @@ class ProviderActor:
     def available(self, now: float) -> bool:
         return now >= self.not_before and self.circuit.available(now)
 
+    def available_in_panic(self, now: float) -> bool:
+        """Available if ejections are ignored (the panic threshold)."""
+        return now >= self.retry_after_until and self.circuit.available(now)
+
+    def eject(self, now: float, reason: str) -> float:
+        """Out of rotation as an outlier from ``now``; returns until when."""
+        duration = self.ejection.eject(now, reason)
+        self.not_before = max(self.not_before, self.ejection.until)
+        log.warning("provider %s ejected for %gs: %s", self.name, duration, reason)
+        return self.ejection.until
+
     def snapshot(self) -> ProviderState:
         return ProviderState(
             name=self.name,
@@ -112,7 +132,7 @@ class ProviderActor:
             is_healthy=self.is_healthy,
             circuit_state=self.circuit.state,
             in_flight=self.in_flight,
-            average_latency_ms=(self.latency_ewma or 0.0) * 1000.0,
+            average_latency_ms=(self.peak.cost(trio.current_time()) or 0.0) * 1000.0,
             consecutive_failures=self.circuit.failures,
             total_requests=self.stats.total,
         )
@@ -130,6 +150,10 @@ class ProviderActor:
         reason = self.dead_reason or ("removed" if self.removed else None)
         if reason is None and self.circuit.state != "closed":
             reason = self.circuit.reason
+        now = trio.current_time()
+        ejected = self.ejection.active(now)
+        if reason is None and ejected:
+            reason = f"ejected: {self.ejection.reason}"
         return ProviderStats(
             name=self.name,
             protocol=self.provider_config.protocol_name,
@@ -142,7 +166,7 @@ class ProviderActor:
             p50_ms=p50,
             p95_ms=p95,
             p99_ms=p99,
-            is_healthy=self.is_healthy,
+            is_healthy=self.is_healthy and not ejected,
             in_rotation=self.in_rotation,
             last_request_time=s.last_request_time,
             in_flight=self.in_flight,
@@ -159,6 +183,12 @@ class ProviderActor:
             streams_completed=s.streams_completed,
             streams_failed=s.streams_failed,
             average_ttft_ms=s.average_ttft_ms,
+            latency_cost_ms=(self.peak.cost(now) or 0.0) * 1000.0,
+            hedges_sent=s.hedges_sent,
+            hedges_won=s.hedges_won,
+            hedges_cancelled=s.hedges_cancelled,
+            ejections=self.ejection.ejections,
+            ejection_reason=self.ejection.reason,
         )
 
     # -- lifetime ------------------------------------------------------------------
@@ -328,19 +358,36 @@ class ProviderActor:
             self._end_stream(call, stream, error, interrupted, start, retry)
             return
         if interrupted:
+            if call.hedge_lost:
+                self._settle_hedge_lost(call, attempt, start)
+                return
             error = self._cancel_error(call, start)
         self.held.discard(call)
         self.active -= 1
         now = trio.current_time()
         if response is not None:
             self._record_success(now - start, response.usage, retry)
+            self.peak.observe(now - start, now)
             if not response.model:
                 response = msgspec.structs.replace(response, model=self.provider_config.model or "")
             call.resolve(attempt, response)
         else:
             assert error is not None
-            self._record_failure(error, now, retry)
+            self._record_failure(error, now, retry, start)
             call.resolve(attempt, error)
+
+    def _settle_hedge_lost(self, call: Call, attempt: int, start: float) -> None:
+        """Cancelled because another attempt of its request answered first: not a failure."""
+        self.held.discard(call)
+        self.active -= 1
+        self.stats.hedge_cancelled()
+        self.circuit.record_neutral()
+        self.peak.abandon(start, trio.current_time())
+        # Nobody waits for it; resolving keeps "every attempt resolves once" true.
+        call.resolve(
+            attempt,
+            LLMError("another attempt answered first", provider=self.name, kind="cancelled"),
+        )
 
     def _cancel_error(self, call: Call, start: float) -> LLMError:
         if call.abandoned:
@@ -355,10 +402,11 @@ class ProviderActor:
     def _record_success(self, seconds: float, usage: Usage | None, retry: bool) -> None:
         self.stats.success(seconds, usage, retry=retry)
         self.circuit.record_success()
-        ewma = self.latency_ewma
-        self.latency_ewma = seconds if ewma is None else ewma + _EWMA_ALPHA * (seconds - ewma)
 
-    def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
+    def _record_failure(
+        self, error: LLMError, now: float, retry: bool, start: float | None = None
+    ) -> None:
+        """``start`` is given for a failure before any answer (the latency is a lower bound)."""
         if not error.provider:
             error.provider = self.name
         self.redact_error(error)
@@ -366,19 +414,27 @@ class ProviderActor:
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
         if cancelled:
             self.circuit.record_neutral()
-        elif error.disables_provider:
+            return
+        if not error.retryable and not error.disables_provider:
+            # The request's own fault (400, 422): says nothing about the provider's health.
+            self.circuit.record_neutral()
+            return
+        if error.disables_provider:
             self.circuit.trip(
                 now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
             )
             log.warning("provider %s left rotation: %s", self.name, error)
-        elif error.retryable:
+        else:
             self.circuit.record_failure(now, str(error))
             if error.retry_after is not None:
                 wait = min(error.retry_after, self.balancer_config.max_retry_delay)
-                self.not_before = max(self.not_before, now + wait)
-        else:
-            # The request's own fault (400, 422): says nothing about the provider's health.
-            self.circuit.record_neutral()
+                self.retry_after_until = max(self.retry_after_until, now + wait)
+                self.not_before = max(self.not_before, self.retry_after_until)
+        if start is not None:
+            self.peak.observe_at_least(now - start, now)
+        self.health_failures += 1
+        if self._on_health_failure is not None:
+            self._on_health_failure(self, now)
 
     async def _stream(
         self, call: Call, attempt: int, scope: trio.CancelScope, start: float, state: _StreamState
@@ -400,6 +456,7 @@ class ProviderActor:
                 )
             now = trio.current_time()
             self.stats.first_token(now - start)
+            self.peak.observe(now - start, now)  # streams: the cost is time to first chunk
             self.circuit.record_success()
             state.usage = first.usage
             send, recv = trio.open_memory_channel[StreamChunk](1)
@@ -433,6 +490,14 @@ class ProviderActor:
         now = trio.current_time()
         self.held.discard(call)
         self.active -= 1
+        if call.hedge_lost and call.abandoned and (failure is None or failure.kind == "cancelled"):
+            # It started before another attempt of its request won the race: never delivered.
+            self.stats.hedge_cancelled()
+            self.circuit.record_neutral()
+            state.handle.fail(
+                LLMError("another attempt answered first", provider=self.name, kind="cancelled")
+            )
+            return
         if failure is None and call.abandoned:
             # The caller left early; the upstream may or may not have noticed in time.
             failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
@@ -490,7 +555,8 @@ class ProviderActor:
         if ok:
             if self.circuit.state != "closed":
                 self.circuit.reset()
-            self.not_before = float("-inf")
+            self.retry_after_until = float("-inf")
+            self.not_before = self.ejection.until
         elif self.circuit.state != "open":
             self.circuit.trip(now, "health probe failed")
         return ok

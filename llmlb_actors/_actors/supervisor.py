@@ -9,6 +9,7 @@ import trio
 import trio.lowlevel
 
 from .._errors import ConfigError
+from ._outliers import OutlierTracker
 from .provider import ProviderActor
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Supervisor:
     ) -> None:
         self.balancer_config = balancer_config
         self.dispatcher = dispatcher
+        self._outliers = OutlierTracker(dispatcher)
         self._factory = factory
         self._rng = rng
         self.actors: dict[str, ProviderActor] = {}
@@ -80,6 +82,7 @@ class Supervisor:
             self._factory,
             self._rng,
             self.dispatcher.notify_capacity,
+            self._outliers.on_health_failure,
         )
         self._next_index += 1
         self.actors[name] = actor
@@ -189,6 +192,7 @@ class Supervisor:
         await actor.stopped.wait()
         self.actors.pop(name, None)
         self.dispatcher.strategy.forget(name)
+        self._outliers.forget(name)
         with trio.CancelScope(shield=True):
             await _close_quietly(actor.provider)
 

@@ -77,9 +77,15 @@ async def test_fault_soak(
     kinds: Counter[tuple[str, int | None]] = Counter()
     original = ProviderActor._record_failure
 
-    def record(actor: ProviderActor, error: llmlb.LLMError, now: float, retry: bool) -> None:
+    def record(
+        actor: ProviderActor,
+        error: llmlb.LLMError,
+        now: float,
+        retry: bool,
+        start: float | None = None,
+    ) -> None:
         kinds[error.kind, error.status] += 1
-        original(actor, error, now, retry)
+        original(actor, error, now, retry, start)
 
     monkeypatch.setattr(ProviderActor, "_record_failure", record)
 
