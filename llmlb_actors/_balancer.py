@@ -45,9 +45,12 @@ class Balancer:
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._rng = rng
-        self._dispatcher = Dispatcher(
-            make_strategy(config.strategy, config.custom_strategy, rng=rng), config.queue_size
+        # The strategy draws from its own source (seeded by ``config.seed``): a test's
+        # zero-jitter ``rng`` must not turn random pairs into always the first two.
+        strategy = make_strategy(
+            config.strategy, config.custom_strategy, rng=random.Random(config.seed)
         )
+        self._dispatcher = Dispatcher(strategy, config.queue_size)
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
         self._requests = RequestLoop(config, self._dispatcher, rng)
 

@@ -108,10 +108,11 @@ def ejection_allowed(admissible: int, total: int) -> bool:
 class Ejection:
     """One provider's ejection state. Strictly private."""
 
-    __slots__ = ("count", "ejections", "reason", "until")
+    __slots__ = ("count", "ejections", "reason", "started", "until")
 
     def __init__(self) -> None:
         self.count = 0  # the multiplier of the next ejection time, minus one
+        self.started = float("-inf")
         self.until = float("-inf")
         self.reason: str | None = None
         self.ejections = 0  # all ejections so far, for stats
@@ -126,6 +127,7 @@ class Ejection:
         self.count += 1
         self.ejections += 1
         duration = min(MAX_EJECTION, BASE_EJECTION * self.count)
+        self.started = now
         self.until = now + duration
         self.reason = reason
         return duration
