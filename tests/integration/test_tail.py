@@ -10,6 +10,7 @@ losing hedge's connection close.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +78,10 @@ def _fresh_scripts() -> None:
 async def test_latency_strategy_keeps_a_slow_provider_out_of_the_tail(
     autojump_clock: MockClock,
 ) -> None:
-    async with open_simulator(_sims(a=FAST, b=FAST, slow=SLOW)) as sim:
-        async with _balancer(sim, ["a", "b", "slow"], strategy="latency") as lb:
-            outcomes = await _closed_loop(lb, workers=16, each=60)
-            stats = lb.get_stats()
+    sims = _sims(a=FAST, b=FAST, slow=SLOW)
+    async with open_simulator(sims) as sim, _balancer(sim, [*sim.names], strategy="latency") as lb:
+        outcomes = await _closed_loop(lb, workers=16, each=60)
+        stats = lb.get_stats()
     assert all(isinstance(o, llmlb.LLMResponse) for o in outcomes)
     total = sum(s.total_requests for s in stats.values())
     assert stats["slow"].total_requests / total < 0.02  # round-robin would send it a third
@@ -185,7 +186,8 @@ async def test_a_losing_hedge_closes_its_connection(autojump_clock: MockClock) -
         nursery.cancel_scope.cancel()
     assert response.content == "fast"
     assert won_at - start == pytest.approx(0.25, abs=0.01)
-    assert closed_at and closed_at[0] == pytest.approx(won_at, abs=0.01)
+    assert closed_at
+    assert closed_at[0] == pytest.approx(won_at, abs=0.01)
     assert stats["hanging"].hedges_cancelled == 1
     assert stats["hanging"].failed_requests == 0
 
@@ -213,10 +215,10 @@ async def test_with_one_admissible_provider_there_is_nothing_to_hedge(
     autojump_clock: MockClock,
 ) -> None:
     hedge = llmlb.Hedge(after=0.1, budget=1.0)
-    async with open_simulator(_sims(only=Behaviour(latency=1.0))) as sim:
-        async with _balancer(sim, ["only"], hedge=hedge) as lb:
-            response = await lb.request(REQ)
-            totals = lb.get_totals()
+    sims = _sims(only=Behaviour(latency=1.0))
+    async with open_simulator(sims) as sim, _balancer(sim, ["only"], hedge=hedge) as lb:
+        response = await lb.request(REQ)
+        totals = lb.get_totals()
     assert response.attempts == 1
     assert totals.hedge_budget_used == 0
     async with open_simulator(_sims(a=Behaviour(latency=1.0), down=FAST)) as sim:
@@ -320,16 +322,18 @@ async def test_a_stream_is_hedged_only_before_its_first_chunk(autojump_clock: Mo
 
 async def test_a_hedge_loss_never_opens_a_circuit(autojump_clock: MockClock) -> None:
     behaviours = {"slow": Behaviour(latency=3.0), "fast": FAST}
-    async with open_simulator(_sims(**behaviours)) as sim:
-        async with _balancer(
+    async with (
+        open_simulator(_sims(**behaviours)) as sim,
+        _balancer(
             sim,
             ["slow", "fast"],
             strategy="round-robin",
             hedge=llmlb.Hedge(after=0.2, budget=1.0),
             failure_threshold=1,
-        ) as lb:
-            await _closed_loop(lb, workers=4, each=10)
-            slow = lb.get_stats()["slow"]
+        ) as lb,
+    ):
+        await _closed_loop(lb, workers=4, each=10)
+        slow = lb.get_stats()["slow"]
     assert slow.hedges_cancelled == slow.total_requests > 0
     assert (slow.failed_requests, slow.circuit_state) == (0, "closed")
 
@@ -359,32 +363,36 @@ async def test_past_the_budget_a_request_fails_at_once_naming_it(
     autojump_clock: MockClock,
 ) -> None:
     down = Behaviour(faults={"503": 1.0})
-    async with open_simulator(_sims(a=down)) as sim:
-        async with _balancer(sim, ["a"], retry_delay=0.01, failure_threshold=1000) as lb:
-            # One at a time, within one 10 s window: request k may retry while
-            # 100 + 0.2 k - (retries so far) >= 1, so 35 get their 3 retries, and after
-            # that a retry only every fifth request (0.2 a request).
-            errors = [await _error(lb.request(REQ)) for _ in range(45)]
-            attempts = [len(e.errors) for e in errors]
-            assert attempts == [4] * 35 + [3, 1, 1, 1, 2, 1, 1, 1, 1, 2]
-            refused = [e for e in errors if "retry budget is exhausted" in str(e)]
-            assert len(refused) == 10  # failed at once, with the errors they had
-            assert all(x.status == 503 for e in refused for x in e.errors)
-            assert lb.get_totals().retry_budget_refusals == 10
-            # Ten seconds later the window has moved on: retries are allowed again.
-            await trio.sleep(10)
-            assert len((await _error(lb.request(REQ))).errors) == 4
+    async with (
+        open_simulator(_sims(a=down)) as sim,
+        _balancer(sim, ["a"], retry_delay=0.01, failure_threshold=1000) as lb,
+    ):
+        # One at a time, within one 10 s window: request k may retry while
+        # 100 + 0.2 k - (retries so far) >= 1, so 35 get their 3 retries, and after
+        # that a retry only every fifth request (0.2 a request).
+        errors = [await _error(lb.request(REQ)) for _ in range(45)]
+        attempts = [len(e.errors) for e in errors]
+        assert attempts == [4] * 35 + [3, 1, 1, 1, 2, 1, 1, 1, 1, 2]
+        refused = [e for e in errors if "retry budget is exhausted" in str(e)]
+        assert len(refused) == 10  # failed at once, with the errors they had
+        assert all(x.status == 503 for e in refused for x in e.errors)
+        assert lb.get_totals().retry_budget_refusals == 10
+        # Ten seconds later the window has moved on: retries are allowed again.
+        await trio.sleep(10)
+        assert len((await _error(lb.request(REQ))).errors) == 4
 
 
 async def test_without_a_budget_an_outage_multiplies_the_load(autojump_clock: MockClock) -> None:
     down = Behaviour(faults={"503": 1.0})
     async with open_simulator(_sims(a=down, b=down)) as sim:
-        async with _balancer(
-            sim, ["a", "b"], retry_delay=0.01, failure_threshold=1000, retry_budget=None
-        ) as lb:
-            async with trio.open_nursery() as nursery:
-                for _ in range(500):
-                    nursery.start_soon(_swallow, lb.request(REQ))
+        async with (
+            _balancer(
+                sim, ["a", "b"], retry_delay=0.01, failure_threshold=1000, retry_budget=None
+            ) as lb,
+            trio.open_nursery() as nursery,
+        ):
+            for _ in range(500):
+                nursery.start_soon(_swallow, lb.request(REQ))
         attempts = sim.stats("a").requests + sim.stats("b").requests
     assert attempts == 2000  # what the budget prevents: max_retries + 1 attempts each
 
@@ -396,10 +404,8 @@ async def _error(request: Any) -> llmlb.LoadBalancerError:
 
 
 async def _swallow(request: Any) -> None:
-    try:
+    with contextlib.suppress(llmlb.LoadBalancerError):
         await request
-    except llmlb.LoadBalancerError:
-        pass
 
 
 # -- outlier ejection ---------------------------------------------------------------------------
@@ -429,29 +435,29 @@ async def test_a_flaky_provider_is_ejected_for_longer_each_time(
     autojump_clock: MockClock,
 ) -> None:
     flaky = Behaviour(latency=0.05, faults={"503": 0.3}, seed=5)
-    async with open_simulator(_sims(a=FAST, b=FAST, flaky=flaky)) as sim:
-        async with _balancer(
-            sim, ["a", "b", "flaky"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT
-        ) as lb:
-            start = trio.current_time()
-            first = await _shares(lb, 5)
-            stats = lb.get_stats()["flaky"]
-            assert stats.ejections == 1
-            assert _ejected_for(lb, "flaky") == 30.0
-            assert stats.ejection_reason is not None
-            assert "success rate" in stats.ejection_reason
-            assert stats.out_of_rotation_reason is not None
-            assert stats.out_of_rotation_reason.startswith("ejected")
-            assert not stats.is_healthy
-            ejected = await _shares(lb, 20)  # inside the first 30 s ejection
-            assert ejected["flaky"] == 0
-            await _shares(lb, 30)  # back after 30 s, still flaky: out again, now for 60 s
-            assert lb.get_stats()["flaky"].ejections == 2
-            assert _ejected_for(lb, "flaky") == 60.0
-            out_again = trio.current_time()
-            await _shares(lb, 70)
-            assert lb.get_stats()["flaky"].ejections == 3
-            assert _ejected_for(lb, "flaky") == 90.0
+    async with (
+        open_simulator(_sims(a=FAST, b=FAST, flaky=flaky)) as sim,
+        _balancer(sim, ["a", "b", "flaky"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT) as lb,
+    ):
+        start = trio.current_time()
+        first = await _shares(lb, 5)
+        stats = lb.get_stats()["flaky"]
+        assert stats.ejections == 1
+        assert _ejected_for(lb, "flaky") == pytest.approx(30.0)
+        assert stats.ejection_reason is not None
+        assert "success rate" in stats.ejection_reason
+        assert stats.out_of_rotation_reason is not None
+        assert stats.out_of_rotation_reason.startswith("ejected")
+        assert not stats.is_healthy
+        ejected = await _shares(lb, 20)  # inside the first 30 s ejection
+        assert ejected["flaky"] == 0
+        await _shares(lb, 30)  # back after 30 s, still flaky: out again, now for 60 s
+        assert lb.get_stats()["flaky"].ejections == 2
+        assert _ejected_for(lb, "flaky") == pytest.approx(60.0)
+        out_again = trio.current_time()
+        await _shares(lb, 70)
+        assert lb.get_stats()["flaky"].ejections == 3
+        assert _ejected_for(lb, "flaky") == pytest.approx(90.0)
     assert first["flaky"] < first["a"]
     assert out_again - start < 60
 
@@ -466,47 +472,51 @@ async def test_panic_spreads_over_ejected_providers_when_few_are_left(
     autojump_clock: MockClock,
 ) -> None:
     flaky = Behaviour(latency=0.05, faults={"503": 0.3}, seed=5)
-    async with open_simulator(_sims(a=FAST, b=FAST, c=FAST, flaky=flaky)) as sim:
-        async with _balancer(
+    async with (
+        open_simulator(_sims(a=FAST, b=FAST, c=FAST, flaky=flaky)) as sim,
+        _balancer(
             sim, ["a", "b", "c", "flaky"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT
-        ) as lb:
-            await _shares(lb, 3)
-            assert lb.get_stats()["flaky"].ejections == 1
-            assert (await _shares(lb, 2))["flaky"] == 0
-            # Two of the four go down hard and their circuits open: one admissible provider
-            # left of four.
-            await sim.stop_provider("b")
-            await sim.stop_provider("c")
-            now = trio.current_time()
-            for name in ("b", "c"):
-                lb._provider_actor(name).circuit.trip(now, "connection refused")
-            shares = Counter[str]()
-            for _ in range(40):
-                response = await lb.request(REQ)
-                shares[response.provider] += 1
-            flaky_stats = lb.get_stats()["flaky"]
+        ) as lb,
+    ):
+        await _shares(lb, 3)
+        assert lb.get_stats()["flaky"].ejections == 1
+        assert (await _shares(lb, 2))["flaky"] == 0
+        # Two of the four go down hard and their circuits open: one admissible provider
+        # left of four.
+        await sim.stop_provider("b")
+        await sim.stop_provider("c")
+        now = trio.current_time()
+        for name in ("b", "c"):
+            lb._provider_actor(name).circuit.trip(now, "connection refused")
+        shares = Counter[str]()
+        for _ in range(40):
+            response = await lb.request(REQ)
+            shares[response.provider] += 1
+        flaky_stats = lb.get_stats()["flaky"]
     assert shares["flaky"] > 0  # ejected, but used: better than piling onto "a" alone
     assert flaky_stats.ejections == 1
 
 
 async def test_the_last_admissible_provider_is_never_ejected(autojump_clock: MockClock) -> None:
     flaky = Behaviour(latency=0.05, faults={"503": 0.3}, seed=5)
-    async with open_simulator(_sims(only=flaky)) as sim:
-        async with _balancer(
-            sim, ["only"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT
-        ) as lb:
-            await _shares(lb, 5, errors_ok=True)
-            assert lb.get_stats()["only"].ejections == 0
+    async with (
+        open_simulator(_sims(only=flaky)) as sim,
+        _balancer(sim, ["only"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT) as lb,
+    ):
+        await _shares(lb, 5, errors_ok=True)
+        assert lb.get_stats()["only"].ejections == 0
     both = Behaviour(latency=0.05, faults={"503": 0.3}, seed=6)
-    async with open_simulator(_sims(x=flaky, y=both)) as sim:
-        async with _balancer(sim, ["x", "y"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT) as lb:
-            await _shares(lb, 5, errors_ok=True)
-            # Equally flaky: neither is an outlier against the other.
-            assert [s.ejections for s in lb.get_stats().values()] == [0, 0]
-    async with open_simulator(_sims(good=FAST, bad=flaky)) as sim:
-        async with _balancer(
-            sim, ["good", "bad"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT
-        ) as lb:
-            await _shares(lb, 5)
-            stats = lb.get_stats()
-            assert (stats["good"].ejections, stats["bad"].ejections) == (0, 1)
+    async with (
+        open_simulator(_sims(x=flaky, y=both)) as sim,
+        _balancer(sim, ["x", "y"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT) as lb,
+    ):
+        await _shares(lb, 5, errors_ok=True)
+        # Equally flaky: neither is an outlier against the other.
+        assert [s.ejections for s in lb.get_stats().values()] == [0, 0]
+    async with (
+        open_simulator(_sims(good=FAST, bad=flaky)) as sim,
+        _balancer(sim, ["good", "bad"], retry_delay=0.01, failure_threshold=_NO_CIRCUIT) as lb,
+    ):
+        await _shares(lb, 5)
+        stats = lb.get_stats()
+        assert (stats["good"].ejections, stats["bad"].ejections) == (0, 1)
