@@ -94,7 +94,8 @@ class RequestLoop:
         self._rng = rng
         self._request_timeout = balancer_config.request_timeout
         self._wait_for_room = balancer_config.on_overload == "wait"
-        self._calls: set[Call] = set()
+        self._calls: set[Call] = set()  # one per request in flight
+        self._hedges: set[Call] = set()  # a hedged request's further attempts
         self.closed = False
         self._requests = 0
         self._succeeded = 0
@@ -303,10 +304,11 @@ class RequestLoop:
         self._calls.add(call)
 
     def track(self, call: Call) -> None:
-        self._calls.add(call)
+        self._hedges.add(call)
 
     def release(self, call: Call) -> None:
         self._calls.discard(call)
+        self._hedges.discard(call)
 
     def count_outcome(self, ok: bool) -> None:
         if ok:
@@ -338,7 +340,7 @@ class RequestLoop:
     def close(self) -> None:
         """Shutdown: refuse new requests and end every one in flight with `BalancerClosedError`."""
         self.closed = True
-        for call in list(self._calls):
+        for call in [*self._calls, *self._hedges]:
             call.resolve(call.attempt, BalancerClosedError("the balancer was shut down"))
             call.abandon()
         self._routing.close()

@@ -109,6 +109,14 @@ SCENARIO = st.fixed_dictionaries(
         "strategy": st.sampled_from(["round-robin", "failover", "least-busy", "latency"]),
         "health_interval": st.sampled_from([None, 12.0]),
         "retry_after": st.sampled_from([0.5, 5.0]),
+        # Hedged requests: a race of attempts per request, losers cancelled.
+        "hedge": st.sampled_from(
+            [
+                None,
+                llmlb.Hedge(after=0.3, max_extra=1, budget=1.0),
+                llmlb.Hedge(after="p50", max_extra=2, budget=0.5),
+            ]
+        ),
     }
 )
 
@@ -213,12 +221,16 @@ class Model:
 
     async def _stream(self, lb: llmlb.Balancer, caller: Caller) -> None:
         last: llmlb.StreamChunk | None = None
+        sources: set[str | None] = set()
         async with lb.stream(REQ, timeout=caller.timeout) as chunks:
             caller.returned = True
             caller.committed_at = trio.current_time()
             async for chunk in chunks:
                 caller.last_chunk_at = trio.current_time()
                 last = chunk
+                sources.add(chunk.provider)
+                if len(sources) > 1:
+                    self.fail(f"caller {caller.index}: one stream from {sorted(map(str, sources))}")
         if last is None or last.finish_reason is None:
             self.fail(f"caller {caller.index}: stream ended without a finish reason")
         self._resolve(caller, "streamed", provider=last.provider if last else None)
@@ -389,8 +401,10 @@ class Model:
         now = trio.current_time()
         stats = lb.get_stats()
         for name, s in stats.items():
-            if s.total_requests != s.successful_requests + s.failed_requests:
-                self.fail(f"{name}: total != successful + failed: {s}")
+            if s.total_requests != s.successful_requests + s.failed_requests + s.hedges_cancelled:
+                self.fail(f"{name}: total != successful + failed + hedges cancelled: {s}")
+            if s.hedges_won > s.hedges_sent:
+                self.fail(f"{name}: more hedges won than sent")
             if s.in_flight < 0 or s.queued < 0 or s.queued > s.in_flight:
                 self.fail(f"{name}: in_flight {s.in_flight}, queued {s.queued}")
             if s.cancelled_requests > s.failed_requests:
@@ -525,6 +539,7 @@ async def run_scenario(scenario: dict[str, Any]) -> list[str]:
                     strategy=scenario["strategy"],
                     health_check_interval=scenario["health_interval"],
                     rng=ZeroJitter(),
+                    hedge=scenario.get("hedge"),
                     **SETTINGS,
                 )
             )
@@ -571,8 +586,34 @@ FULL_QUEUE_AT_SHUTDOWN: dict[str, Any] = {
 }
 
 
+# Hedged streams and whole requests against slow and failing providers, a crash and
+# a removal while copies run, then shutdown with hedges in flight.
+HEDGES_UNDER_FAULTS: dict[str, Any] = {
+    "ops": [
+        ("fault", 0, "hang", 0.5),
+        ("submit", True, None, 4),
+        ("submit", False, 3.0, 4),
+        ("advance", 0.3),
+        ("crash", 1),
+        ("submit", False, None, 3),
+        ("remove", 2),
+        ("advance", 1.0),
+        ("fault", 1, "503", 1.0),
+        ("submit", True, 10.0, 3),
+        ("advance", 0.3),
+        ("settle",),
+    ],
+    "shutdown_at": 11,
+    "strategy": "latency",
+    "health_interval": None,
+    "retry_after": 0.5,
+    "hedge": llmlb.Hedge(after=0.3, max_extra=2, budget=2.0),
+}
+
+
 @given(SCENARIO)
 @example(FULL_QUEUE_AT_SHUTDOWN)
+@example(HEDGES_UNDER_FAULTS)
 def test_every_request_resolves_exactly_once_under_faults(scenario: dict[str, Any]) -> None:
     with _Watch() as watch:
         problems = trio.run(
