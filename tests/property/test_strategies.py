@@ -196,3 +196,71 @@ async def test_dispatcher_round_robin_skips_unhealthy_and_removed(
 @pytest.mark.parametrize("name", ["round-robin", "failover", "weighted", "least-busy", "latency"])
 def test_every_named_strategy_exists(name: str) -> None:
     assert make_strategy(name).name == name
+
+
+_STATE = st.sampled_from(["ok", "open", "retry-after", "ejected", "full"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    states=st.lists(_STATE, min_size=1, max_size=6),
+    costs=st.lists(st.one_of(st.none(), st.floats(0.001, 5.0)), min_size=6, max_size=6),
+    tried=st.sets(st.integers(0, 5)),
+    seed=st.integers(0, 2**16),
+)
+async def test_latency_routing_never_picks_an_inadmissible_provider(
+    states: list[str], costs: list[float | None], tried: set[int], seed: int
+) -> None:
+    """P2C over peak-EWMA through the dispatcher: only admissible providers with room.
+
+    Ejections count unless fewer than half are admissible (the panic threshold);
+    with none admissible, the least recently failed provider is the fallback.
+    """
+    cfg = BalancerConfig(providers=[ProviderConfig(name="x", provider=Scripted)])
+    dispatcher = Dispatcher(make_strategy("latency", rng=random.Random(seed)), 10)
+    actors = _actors([f"p{i}" for i in range(len(states))], cfg)
+    now = trio.current_time()
+    for i, (actor, state) in enumerate(zip(actors, states, strict=True)):
+        cost = costs[i]
+        if cost is not None:
+            actor.peak.observe(cost, now)
+        if state == "open":
+            actor.circuit.trip(now - i, "test", cooldown=1e9)
+        elif state == "retry-after":
+            actor.retry_after_until = actor.not_before = now + 5
+        elif state == "ejected":
+            dispatcher.note_ejection(actor.eject(now, "test"))
+        elif state == "full":
+            actor.queued = actor.mailbox_size
+    dispatcher.set_rotation(actors)
+    ejected = {a.name for a, s in zip(actors, states, strict=True) if s == "ejected"}
+    admissible = [a for a, s in zip(actors, states, strict=True) if s in ("ok", "full")]
+    panic = 2 * len(admissible) < len(actors)
+    usable = [
+        a
+        for a, s in zip(actors, states, strict=True)
+        if s in ("ok", "full") or (panic and s == "ejected")
+    ]
+    for retry in (False, True):
+        call = Call(LLMRequest(prompt="x"))
+        if retry:
+            for i in tried:
+                if i < len(actors):
+                    call.assign(actors[i].name)
+        for _ in range(10):
+            choice = dispatcher.route(call)
+            if usable:
+                # Untried providers first (a retry waits for one rather than go back).
+                pool = [a for a in usable if not call.attempts_at(a.name)] or usable
+                with_room = [a for a in pool if a.queued < a.mailbox_size]
+                if not with_room:
+                    assert choice is not None
+                    assert not isinstance(choice, ProviderActor)  # saturated: wait for room
+                    continue
+                assert isinstance(choice, ProviderActor)
+                assert choice in with_room, (choice.name, states)
+                if choice.name in ejected:
+                    assert panic
+            else:
+                # Nothing admissible: the least recently failed is still tried (if it has room).
+                assert choice is not None
