@@ -19,9 +19,9 @@ from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
-from .providers._registry import adapter_class
-from .strategies import make_strategy
+from .strategies import StrategyOptions, make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -45,11 +45,10 @@ class Balancer:
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._rng = rng
-        # The strategy draws from its own source (seeded by ``config.seed``): a test's
-        # zero-jitter ``rng`` must not turn random pairs into always the first two.
-        strategy = make_strategy(
-            config.strategy, config.custom_strategy, rng=random.Random(config.seed)
-        )
+        # The strategy draws from its own source, seeded like the balancer's: a test's
+        # zero-jitter ``rng`` (constant draws) would make every P2C pair the same two.
+        options = StrategyOptions.from_config(config, random.Random(config.seed))
+        strategy = make_strategy(config.strategy, options=options)
         self._dispatcher = Dispatcher(strategy, config.queue_size)
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
         self._requests = RequestLoop(config, self._dispatcher, rng)

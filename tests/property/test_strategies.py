@@ -20,6 +20,7 @@ from llmlb_actors._models import LLMRequest
 from llmlb_actors.strategies import (
     LeastBusyStrategy,
     RoundRobinStrategy,
+    StrategyOptions,
     WeightedStrategy,
     make_strategy,
 )
@@ -217,7 +218,8 @@ async def test_latency_routing_never_picks_an_inadmissible_provider(
     with none admissible, the least recently failed provider is the fallback.
     """
     cfg = BalancerConfig(providers=[ProviderConfig(name="x", provider=Scripted)])
-    dispatcher = Dispatcher(make_strategy("latency", rng=random.Random(seed)), 10)
+    options = StrategyOptions(rng=random.Random(seed))
+    dispatcher = Dispatcher(make_strategy("latency", options=options), 10)
     actors = _actors([f"p{i}" for i in range(len(states))], cfg)
     now = trio.current_time()
     for i, (actor, state) in enumerate(zip(actors, states, strict=True)):
