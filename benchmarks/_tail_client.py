@@ -91,7 +91,7 @@ async def _trio_run(spec: TailSpec, scenario: Scenario) -> TailResult:
 
     import llmlb_actors as llmlb
 
-    strategy, hedged = CONFIGS[spec.config]
+    setup = CONFIGS[spec.config]
     names = _providers(spec, scenario)
     rec = _Recorder(names)
     providers = [
@@ -106,9 +106,10 @@ async def _trio_run(spec: TailSpec, scenario: Scenario) -> TailResult:
         for name in names
     ]
     config = llmlb.BalancerConfig(
-        strategy=strategy,  # type: ignore[arg-type]
+        strategy=setup.strategy,  # type: ignore[arg-type]
         providers=providers,
-        hedge=llmlb.Hedge() if hedged else None,
+        hedge=llmlb.Hedge() if setup.hedge else None,
+        retry_budget=0.2 if setup.retry_budget else None,
         seed=1000 + spec.rep,
     )
     request = llmlb.LLMRequest(prompt=PROMPT)

@@ -31,6 +31,7 @@ LABELS = {
     "latency+hedge": "latency + hedging",
     "round-robin+hedge": "round-robin + hedging",
     "healthy-2": "only the 2 healthy (round-robin)",
+    "no-retry-budget": "round-robin, no retry budget (before)",
     LITELLM: "LiteLLM latency-based-routing",
 }
 
@@ -428,6 +429,7 @@ def _styles() -> Callable[[str], dict[str, Any]]:
         "latency+hedge": "#d62728",
         "round-robin+hedge": "#9467bd",
         "healthy-2": "#7f7f7f",
+        "no-retry-budget": "#bcbd22",
         LITELLM: "#e377c2",
     }
 

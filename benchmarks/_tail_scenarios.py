@@ -31,6 +31,7 @@ __all__ = [
     "CONFIGS",
     "LITELLM",
     "SCENARIOS",
+    "Config",
     "Phase",
     "Scenario",
     "scaled",
@@ -72,16 +73,23 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     """The provider the scenario is about (slow, flaky, recovering)."""
 
 
-#: llmlb configurations by name: strategy, and whether hedging is on.
-CONFIGS: dict[str, tuple[str, bool]] = {
-    "round-robin": ("round-robin", False),
-    "failover": ("failover", False),
-    "weighted": ("weighted", False),
-    "least-busy": ("least-busy", False),
-    "latency": ("latency", False),
-    "latency+hedge": ("latency", True),
-    "round-robin+hedge": ("round-robin", True),
-    "healthy-2": ("round-robin", False),  # degraded without its slow provider
+class Config(msgspec.Struct, frozen=True):
+    strategy: str
+    hedge: bool = False
+    retry_budget: bool = True
+
+
+#: llmlb configurations by name (everything else is `BalancerConfig`'s defaults).
+CONFIGS: dict[str, Config] = {
+    "round-robin": Config("round-robin"),
+    "failover": Config("failover"),
+    "weighted": Config("weighted"),
+    "least-busy": Config("least-busy"),
+    "latency": Config("latency"),
+    "latency+hedge": Config("latency", hedge=True),
+    "round-robin+hedge": Config("round-robin", hedge=True),
+    "healthy-2": Config("round-robin"),  # degraded without its slow provider
+    "no-retry-budget": Config("round-robin", retry_budget=False),  # the outage before
 }
 #: LiteLLM Router with routing_strategy="latency-based-routing".
 LITELLM = "litellm-latency"
@@ -121,7 +129,7 @@ SCENARIOS: dict[str, Scenario] = {
         load="open",
         rate=200.0,
         duration=30.0,
-        configs=[*_STRATEGIES, LITELLM],
+        configs=[*_STRATEGIES, "no-retry-budget", LITELLM],
     ),
     "shift": Scenario(
         name="shift",

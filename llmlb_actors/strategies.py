@@ -191,9 +191,7 @@ class LatencyStrategy:
         if len(candidates) == 1:
             return candidates[0]
         now = self._clock()
-        return power_of_two_choices(
-            candidates, lambda c: c.peak.load(now, c.in_flight), self._rng
-        )
+        return power_of_two_choices(candidates, lambda c: c.peak.load(now, c.in_flight), self._rng)
 
     def forget(self, name: str) -> None:
         pass
