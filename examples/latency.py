@@ -1,9 +1,10 @@
-"""Latency: adaptive routing to the provider with the lowest smoothed latency.
+"""Latency: power of two choices over each provider's peak-EWMA latency cost.
 
-Runs against the loopback simulator: no API keys, no network. Every provider is
-tried once (unmeasured providers come first), then requests go to the fastest.
-When the fastest one slows down, its smoothed latency rises past the next one's
-and traffic moves there, with no configuration change.
+Runs against the loopback simulator: no API keys, no network. Each request
+compares two random providers and goes to the cheaper, so the fastest one gets
+most of the traffic (every pair it is in) and the slowest almost none. When the
+fastest one slows down, its cost jumps to the slow answer at once and traffic
+moves to the next one, with no configuration change.
 """
 
 from __future__ import annotations

@@ -55,13 +55,20 @@ class PeakEwma:
     latencies now observed has shrunk to ``1/e``.
     """
 
-    __slots__ = ("_cost", "_holds", "_stamp", "tau")
+    __slots__ = ("_cost", "_holds", "_stamp", "due", "floor", "tau")
 
     def __init__(self, tau: float) -> None:
         self.tau = tau
         self._cost: float | None = None  # at ``_stamp``; None before the first observation
         self._stamp = 0.0
         self._holds: list[float] = []  # a heap of the predicted ends of cancelled attempts
+        # An answer faster than ``floor`` (the stored cost) before ``due`` (a hundredth of
+        # ``tau`` after the last update) changes nothing `observe` keeps: every answer on
+        # the hot path goes through here, and a caller may test this itself and skip the
+        # call. Within that hundredth the cost decays by 1 % at most, so such an answer
+        # counts as a floor from the next update on, at most 0.1 s later (tau = 10 s).
+        self.floor = float("-inf")
+        self.due = float("-inf")
 
     @property
     def measured(self) -> bool:
@@ -79,17 +86,23 @@ class PeakEwma:
 
     def observe(self, latency: float, now: float) -> None:
         """A successful answer that took ``latency`` seconds, seen at ``now``."""
+        if latency < self.floor and now < self.due:
+            return  # see `floor`
         cost = self._cost
         if cost is not None and latency < cost:
             elapsed = now - self._stamp
             if elapsed > 0.0:
                 cost *= math.exp(-elapsed / self.tau)
-            if latency > cost:
-                cost = latency
+                if latency > cost:
+                    cost = latency
         else:
             cost = latency
-        self._cost = cost
+        self._set(cost, now)
+
+    def _set(self, cost: float, now: float) -> None:
+        self._cost = self.floor = cost
         self._stamp = now
+        self.due = now + self.tau * 0.01
 
     def observe_at_least(self, latency: float, now: float) -> None:
         """An attempt that failed, or was cancelled unanswered, after ``latency`` seconds.
@@ -99,8 +112,7 @@ class PeakEwma:
         """
         current = self.cost(now)
         if current is None or latency > current:
-            self._cost = latency
-            self._stamp = now
+            self._set(latency, now)
 
     def abandon(self, started: float, now: float) -> None:
         """An attempt started at ``started`` was cancelled unanswered at ``now``.

@@ -366,8 +366,11 @@ class ProviderActor:
         self.active -= 1
         now = trio.current_time()
         if response is not None:
-            self._record_success(now - start, response.usage, retry)
-            self.peak.observe(now - start, now)
+            elapsed = now - start
+            self._record_success(elapsed, response.usage, retry)
+            peak = self.peak
+            if elapsed >= peak.floor or now >= peak.due:  # else observing changes nothing
+                peak.observe(elapsed, now)
             if not response.model:
                 response = msgspec.structs.replace(response, model=self.provider_config.model or "")
             call.resolve(attempt, response)
@@ -401,7 +404,9 @@ class ProviderActor:
 
     def _record_success(self, seconds: float, usage: Usage | None, retry: bool) -> None:
         self.stats.success(seconds, usage, retry=retry)
-        self.circuit.record_success()
+        circuit = self.circuit
+        if circuit.failures or circuit.state != "closed":  # else already as a success leaves it
+            circuit.record_success()
 
     def _record_failure(
         self, error: LLMError, now: float, retry: bool, start: float | None = None
