@@ -165,15 +165,22 @@ class Dispatcher:
 
     def _route_carefully(self, call: Call, now: float) -> ProviderActor | _Saturated | None:
         """`route` for retries, streams, while an ejection is in force, and when none is ready."""
-        eligible = [a for a in self.rotation if _can_take(a, call)]
+        panic = now < self.ejections_until and self._in_panic(now)
+        eligible: list[ProviderActor] = []
+        admissible: list[ProviderActor] = []
+        untried: list[ProviderActor] = []
+        for actor in self.rotation:  # one pass: streams and retries all come this way
+            if not _can_take(actor, call):
+                continue
+            eligible.append(actor)
+            if actor.available_in_panic(now) if panic else actor.available(now):
+                admissible.append(actor)
+                if not call.attempts_at(actor.name):
+                    untried.append(actor)
         if not eligible:
             return None
-        if now < self.ejections_until and self._in_panic(now):
-            admissible = [a for a in eligible if a.available_in_panic(now)]
-        else:
-            admissible = [a for a in eligible if a.available(now)]
         if admissible:
-            pool = [a for a in admissible if not call.attempts_at(a.name)] or admissible
+            pool = untried or admissible
         else:
             # None is admissible: the least recently failed one (untried first) may be back.
             pool = [a for a in eligible if not call.attempts_at(a.name)] or eligible

@@ -460,8 +460,11 @@ class ProviderActor:
                     kind="protocol",
                 )
             now = trio.current_time()
-            self.stats.first_token(now - start)
-            self.peak.observe(now - start, now)  # streams: the cost is time to first chunk
+            ttft = now - start
+            self.stats.first_token(ttft)
+            peak = self.peak  # streams: the cost is the time to the first chunk
+            if ttft >= peak.floor or now >= peak.due:  # else observing changes nothing
+                peak.observe(ttft, now)
             self.circuit.record_success()
             state.usage = first.usage
             send, recv = trio.open_memory_channel[StreamChunk](1)
