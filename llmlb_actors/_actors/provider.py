@@ -187,16 +187,6 @@ class ProviderActor:
         self.provider = self._factory(self.provider_config)
         return old
 
-    def inject_crash(self, exc: BaseException) -> None:
-        """Make the actor crash as if a worker raised ``exc`` (tests and chaos runs)."""
-        if self._nursery is None:
-            raise RuntimeError(f"provider actor {self.name!r} is not running")
-
-        async def crash() -> None:
-            raise exc
-
-        self._nursery.start_soon(crash)
-
     def _spawn_worker(self) -> None:
         assert self._nursery is not None
         self._workers += 1
