@@ -27,8 +27,8 @@ from ._errors import (
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._stats import BalancerTotals, ProviderStats
-from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._base import BaseProvider, HTTPProvider
 from .providers._registry import adapter_class
 from .strategies import make_strategy
@@ -64,12 +64,11 @@ class Balancer:
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
         self._dispatcher = Dispatcher(
             make_strategy(config.strategy, config.custom_strategy), config.queue_size
@@ -86,10 +85,9 @@ class Balancer:
     def _make_provider(self, config: ProviderConfig) -> BaseProvider:
         protocol = config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
-            return HTTPProvider(config, adapter_class(protocol)(config), self._transport)
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(config.proxy)
+            return HTTPProvider(config, adapter_class(protocol)(config), transport)
         return protocol(config)
 
     # -- requests -----------------------------------------------------------------
@@ -384,21 +382,14 @@ async def open_balancer(
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
@@ -416,5 +407,4 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()

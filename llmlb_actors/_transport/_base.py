@@ -21,20 +21,25 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 import msgspec
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Sequence
     from contextlib import AbstractAsyncContextManager
 
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
+    "ContentEncodingError",
     "HTTPCall",
     "HTTPResponse",
+    "NetworkSettings",
     "PoolTimeout",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
     "ResponseTooLarge",
     "StreamingHTTPResponse",
+    "TLSError",
     "Transport",
     "TransportError",
     "TransportLimits",
@@ -124,12 +129,37 @@ class TransportLimits(msgspec.Struct, frozen=True, kw_only=True):
     verify_tls: bool = True
 
 
+class NetworkSettings(NamedTuple):
+    """What both transports take besides `TransportLimits`: proxy and trust (`_proxy`, `_tls`)."""
+
+    proxy: str | None = None
+    trust_env: bool = True
+    ca_bundle: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+
 class TransportError(Exception):
     """Base of transport failures; never reaches users (mapped to LLMError)."""
 
 
 class ConnectError(TransportError):
     """Could not connect (refused, unreachable, TLS handshake failed)."""
+
+
+class TLSError(ConnectError):
+    """The server's certificate or host name did not verify: a misconfiguration, not a blip."""
+
+
+class ProxyError(ConnectError):
+    """The proxy could not be reached, or refused the request or tunnel (407, 403, 502...).
+
+    The message names the proxy by ``http://host:port``, never with its credentials.
+    ``status`` is the proxy's HTTP status when it answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ReadError(TransportError):
@@ -142,6 +172,10 @@ class WriteError(TransportError):
 
 class RemoteProtocolError(TransportError):
     """The server broke HTTP/1.1 (bad status line, bad chunking, oversized headers)."""
+
+
+class ContentEncodingError(RemoteProtocolError):
+    """A compressed body that cannot be decoded: an unsupported coding, or corrupt data."""
 
 
 class ResponseTooLarge(TransportError):

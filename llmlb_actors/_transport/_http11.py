@@ -31,7 +31,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: (RFC 3986 reserved and unreserved characters, plus "%" for existing escapes).
 _TARGET_SAFE = "/?:@!$&'()*+,;=-._~%[]"
 #: Headers whose value the transport owns: framing, connection management, and
-#: content coding (we never decompress, so we never advertise gzip).
+#: content coding (we ask for identity; see `_decode` for what arrives anyway).
 _OWNED = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Validated method and header names; a hit skips the regex. Bounded so that
@@ -274,6 +274,11 @@ class ResponseReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
+        if self.headers_done:
+            # A trailer field (after a chunked body): dropped. Merging it into the
+            # headers is forbidden (RFC 9110 6.5.1): a trailer Retry-After would steer
+            # backoff, and nothing here needs trailers.
+            return
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         headers = self.headers

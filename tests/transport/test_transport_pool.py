@@ -14,7 +14,6 @@ from llmlb_actors._transport import (
     HTTPCall,
     PoolTimeout,
     ReadError,
-    RemoteProtocolError,
     TransportError,
     TransportLimits,
     TrioTransport,
@@ -220,10 +219,8 @@ async def test_no_replay_after_response_bytes(
     server = await serve(handler)
     transport = make_transport()
     await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
-    # trio: EOF mid-head is a broken connection (ReadError); httpx/h11 calls it
-    # a protocol error. Both are retryable transport errors for the balancer.
-    expected = ReadError if kind == "trio" else RemoteProtocolError
-    with pytest.raises(expected):
+    # EOF mid-head is a broken connection (ReadError) on both transports.
+    with pytest.raises(ReadError):
         await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
     assert len(server.requests) == 2
     assert len(server.connections) == 1
@@ -242,10 +239,8 @@ async def test_fresh_connection_failure_is_not_retried(
 
     server = await serve(handler)
     transport = make_transport()
-    # An RST is a ReadError for both; a clean close is one for trio and a
-    # protocol error for httpx/h11 (as above).
-    expected = ReadError if kind == "trio" or how == "reset" else RemoteProtocolError
-    with pytest.raises(expected):
+    # An RST and a clean close are both a ReadError, on both transports.
+    with pytest.raises(ReadError):
         await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
     assert len(server.requests) == 1
     assert len(server.connections) == 1
@@ -296,8 +291,7 @@ async def test_stale_retry_happens_once(
     with trio.fail_after(1.0):
         await server.connections[0].closed.wait()
     await trio.sleep(0.1)
-    expected = ReadError if kind == "trio" else RemoteProtocolError  # see above
-    with pytest.raises(expected):
+    with pytest.raises(ReadError):
         await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
     assert len(server.connections) == 2
     assert len(server.requests) == 2
