@@ -32,6 +32,8 @@ from ._transport._trio import TrioTransport
 
 __all__ = ["HttpxTransport", "Transport", "TransportLimits", "TrioTransport"]
 
-for _cls in (HttpxTransport, Transport, TransportLimits, TrioTransport):
+# Tracebacks and reprs name llmlb_actors.transports.TrioTransport. TransportLimits (a
+# msgspec Struct) keeps its module: msgspec resolves its postponed annotations there.
+for _cls in (HttpxTransport, Transport, TrioTransport):
     _cls.__module__ = __name__
 del _cls

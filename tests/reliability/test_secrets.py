@@ -341,7 +341,8 @@ async def test_tls_is_verified_by_default(transport: str, autojump_clock: MockCl
     assert not error.retryable
     assert error.message.startswith("TLS: certificate verify failed")
     assert server.requests == []  # nothing (and no key) was sent to the unverified server
-    assert "CERTIFICATE_VERIFY_FAILED" in "".join(traceback.format_exception(error))
+    if transport == "default":  # httpcore raises its errors `from None`, hiding the cause
+        assert "CERTIFICATE_VERIFY_FAILED" in "".join(traceback.format_exception(error))
 
 
 async def test_turning_tls_verification_off_is_explicit_and_logged(
