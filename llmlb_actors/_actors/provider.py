@@ -15,6 +15,7 @@ from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
 from .._stats import ProviderStats, StatsRecorder
+from .._transport._proxy import proxy_password
 from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
@@ -529,8 +530,11 @@ _CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
 
 
 def _secrets(config: ProviderConfig) -> tuple[str, ...]:
-    """The provider's key and credential-looking header values, longest first."""
+    """The provider's key, credential-looking header values and proxy password, longest first."""
     found = {config.api_key} if config.api_key else set()
+    password = proxy_password(config.proxy)
+    if password:
+        found.add(password)
     for name, value in config.headers.items():
         if _CREDENTIAL_HEADER.search(name):
             found.add(value)

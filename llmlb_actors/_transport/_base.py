@@ -137,6 +137,14 @@ class NetworkSettings(NamedTuple):
     ca_bundle: str | None = None
     ssl_context: ssl.SSLContext | None = None
 
+    def __repr__(self) -> str:
+        # The proxy URL may carry a password: never shown, only whether one is set.
+        proxy = None if self.proxy is None else "<set>"
+        return (
+            f"NetworkSettings(proxy={proxy}, trust_env={self.trust_env}, "
+            f"ca_bundle={self.ca_bundle!r}, ssl_context={self.ssl_context!r})"
+        )
+
 
 class TransportError(Exception):
     """Base of transport failures; never reaches users (mapped to LLMError)."""

@@ -133,4 +133,6 @@ def is_certificate_failure(exc: BaseException) -> bool:
 
 def timed_out(after: float | None, doing: str, label: str) -> str:
     """``timed out after 30 s reading the response (https://api.example.com:443)``."""
+    if after is None:
+        return f"timed out {doing} ({label})"
     return f"timed out after {after:g} s {doing} ({label})"

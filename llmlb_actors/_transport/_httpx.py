@@ -88,7 +88,9 @@ class _Exchange:
         if isinstance(exc, httpx.WriteTimeout):
             return WriteTimeout(timed_out(limits.write_timeout, "sending the request", label))
         if isinstance(exc, httpx.PoolTimeout):
-            return PoolTimeout(f"no connection free within {limits.pool_timeout:g} s ({label})")
+            return PoolTimeout(
+                timed_out(limits.pool_timeout, "waiting for a free connection", label)
+            )
         if isinstance(exc, httpx.ProxyError) and proxy is not None:
             match = _STATUS.match(str(exc))
             status = int(match.group(1)) if match else None

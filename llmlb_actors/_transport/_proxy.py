@@ -36,6 +36,7 @@ __all__ = [
     "connect_request",
     "parse_connect_reply",
     "parse_proxy",
+    "proxy_password",
 ]
 
 #: curl's default when a proxy URL names no port.

@@ -43,6 +43,7 @@ from ._base import (
     HTTPCall,
     HTTPResponse,
     NetworkSettings,
+    PoolTimeout,
     ProxyError,
     ReadError,
     ReadTimeout,
@@ -481,7 +482,13 @@ class TrioTransport:
             body = None
         head_only = call.method == "HEAD"
         pool = self._pool(target)
-        conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
+        try:
+            conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
+        except PoolTimeout:
+            waited = timed_out(
+                self.limits.pool_timeout, "waiting for a free connection", target.label
+            )
+            raise PoolTimeout(waited) from None
         if conn is not None and _closed_by_peer(conn):
             # The server hung up while it sat idle: replace it before sending anything.
             conn.close()

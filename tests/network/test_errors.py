@@ -14,6 +14,7 @@ from llmlb_actors._transport import (
     ConnectError,
     ConnectTimeout,
     HTTPCall,
+    PoolTimeout,
     ReadError,
     ReadTimeout,
 )
@@ -157,3 +158,23 @@ async def test_messages_carry_no_exception_group_noise(
             await lb.request(REQUEST)
     assert all(quiet(error.message) for error in info.value.errors)
     assert quiet(str(info.value))
+
+
+async def test_full_pool_names_the_pool_timeout(
+    make_transport: MakeTransport, serve: Serve, autojump_clock: MockClock
+) -> None:
+    async def handler(conn: ServerConn) -> None:
+        if await conn.read_request() is not None:
+            await conn.wait_eof()  # holds the only connection
+
+    origin = await serve(handler)
+    transport = make_transport(TransportLimits(max_connections=1, pool_timeout=2.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transport.request, HTTPCall("GET", origin.url("/hold"), []))
+        await trio.sleep(1)
+        with pytest.raises(PoolTimeout) as info:
+            await transport.request(HTTPCall("GET", origin.url(), []))
+        nursery.cancel_scope.cancel()
+    assert str(info.value) == (
+        f"timed out after 2 s waiting for a free connection (http://127.0.0.1:{origin.port})"
+    )

@@ -9,7 +9,7 @@ import pytest
 
 import llmlb_actors as llmlb
 from llmlb_actors._transport import HTTPCall, ProxyError
-from llmlb_actors.transports import TransportLimits
+from llmlb_actors.transports import TransportLimits, TrioTransport
 from tests.network.conftest import REQUEST, answers, config, provider
 
 if TYPE_CHECKING:
@@ -262,3 +262,13 @@ def test_proxy_password_is_not_in_config_reprs() -> None:
     assert PASSWORD not in repr(cfg.providers[0])
     limits = TransportLimits()
     assert PASSWORD not in repr(limits)
+
+
+def test_a_providers_proxy_password_is_one_of_its_secrets() -> None:
+    """Defence in depth: whatever a provider's messages quote, its proxy password is redacted."""
+    from llmlb_actors._actors.provider import _secrets
+
+    url = f"http://user:{PASSWORD}@127.0.0.1:3128"
+    assert PASSWORD in _secrets(provider("http://127.0.0.1:1/v1", proxy=url))
+    network = repr(TrioTransport(proxy=url)._network)
+    assert PASSWORD not in network
