@@ -429,8 +429,9 @@ class TrioTransport:
 
     async def _request(self, call: HTTPCall, deadlines: _Deadlines | None) -> HTTPResponse:
         target = parse_url(call.url)
-        limit = self.limits.max_response_bytes
-        conn, reader, pool = await self._start(call, target, limit, deadlines)
+        conn, reader, pool = await self._start(
+            call, target, self.limits.max_response_bytes, deadlines
+        )
         try:
             while not reader.complete:
                 await self._receive(conn, reader, target, deadlines)
@@ -442,8 +443,8 @@ class TrioTransport:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._finish(pool, conn, reader)
         headers = reader.headers
-        if body and "content-encoding" in headers:
-            body = _decode_whole(headers, body, limit, target.label)
+        if "content-encoding" in headers and body:
+            body = _decode_whole(headers, body, self.limits.max_response_bytes, target.label)
         return HTTPResponse(reader.status, headers, body)
 
     def _pool(self, target: Target) -> OriginPool[_Connection]:
@@ -467,13 +468,16 @@ class TrioTransport:
         slot has been given back and the connection closed.
         """
         body = call.body
-        proxy = None
-        if self._routes is not None:
-            proxy = self._routes.for_origin(*target.origin)
-        if proxy is not None and not target.tls:
-            head = _forward_head(call, target, proxy)
-        else:
+        routes = self._routes
+        if routes is None:  # no proxy anywhere: one test on the hot path
+            proxy = None
             head = encode_head(call.method, target, call.headers, body)
+        else:
+            proxy = routes.for_origin(*target.origin)
+            if proxy is None or target.tls:
+                head = encode_head(call.method, target, call.headers, body)
+            else:
+                head = _forward_head(call, target, proxy)
         if body:
             if len(body) <= _COALESCE_BYTES:
                 head += body
