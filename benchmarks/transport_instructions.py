@@ -38,10 +38,10 @@ _BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":
 
 
 async def _drive(url: str, requests: int, concurrency: int) -> None:
-    from llmlb_actors._transport import HTTPCall, TransportLimits, TrioTransport
+    from llmlb_actors._transport import HTTPRequest, TransportLimits, TrioTransport
 
     transport = TrioTransport(TransportLimits(max_connections=concurrency))
-    call = HTTPCall("POST", url, _HEADERS, _BODY)
+    call = HTTPRequest("POST", url, _HEADERS, _BODY)
     left = requests
 
     async def one_caller() -> None:

@@ -21,7 +21,7 @@ from ._base import (
     ConnectError,
     ConnectTimeout,
     ContentEncodingError,
-    HTTPCall,
+    HTTPRequest,
     HTTPResponse,
     NetworkSettings,
     PoolTimeout,
@@ -67,7 +67,7 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 
 
 class _Exchange:
-    """Where one call goes, for error messages: the origin and its proxy (if any)."""
+    """Where one request goes, for error messages: the origin and its proxy (if any)."""
 
     __slots__ = ("limits", "proxy", "target")
 
@@ -346,10 +346,10 @@ class HttpxTransport:
             )
         return self._ssl_context
 
-    def _build(self, call: HTTPCall) -> tuple[httpx.AsyncClient, httpx.Request, _Exchange]:
-        target = parse_url(call.url)
+    def _build(self, request: HTTPRequest) -> tuple[httpx.AsyncClient, httpx.Request, _Exchange]:
+        target = parse_url(request.url)
         client, proxy = self._route(target)
-        headers = [(n, v) for n, v in call.headers if n.lower() != "accept-encoding"]
+        headers = [(n, v) for n, v in request.headers if n.lower() != "accept-encoding"]
         for name, value in headers:
             # h11 would refuse these too, but only while sending, as a
             # (retryable) protocol error whose message quotes the value: an
@@ -357,16 +357,20 @@ class HttpxTransport:
             if "\r" in value or "\n" in value or "\0" in value or not _is_token(name):
                 raise ValueError(f"header {name[:40]!r} contains CR, LF or NUL or a bad name")
         headers.append(("accept-encoding", "identity"))
-        request = client.build_request(
-            call.method, call.url, headers=headers, content=call.body, timeout=self._timeout
+        built = client.build_request(
+            request.method,
+            request.url,
+            headers=headers,
+            content=request.body,
+            timeout=self._timeout,
         )
-        return client, request, _Exchange(target, proxy, self.limits)
+        return client, built, _Exchange(target, proxy, self.limits)
 
-    async def _open(self, call: HTTPCall) -> tuple[httpx.Response, dict[str, str], _Body]:
-        """Send ``call``; the response head checked and its body reader ready."""
-        client, request, exchange = self._build(call)
+    async def _open(self, request: HTTPRequest) -> tuple[httpx.Response, dict[str, str], _Body]:
+        """Send ``request``; the response head checked and its body reader ready."""
+        client, built, exchange = self._build(request)
         try:
-            response = await client.send(request, stream=True, follow_redirects=False)
+            response = await client.send(built, stream=True, follow_redirects=False)
         except httpx.HTTPError as exc:
             raise exchange.error(exc) from exc
         try:
@@ -380,9 +384,9 @@ class HttpxTransport:
             raise
         return response, headers, _Body(response, decoder, exchange)
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
+    async def request(self, request: HTTPRequest) -> HTTPResponse:
         limit = self.limits.max_response_bytes
-        response, headers, body = await self._open(call)
+        response, headers, body = await self._open(request)
         try:
             parts: list[bytes] = []
             size = 0
@@ -396,8 +400,8 @@ class HttpxTransport:
         return HTTPResponse(response.status_code, headers, b"".join(parts))
 
     @asynccontextmanager
-    async def stream(self, call: HTTPCall) -> AsyncIterator[_StreamingResponse]:
-        response, headers, body = await self._open(call)
+    async def stream(self, request: HTTPRequest) -> AsyncIterator[_StreamingResponse]:
+        response, headers, body = await self._open(request)
         streaming = _StreamingResponse(response, headers, body, self.limits.max_response_bytes)
         try:
             yield streaming

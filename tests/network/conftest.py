@@ -169,11 +169,11 @@ REQUEST = llmlb.LLMRequest(prompt="ping")
 
 async def fetch(transport: Transport, url: str, *, stream: bool) -> bytes:
     """The body of a GET to ``url``, read whole or as a stream."""
-    from llmlb_actors._transport import HTTPCall
+    from llmlb_actors._transport import HTTPRequest
 
     if not stream:
-        return (await transport.request(HTTPCall("GET", url, []))).body
-    async with transport.stream(HTTPCall("GET", url, [])) as resp:
+        return (await transport.request(HTTPRequest("GET", url, []))).body
+    async with transport.stream(HTTPRequest("GET", url, [])) as resp:
         return b"".join([chunk async for chunk in resp.aiter_bytes()])
 
 

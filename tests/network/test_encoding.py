@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import llmlb_actors as llmlb
-from llmlb_actors._transport import HTTPCall, ResponseTooLarge
+from llmlb_actors._transport import HTTPRequest, ResponseTooLarge
 from tests.network.conftest import REQUEST, ask, chat_body, config, fetch, provider, sse_body
 from tests.transport.servers import ServerConn, chunked, response
 
@@ -170,6 +170,6 @@ async def test_identity_and_empty_bodies_pass_through(
 
     origin = await serve(handler)
     transport = make_transport()
-    assert (await transport.request(HTTPCall("GET", origin.url(), []))).body == b"plain"
-    empty = await transport.request(HTTPCall("GET", origin.url("/empty"), []))
+    assert (await transport.request(HTTPRequest("GET", origin.url(), []))).body == b"plain"
+    empty = await transport.request(HTTPRequest("GET", origin.url("/empty"), []))
     assert (empty.status, empty.body) == (204, b"")

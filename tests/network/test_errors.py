@@ -13,7 +13,7 @@ import llmlb_actors as llmlb
 from llmlb_actors._transport import (
     ConnectError,
     ConnectTimeout,
-    HTTPCall,
+    HTTPRequest,
     PoolTimeout,
     ReadError,
     ReadTimeout,
@@ -79,7 +79,7 @@ async def test_black_holed_connect_times_out_with_the_connect_timeout(
     transport = make_transport(TransportLimits(connect_timeout=7.0))
     start = trio.current_time()
     with pytest.raises(ConnectTimeout) as info:
-        await transport.request(HTTPCall("GET", f"http://127.0.0.1:{black_hole}/", []))
+        await transport.request(HTTPRequest("GET", f"http://127.0.0.1:{black_hole}/", []))
     assert trio.current_time() - start == pytest.approx(7.0)
     assert str(info.value) == f"timed out after 7 s connecting (http://127.0.0.1:{black_hole})"
 
@@ -94,7 +94,7 @@ async def test_stalled_response_names_the_read_timeout(
     origin = await serve(handler)
     transport = make_transport(TransportLimits(read_timeout=30.0))
     with pytest.raises(ReadTimeout) as info:
-        await transport.request(HTTPCall("GET", origin.url(), []))
+        await transport.request(HTTPRequest("GET", origin.url(), []))
     assert str(info.value) == (
         f"timed out after 30 s reading the response (http://127.0.0.1:{origin.port})"
     )
@@ -109,7 +109,7 @@ async def test_reset_says_connection_reset(make_transport: MakeTransport, serve:
 
     origin = await serve(handler)
     with pytest.raises(ReadError) as info:
-        await make_transport().request(HTTPCall("GET", origin.url(), []))
+        await make_transport().request(HTTPRequest("GET", origin.url(), []))
     assert str(info.value) == (
         f"connection reset by peer while reading the response (http://127.0.0.1:{origin.port})"
     )
@@ -121,7 +121,7 @@ async def test_closed_without_response_says_so(make_transport: MakeTransport, se
 
     origin = await serve(handler)
     with pytest.raises(ReadError) as info:
-        await make_transport().request(HTTPCall("POST", origin.url(), [], b"{}"))
+        await make_transport().request(HTTPRequest("POST", origin.url(), [], b"{}"))
     assert str(info.value) == (
         f"server closed the connection without a response (http://127.0.0.1:{origin.port})"
     )
@@ -143,7 +143,7 @@ async def test_unknown_name_says_dns_name_not_found(make_transport: MakeTranspor
     previous = trio.socket.set_custom_hostname_resolver(_NoSuchName())
     try:
         with pytest.raises(ConnectError) as info:
-            await make_transport().request(HTTPCall("GET", "https://api.nowhere.invalid/v1", []))
+            await make_transport().request(HTTPRequest("GET", "https://api.nowhere.invalid/v1", []))
     finally:
         trio.socket.set_custom_hostname_resolver(previous)
     assert str(info.value) == "DNS: name not found: api.nowhere.invalid"
@@ -170,10 +170,10 @@ async def test_full_pool_names_the_pool_timeout(
     origin = await serve(handler)
     transport = make_transport(TransportLimits(max_connections=1, pool_timeout=2.0))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(transport.request, HTTPCall("GET", origin.url("/hold"), []))
+        nursery.start_soon(transport.request, HTTPRequest("GET", origin.url("/hold"), []))
         await trio.sleep(1)
         with pytest.raises(PoolTimeout) as info:
-            await transport.request(HTTPCall("GET", origin.url(), []))
+            await transport.request(HTTPRequest("GET", origin.url(), []))
         nursery.cancel_scope.cancel()
     assert str(info.value) == (
         f"timed out after 2 s waiting for a free connection (http://127.0.0.1:{origin.port})"

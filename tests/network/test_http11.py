@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from llmlb_actors._transport import HTTPCall, RemoteProtocolError
+from llmlb_actors._transport import HTTPRequest, RemoteProtocolError
 from tests.network.conftest import fetch
 from tests.transport.servers import ServerConn, chunk
 
@@ -41,10 +41,10 @@ async def test_trailer_fields_are_not_headers(
     transport = make_transport()
     for _ in range(2):
         if stream:
-            async with transport.stream(HTTPCall("GET", origin.url(), [])) as resp:
+            async with transport.stream(HTTPRequest("GET", origin.url(), [])) as resp:
                 headers, body = resp.headers, await resp.aread()
         else:
-            whole = await transport.request(HTTPCall("GET", origin.url(), []))
+            whole = await transport.request(HTTPRequest("GET", origin.url(), []))
             headers, body = whole.headers, whole.body
         assert body == b"slow down"
         assert "retry-after" not in headers  # a trailer must not steer backoff
@@ -77,6 +77,6 @@ async def test_content_length_with_transfer_encoding_is_refused_and_the_connecti
         await fetch(transport, origin.url("/both"), stream=stream)
     with trio.fail_after(5):
         await origin.connections[0].closed.wait()  # the client closed it: never reused
-    after = await transport.request(HTTPCall("GET", origin.url("/fine"), []))
+    after = await transport.request(HTTPRequest("GET", origin.url("/fine"), []))
     assert after.body == b"ok"
     assert len(origin.connections) == 2

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import llmlb_actors as llmlb
-from llmlb_actors._transport import HTTPCall
+from llmlb_actors._transport import HTTPRequest
 from llmlb_actors.transports import TransportLimits
 from tests.network.conftest import REQUEST, answers, config, provider
 from tests.transport.servers import ServerConn, response
@@ -32,7 +32,7 @@ async def test_fifty_origins_pool_per_origin_and_reuse(
     transport = make_transport(TransportLimits(max_connections=4))
 
     async def one(server: Server) -> None:
-        resp = await transport.request(HTTPCall("GET", server.url(), []))
+        resp = await transport.request(HTTPRequest("GET", server.url(), []))
         assert resp.body == b"ok"
 
     async def round_of(per_origin: int) -> None:

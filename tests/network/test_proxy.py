@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import llmlb_actors as llmlb
-from llmlb_actors._transport import HTTPCall, ProxyError
+from llmlb_actors._transport import HTTPRequest, ProxyError
 from llmlb_actors.transports import TransportLimits, TrioTransport
 from tests.network.conftest import REQUEST, answers, config, provider
 
@@ -64,8 +64,8 @@ async def test_all_proxy_covers_both_schemes(
     proxy = await make_proxy()
     monkeypatch.setenv("ALL_PROXY", proxy.url())
     transport = make_transport(ca_bundle=ca_file)
-    assert (await transport.request(HTTPCall("GET", plain.url(), []))).status == 200
-    assert (await transport.request(HTTPCall("GET", secure.url(), []))).status == 200
+    assert (await transport.request(HTTPRequest("GET", plain.url(), []))).status == 200
+    assert (await transport.request(HTTPRequest("GET", secure.url(), []))).status == 200
     assert len(proxy.forwarded) == 1
     assert len(proxy.tunnels) == 1
 
@@ -204,7 +204,7 @@ async def test_proxy_refusing_the_tunnel(
     proxy.refuse_with = status
     transport = make_transport(proxy=proxy.url(), ca_bundle=ca_file)
     with pytest.raises(ProxyError) as info:
-        await transport.request(HTTPCall("GET", origin.url(), []))
+        await transport.request(HTTPRequest("GET", origin.url(), []))
     assert info.value.status == status
     assert str(info.value).startswith(
         f"proxy http://127.0.0.1:{proxy.port} refused the tunnel to 127.0.0.1:{origin.port}: "

@@ -10,7 +10,7 @@ import pytest
 import truststore
 
 import llmlb_actors as llmlb
-from llmlb_actors._transport import HTTPCall, TLSError
+from llmlb_actors._transport import HTTPRequest, TLSError
 from tests.network.conftest import REQUEST, answers, config, provider
 from tests.transport.servers import start_server
 
@@ -52,7 +52,7 @@ async def test_ssl_cert_file_is_the_default_trust_of_both_transports(
     monkeypatch.setenv("SSL_CERT_FILE", ca_file)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     transport = make_transport()
-    assert (await transport.request(HTTPCall("GET", origin.url(), []))).status == 200
+    assert (await transport.request(HTTPRequest("GET", origin.url(), []))).status == 200
 
 
 async def test_trust_env_false_ignores_ssl_cert_file(
@@ -67,7 +67,7 @@ async def test_trust_env_false_ignores_ssl_cert_file(
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     transport = make_transport(trust_env=False)
     with pytest.raises(TLSError, match="certificate verify failed"):
-        await transport.request(HTTPCall("GET", origin.url(), []))
+        await transport.request(HTTPRequest("GET", origin.url(), []))
 
 
 async def test_truststore_context_works_with_both_transports(
@@ -82,7 +82,7 @@ async def test_truststore_context_works_with_both_transports(
     monkeypatch.setenv("SSL_CERT_FILE", ca_file)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     transport = make_transport(ssl_context=truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-    assert (await transport.request(HTTPCall("GET", origin.url(), []))).status == 200
+    assert (await transport.request(HTTPRequest("GET", origin.url(), []))).status == 200
 
 
 async def test_unknown_ca_is_a_tls_error_and_fails_over_without_retrying_there(
@@ -130,7 +130,7 @@ async def test_hostname_mismatch_is_a_tls_error(
     origin = await start_server(nursery, answers("never"), ssl_context=context)
     transport = make_transport(ca_bundle=ca_file)
     with pytest.raises(TLSError) as info:
-        await transport.request(HTTPCall("GET", origin.url(), []))
+        await transport.request(HTTPRequest("GET", origin.url(), []))
     assert str(info.value) == (
         "TLS: certificate verify failed: IP address mismatch, certificate is not valid for "
         "'127.0.0.1'"
