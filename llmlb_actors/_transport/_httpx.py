@@ -107,10 +107,14 @@ class _Exchange:
                 # Through a proxy the only TCP connect is to the proxy.
                 return ProxyError(f"proxy {proxy.label}: {describe(exc, proxy.host)}")
             return ConnectError(words if words.startswith("DNS:") else f"{words} ({label})")
-        if isinstance(exc, httpx.RemoteProtocolError) and str(exc).startswith(
-            "Server disconnected without sending a response"
-        ):
-            return ReadError(f"server closed the connection without a response ({label})")
+        if isinstance(exc, httpx.RemoteProtocolError):
+            # h11 calls an early close a protocol error; the default transport (and a
+            # person) calls it what it is, a connection closed too soon.
+            text = str(exc)
+            if text.startswith("Server disconnected without sending a response"):
+                return ReadError(f"server closed the connection without a response ({label})")
+            if text.startswith("peer closed connection without sending complete message body"):
+                return ReadError(f"server closed the connection mid-response ({label})")
         if isinstance(exc, httpx.WriteError):
             return WriteError(f"{words} while sending the request ({label})")
         if isinstance(exc, httpx.ReadError | httpx.NetworkError):

@@ -83,8 +83,8 @@ async def test_pool_cap_is_honoured(
 ) -> None:
     """max_connections=2 and 5 concurrent slow requests: never more than 2 connections.
 
-    Note on httpx: its ``max_connections`` is one cap for the whole client,
-    not per origin as `TransportLimits` means it; with one origin the two agree.
+    The cap is per origin for both transports (the httpx one keeps a client per
+    origin); ``tests/network/test_many_origins.py`` checks it across 50 origins.
     """
     server = await serve(slow(1.0))
     transport = make_transport(TransportLimits(max_connections=2))
