@@ -72,6 +72,9 @@ def check_provider_proxy(who: str, proxy: object) -> None:
 def check_config(config: Any) -> None:
     """The network fields of a `BalancerConfig`, and a transport instance's agreement with them.
 
+    ``config`` is a `BalancerConfig` (typed ``Any``: ``_config`` calls this from its
+    checks, so importing it here would be a cycle).
+
     Raises:
         ConfigError: naming the field.
     """
