@@ -36,7 +36,6 @@ __all__ = [
     "connect_request",
     "parse_connect_reply",
     "parse_proxy",
-    "proxy_password",
 ]
 
 #: curl's default when a proxy URL names no port.
@@ -122,18 +121,6 @@ def _port_ok(parts: SplitResult) -> bool:
 def _without_credentials(scheme: str, host: str | None, port: int | None) -> str:
     where = host or "?"
     return f"{scheme}://{where}" + (f":{port}" if port else "")
-
-
-def proxy_password(url: str | None) -> str | None:
-    """The (unquoted) password of a proxy URL, for redaction; None when there is none."""
-    if not url or "@" not in url:
-        return None
-    text = url if "://" in url else "http://" + url
-    try:
-        password = urlsplit(text).password
-    except ValueError:
-        return None
-    return unquote(password) if password else None
 
 
 class NoProxy:

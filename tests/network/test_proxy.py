@@ -264,11 +264,15 @@ def test_proxy_password_is_not_in_config_reprs() -> None:
     assert PASSWORD not in repr(limits)
 
 
-def test_a_providers_proxy_password_is_one_of_its_secrets() -> None:
-    """Defence in depth: whatever a provider's messages quote, its proxy password is redacted."""
-    from llmlb_actors._actors.provider import _secrets
+def test_proxy_passwords_are_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered with `_secrets`: every output path redacts them, whatever quotes them."""
+    from llmlb_actors._secrets import Redactor, balancer_secrets, provider_secrets
 
-    url = f"http://user:{PASSWORD}@127.0.0.1:3128"
-    assert PASSWORD in _secrets(provider("http://127.0.0.1:1/v1", proxy=url))
-    network = repr(TrioTransport(proxy=url)._network)
-    assert PASSWORD not in network
+    url = f"user:{PASSWORD}@127.0.0.1:3128"  # a bare host:port proxy means http://
+    assert PASSWORD in provider_secrets(provider("http://127.0.0.1:1/v1", proxy=url))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PASSWORD}-env@127.0.0.1:3128")
+    cfg = llmlb.BalancerConfig(providers=[provider("http://127.0.0.1:1/v1")], proxy=url)
+    assert {PASSWORD, f"{PASSWORD}-env"} <= balancer_secrets(cfg)
+    redact = Redactor.for_provider(cfg.providers[0], cfg)
+    assert redact(f"echo {PASSWORD}-env and {PASSWORD}") == "echo *** and ***"
+    assert PASSWORD not in repr(TrioTransport(proxy=url)._network)
