@@ -1,0 +1,451 @@
+"""The balancer from synchronous code: ``with sync.open_balancer(config) as lb``.
+
+The trio balancer runs on a thread of its own; each call hands a job to it
+and blocks on a lock until the trio side answers. Any number of threads may
+call at once, and a thread with a running asyncio loop (a notebook cell) may
+call too: nothing here touches the caller's loop. Ctrl-C in a blocked call
+cancels the job upstream, waits for the trio side to finish it, then raises
+`KeyboardInterrupt`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .._errors import BalancerClosedError
+from ._hubs import direct
+from ._jobs import Job, Outbox, request_fn, run_call, run_map, run_stream
+from ._runtime import call_sync
+from ._thread import TrioThread
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import TracebackType
+
+    from .._balancer import Balancer as TrioBalancer
+    from .._batch import BatchResult, BatchStatistics
+    from .._config import BalancerConfig, ProviderConfig
+    from .._models import LLMRequest, LLMResponse, StreamChunk
+    from .._stats import BalancerTotals, ProviderStats
+    from ._runtime import Runtime
+
+__all__ = ["Balancer", "BatchIterator", "Stream", "open_balancer"]
+
+#: Chunks of one stream on their way to (or waiting for) the consumer, at most.
+STREAM_WINDOW = 64
+#: Results of one batch between the trio side and the consumer, at most (beyond the
+#: batch's own ``concurrency + buffer`` window).
+MAP_HANDOVER = 64
+
+
+def _release(job: Job) -> None:
+    job.done = True
+    job.waiter.release()
+
+
+def _block(rt: Runtime, job: Job, lock: threading.Lock) -> None:
+    """Wait for ``job``; on Ctrl-C cancel it upstream and wait for that, then re-raise."""
+    try:
+        lock.acquire()
+    except BaseException:
+        rt.cancel(job)
+        lock.acquire()  # trio bounds this wait; a second Ctrl-C abandons it
+        raise
+
+
+def _run_job(rt: Runtime, job: Job) -> Any:
+    lock = job.waiter = threading.Lock()
+    lock.acquire()
+    rt.submit(job)
+    _block(rt, job, lock)
+    error = job.error
+    if error is not None:
+        raise error
+    return job.value
+
+
+async def _health_check(lb: TrioBalancer) -> dict[str, bool]:
+    return await lb.health_check()
+
+
+async def _add_provider(lb: TrioBalancer, config: ProviderConfig) -> None:
+    await lb.add_provider(config)
+
+
+async def _remove_provider(lb: TrioBalancer, name: str) -> None:
+    await lb.remove_provider(name)
+
+
+def _get_stats(lb: TrioBalancer) -> dict[str, ProviderStats]:
+    return lb.get_stats()
+
+
+def _get_totals(lb: TrioBalancer) -> BalancerTotals:
+    return lb.get_totals()
+
+
+def _get_healthy(lb: TrioBalancer) -> list[ProviderConfig]:
+    return lb.get_healthy_providers()
+
+
+class Balancer:
+    """The trio balancer as synchronous code uses it. Get one from `open_balancer`.
+
+    Thread-safe: any number of threads may call it at once. Same strategies,
+    retries, stats and errors as `llmlb_actors.Balancer`.
+    """
+
+    def __init__(self, runtime: TrioThread) -> None:
+        self._rt = runtime
+        # A balancer dropped without close() still stops its thread.
+        self._finalizer = weakref.finalize(self, runtime.request_close)
+
+    @property
+    def config(self) -> BalancerConfig:
+        """The configuration the balancer was opened with."""
+        return self._rt.host.balancer.config
+
+    def request(self, request: LLMRequest, *, timeout: float | None = None) -> LLMResponse:
+        """Answer ``request``; see `llmlb_actors.Balancer.request` (same errors)."""
+        response: LLMResponse = _run_job(
+            self._rt, Job(run_call, request_fn, (request, timeout), _release)
+        )
+        return response
+
+    def stream(self, request: LLMRequest, *, timeout: float | None = None) -> Stream:
+        """``for chunk in lb.stream(req)`` (or ``with lb.stream(req) as chunks``).
+
+        Failover happens before the first chunk (at the first ``next``);
+        after it a failure raises `LLMError` with ``partial=True``. The
+        upstream response is closed when the stream ends, raises, is closed
+        (``close()``, leaving the ``with`` block) or is garbage-collected.
+        """
+        return Stream(self._rt, request, timeout)
+
+    def map(
+        self,
+        requests: Iterable[LLMRequest],
+        *,
+        concurrency: int = 64,
+        ordered: bool = False,
+        buffer: int | None = None,
+        timeout: float | None = None,
+    ) -> BatchIterator:
+        """``for result in lb.map(requests, concurrency=64)``: one `BatchResult` per item.
+
+        As `llmlb_actors.Balancer.map`: the input is read lazily (on the
+        balancer's thread), at most ``concurrency`` requests run at once and
+        memory stays bounded. Stopping early (``break`` then ``close()``, or
+        a ``with`` block) cancels what is unfinished.
+        """
+        if isinstance(requests, AsyncIterable) or not isinstance(requests, Iterable):
+            raise TypeError(
+                f"requests must be an iterable of LLMRequest, got {type(requests).__name__}"
+            )
+        options = {
+            "concurrency": concurrency,
+            "ordered": ordered,
+            "buffer": buffer,
+            "timeout": timeout,
+        }
+        return BatchIterator(self._rt, requests, options)
+
+    def get_stats(self) -> dict[str, ProviderStats]:
+        """``{name: ProviderStats}`` for every current provider."""
+        stats: dict[str, ProviderStats] = call_sync(self._rt, _get_stats)
+        return stats
+
+    def get_totals(self) -> BalancerTotals:
+        """Balancer-wide counters."""
+        totals: BalancerTotals = call_sync(self._rt, _get_totals)
+        return totals
+
+    def get_healthy_providers(self) -> list[ProviderConfig]:
+        """Configs of the providers in rotation whose circuit is closed."""
+        healthy: list[ProviderConfig] = call_sync(self._rt, _get_healthy)
+        return healthy
+
+    def health_check(self) -> dict[str, bool]:
+        """Probe every provider now, concurrently; returns ``{name: healthy}``."""
+        result: dict[str, bool] = _run_job(self._rt, Job(run_call, _health_check, (), _release))
+        return result
+
+    def add_provider(self, config: ProviderConfig) -> None:
+        """Start a provider at runtime."""
+        _run_job(self._rt, Job(run_call, _add_provider, (config,), _release))
+
+    def remove_provider(self, name: str) -> None:
+        """Take a provider out of rotation, drain it, stop it and drop its stats."""
+        _run_job(self._rt, Job(run_call, _remove_provider, (name,), _release))
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut the balancer down and wait for its thread (idempotent).
+
+        Calls still in flight on other threads get `BalancerClosedError`.
+        """
+        self._finalizer.detach()
+        self._rt.request_close()
+        self._rt.join()
+        error = self._rt.host.close_error or self._rt.crash
+        if error is not None:
+            self._rt.host.close_error = self._rt.crash = None
+            raise error
+
+    def __enter__(self) -> Balancer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- streams and batches: items from an Outbox, to one consumer thread ----------------------
+
+
+_END = object()
+
+
+class _Inbox:
+    """A consumer thread's end of an `Outbox` (pushes arrive on the trio thread)."""
+
+    def __init__(self, rt: Runtime, capacity: int) -> None:
+        self._rt = rt
+        self._mutex = threading.Lock()
+        self._items: deque[Any] = deque()
+        self._waiter: threading.Lock | None = None
+        self._taken = 0
+        self._credit_batch = max(1, capacity // 2)
+        self._outbox = Outbox(capacity)
+        self._outbox.push = self._push
+        self._outbox.to_host = direct
+        self._job: Job | None = None
+        self._open = False
+        self._done = False
+        self._error_raised = False
+
+    # trio thread
+    def _push(self, item: Any) -> None:
+        with self._mutex:
+            self._items.append(item)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+
+    def _opened(self, _job: Job) -> None:
+        with self._mutex:
+            self._open = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+
+    def _finished(self, job: Job) -> None:
+        with self._mutex:
+            job.done = True
+            self._done = True
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.release()
+
+    # consumer thread
+    def _wait(self, ready: Any) -> None:
+        """Block until ``ready()``; on Ctrl-C stop the job (upstream closed), then re-raise."""
+        while True:
+            with self._mutex:
+                if ready():
+                    return
+                waiter = self._waiter = threading.Lock()
+                waiter.acquire()
+            try:
+                waiter.acquire()
+            except BaseException:
+                self._stop()
+                raise
+
+    def _start(self, job: Job) -> None:
+        self._job = job
+        job.on_open = self._opened
+        self._rt.submit(job)
+        self._wait(lambda: self._open or self._done)
+        if not self._open:
+            raise job.error or BalancerClosedError("the balancer is closed")
+
+    def _next(self) -> Any:
+        self._wait(lambda: self._items or self._done)
+        if self._items:
+            item = self._items.popleft()
+            self._taken += 1
+            if self._taken >= self._credit_batch:
+                taken, self._taken = self._taken, 0
+                try:
+                    self._rt.hub.to_trio(self._outbox.add_credit, taken)
+                except BalancerClosedError:
+                    pass
+            return item
+        assert self._job is not None
+        error = self._job.error
+        if error is not None and not self._error_raised:
+            self._error_raised = True
+            raise error
+        return _END
+
+    def _stop(self) -> None:
+        """Cancel the job unless it ended, and wait until it has (upstream closed)."""
+        job = self._job
+        if job is None or self._done:
+            return
+        self._rt.cancel(job)
+        self._wait(lambda: self._done)
+
+    def __del__(self) -> None:
+        # Dropped mid-way without close(): cancel upstream, without waiting (any thread).
+        job = self._job
+        if job is not None and not self._done:
+            self._rt.cancel(job)
+
+
+class Stream(_Inbox):
+    """What `Balancer.stream` returns: an iterator of `StreamChunk` (and a context manager)."""
+
+    def __init__(self, rt: Runtime, request: LLMRequest, timeout: float | None) -> None:
+        super().__init__(rt, STREAM_WINDOW)
+        self._request = request
+        self._timeout = timeout
+
+    def _ensure_started(self) -> None:
+        if self._job is None:
+            job = Job(
+                run_stream, None, (self._request, self._timeout, self._outbox), self._finished
+            )
+            self._start(job)
+
+    def __enter__(self) -> Stream:
+        self._ensure_started()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        return self
+
+    def __next__(self) -> StreamChunk:
+        self._ensure_started()
+        try:
+            item = self._next()
+        except BaseException:
+            self._stop()
+            raise
+        if item is _END:
+            raise StopIteration
+        chunk: StreamChunk = item
+        return chunk
+
+    def close(self) -> None:
+        """Stop the stream now: the upstream response is closed before this returns."""
+        self._stop()
+
+
+class BatchIterator(_Inbox):
+    """What `Balancer.map` returns: an iterator of `BatchResult` (and a context manager)."""
+
+    def __init__(self, rt: Runtime, requests: Iterable[Any], options: dict[str, Any]) -> None:
+        super().__init__(rt, MAP_HANDOVER)
+        self._requests = requests
+        self._options = options
+
+    def _ensure_started(self) -> None:
+        if self._job is None:
+            job = Job(run_map, None, (self._requests, self._options, self._outbox), self._finished)
+            self._start(job)
+
+    def __enter__(self) -> BatchIterator:
+        self._ensure_started()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        return self
+
+    def __next__(self) -> BatchResult:
+        self._ensure_started()
+        try:
+            item = self._next()
+        except BaseException:
+            self._stop()
+            raise
+        if item is _END:
+            raise StopIteration
+        result: BatchResult = item
+        return result
+
+    def statistics(self) -> BatchStatistics:
+        """Counters of the batch right now (results on their way here count as consumed)."""
+        self._ensure_started()
+        stats: BatchStatistics = call_sync(self._rt, _batch_statistics, self._job)
+        return stats
+
+    def close(self) -> None:
+        """Stop the batch now: unfinished requests are cancelled before this returns."""
+        self._stop()
+
+
+def _batch_statistics(_lb: TrioBalancer, job: Job | None) -> BatchStatistics:
+    assert job is not None and job.results is not None
+    stats: BatchStatistics = job.results.statistics()
+    return stats
+
+
+def open_balancer(config: BalancerConfig | None = None, **fields: Any) -> Balancer:
+    """Start a balancer on a trio thread of its own; use it in a ``with`` block.
+
+    ``with sync.open_balancer(config) as lb: lb.request(...)``. Arguments as
+    `llmlb_actors.open_balancer`. Without ``with``, call ``lb.close()``
+    when done (a notebook may keep one open across cells).
+
+    Raises:
+        ConfigError: the configuration is invalid.
+    """
+    rt = TrioThread(config, fields, direct)
+    ready = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def started(error: BaseException | None) -> None:
+        outcome.append(error)
+        ready.set()
+
+    rt.launch(started, lambda: None)
+    try:
+        ready.wait()
+    except BaseException:
+        ready.wait()
+        if outcome and outcome[0] is None:
+            rt.request_close()
+        rt.join()
+        raise
+    error = outcome[0]
+    if error is not None:
+        rt.join()
+        raise error
+    return Balancer(rt)

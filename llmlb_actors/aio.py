@@ -1,0 +1,21 @@
+"""The balancer from asyncio code.
+
+::
+
+    import llmlb_actors as llmlb
+    from llmlb_actors import aio
+
+    async with aio.open_balancer(config) as lb:
+        response = await lb.request(llmlb.LLMRequest(prompt="hi"))
+
+The same trio balancer (strategies, retries, stats, errors) runs as a trio
+guest on the asyncio loop; see the README section "Using it from asyncio".
+"""
+
+from ._frontends._aio import Balancer as Balancer
+from ._frontends._aio import BatchMap as BatchMap
+from ._frontends._aio import BatchResults as BatchResults
+from ._frontends._aio import Stream as Stream
+from ._frontends._aio import open_balancer as open_balancer
+
+__all__ = ["Balancer", "BatchMap", "BatchResults", "Stream", "open_balancer"]
