@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._errors import BalancerClosedError, ConfigError
 from ._guest import GuestBalancer, wait_shielded
 from ._hubs import Batcher
-from ._jobs import HostInput, Job, Outbox, request_fn, run_call, run_map, run_stream
+from ._jobs import HostInput, Job, Outbox, request_fn, run_map, run_stream
 from ._runtime import call_sync
 from ._thread import TrioThread
 
@@ -104,7 +104,7 @@ class Balancer:
 
     async def request(self, request: LLMRequest, *, timeout: float | None = None) -> LLMResponse:
         """Answer ``request``; see `llmlb_actors.Balancer.request` (same errors)."""
-        job = Job(run_call, request_fn, (request, timeout), _wake)
+        job = Job(None, request_fn, (request, timeout), _wake)
         response: LLMResponse = await _run_job(self._rt, job)
         return response
 
@@ -158,17 +158,17 @@ class Balancer:
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
         result: dict[str, bool] = await _run_job(
-            self._rt, Job(run_call, _health_check, (), _wake)
+            self._rt, Job(None, _health_check, (), _wake)
         )
         return result
 
     async def add_provider(self, config: ProviderConfig) -> None:
         """Start a provider at runtime."""
-        await _run_job(self._rt, Job(run_call, _add_provider, (config,), _wake))
+        await _run_job(self._rt, Job(None, _add_provider, (config,), _wake))
 
     async def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats."""
-        await _run_job(self._rt, Job(run_call, _remove_provider, (name,), _wake))
+        await _run_job(self._rt, Job(None, _remove_provider, (name,), _wake))
 
 
 def _get_stats(lb: TrioBalancer) -> dict[str, ProviderStats]:

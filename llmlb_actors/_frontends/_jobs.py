@@ -1,10 +1,12 @@
 """The trio side of the front-ends: one balancer, and one trio task per caller operation.
 
 A host (asyncio task, caller thread) describes an operation as a `Job` and
-hands it to `BalancerHost.spawn`; the job runs as a trio task calling the
-public trio `Balancer` API, under its own cancel scope so the host can cancel
-it exactly as trio code would cancel a call, and its outcome goes back to the
-host through the hub. Stream chunks and batch results travel through an
+hands it to `BalancerHost.spawn`; the job runs in a trio task calling the
+public trio `Balancer` API, under a cancel scope so the host can cancel it
+exactly as trio code would cancel a call, and its outcome goes back to the
+host through the hub. Calls (``lb.request`` and the like) run on a pool of
+worker tasks, each keeping one cancel scope across calls; streams and
+batches get a task each. Stream chunks and batch results travel through an
 `Outbox` with credit-based flow control, so a slow host consumer pauses the
 producer instead of growing a buffer.
 """
@@ -33,7 +35,6 @@ __all__ = [
     "Outbox",
     "cancel_job",
     "request_fn",
-    "run_call",
     "run_map",
     "run_stream",
 ]
@@ -44,6 +45,8 @@ class Job:
     The trio side writes ``value``/``error``/``opened`` and then hands
     ``on_done`` (and, for streams and batches, ``on_open``) to the host;
     the host reads the outcome only after that. ``waiter`` is the host's.
+    ``runner`` is ``None`` for a call: ``value = await fn(lb, *args)`` on a
+    call worker (or, through `BalancerHost.call_now`, ``fn(lb, *args)``).
     """
 
     __slots__ = (
@@ -179,25 +182,6 @@ class HostInput:
 # -- runners: each runs one job as a trio task ------------------------------------------------
 
 
-async def run_call(host: BalancerHost, job: Job) -> None:
-    """``job.value = await job.fn(lb, *job.args)`` under the job's own cancel scope."""
-    try:
-        with trio.CancelScope() as scope:
-            job.scope = scope
-            if job.cancel_requested:
-                scope.cancel()
-            try:
-                job.value = await job.fn(host.balancer, *job.args)
-            except Exception as exc:
-                job.error = exc
-    except trio.Cancelled:
-        # Not the job's own scope: the balancer is shutting down around it.
-        job.error = BalancerClosedError("the balancer was shut down")
-        raise
-    finally:
-        host.finish(job)
-
-
 async def run_stream(host: BalancerHost, job: Job) -> None:
     """Open ``lb.stream`` (failover happens here), then pump its chunks to the host."""
     request, timeout, outbox = job.args
@@ -257,6 +241,17 @@ async def run_map(host: BalancerHost, job: Job) -> None:
 
 # -- the balancer's trio side -------------------------------------------------------------------
 
+#: Call workers kept parked after a burst; beyond this many, a worker ends when idle.
+_MAX_IDLE_WORKERS = 1024
+
+
+class _CallWorker:
+    __slots__ = ("next", "task")
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.next: Job | None = None
+
 
 class BalancerHost:
     """Trio side of one front-end balancer: the trio `Balancer` and its callers' tasks.
@@ -274,6 +269,7 @@ class BalancerHost:
         self._options = options
         self._lb: Balancer | None = None
         self._jobs: trio.Nursery | None = None
+        self._idle: list[_CallWorker] = []
         self._closing = trio.Event()
         self.closed = False
         self.close_error: BaseException | None = None
@@ -320,9 +316,62 @@ class BalancerHost:
     def spawn(self, job: Job) -> None:
         if self.closed or self._jobs is None:
             self.fail(job)
-            return
-        assert job.runner is not None
-        self._jobs.start_soon(job.runner, self, job)
+        elif job.runner is not None:
+            self._jobs.start_soon(job.runner, self, job)
+        elif self._idle:
+            worker = self._idle.pop()
+            worker.next = job
+            trio.lowlevel.reschedule(worker.task)
+        else:
+            self._jobs.start_soon(self._call_worker, job)
+
+    async def _call_worker(self, job: Job | None) -> None:
+        """Run calls one after another, parked in between.
+
+        A task and a cancel scope per call cost about as much as the
+        balancer's own hop (measured: ~9 µs of ~20); a worker keeps one scope
+        for as long as none of its calls is cancelled. `cancel_job` reaches a
+        call only while ``job.scope`` is set, i.e. while this worker runs it.
+        """
+        worker = _CallWorker(trio.lowlevel.current_task())
+        lb = self.balancer
+        while job is not None:
+            try:
+                with trio.CancelScope() as scope:
+                    while job is not None:
+                        job.scope = scope
+                        if job.cancel_requested:
+                            scope.cancel()
+                        try:
+                            job.value = await job.fn(lb, *job.args)
+                        except Exception as exc:
+                            job.error = exc
+                        self.finish(job)
+                        job = None
+                        job = await self._park(worker)
+            except trio.Cancelled:
+                # Not this worker's scope: the balancer is shutting down around it.
+                if job is not None:
+                    job.error = BalancerClosedError("the balancer was shut down")
+                    self.finish(job)
+                raise
+            if job is not None:  # its caller cancelled it; the scope is spent
+                self.finish(job)
+                job = await self._park(worker)
+
+    async def _park(self, worker: _CallWorker) -> Job | None:
+        """Wait for the next call (``None``: no more, the worker ends)."""
+        if self.closed or len(self._idle) >= _MAX_IDLE_WORKERS:
+            return None
+        self._idle.append(worker)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._idle.remove(worker)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        job, worker.next = worker.next, None
+        return job
 
     def call_now(self, job: Job) -> None:
         """Run a synchronous balancer method (``get_stats``...) here and answer at once.

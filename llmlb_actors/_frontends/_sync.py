@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import BalancerClosedError
 from ._hubs import direct
-from ._jobs import Job, Outbox, request_fn, run_call, run_map, run_stream
+from ._jobs import Job, Outbox, request_fn, run_map, run_stream
 from ._runtime import call_sync
 from ._thread import TrioThread
 
@@ -112,7 +112,7 @@ class Balancer:
     def request(self, request: LLMRequest, *, timeout: float | None = None) -> LLMResponse:
         """Answer ``request``; see `llmlb_actors.Balancer.request` (same errors)."""
         response: LLMResponse = _run_job(
-            self._rt, Job(run_call, request_fn, (request, timeout), _release)
+            self._rt, Job(None, request_fn, (request, timeout), _release)
         )
         return response
 
@@ -171,16 +171,16 @@ class Balancer:
 
     def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
-        result: dict[str, bool] = _run_job(self._rt, Job(run_call, _health_check, (), _release))
+        result: dict[str, bool] = _run_job(self._rt, Job(None, _health_check, (), _release))
         return result
 
     def add_provider(self, config: ProviderConfig) -> None:
         """Start a provider at runtime."""
-        _run_job(self._rt, Job(run_call, _add_provider, (config,), _release))
+        _run_job(self._rt, Job(None, _add_provider, (config,), _release))
 
     def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats."""
-        _run_job(self._rt, Job(run_call, _remove_provider, (name,), _release))
+        _run_job(self._rt, Job(None, _remove_provider, (name,), _release))
 
     # -- lifetime -----------------------------------------------------------------------------
 
