@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         per = (large - small) / (2 * n)
         if front_end == "trio":
             base = per
-        extra = f"  (+{per - base:,.0f} over trio)" if base is not None and front_end != "trio" else ""
+        extra = (
+            f"  (+{per - base:,.0f} over trio)" if base is not None and front_end != "trio" else ""
+        )
         print(f"  {front_end:<11} {per:>10,.0f}{extra}", flush=True)
     return 0
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._balancer import Balancer as TrioBalancer
 from .._errors import BalancerClosedError, ConfigError
 from ._guest import GuestBalancer, wait_shielded
 from ._hubs import Batcher
-from ._jobs import HostInput, Job, Outbox, request_fn, run_map, run_stream
+from ._jobs import HostInput, Job, Outbox, batch_statistics, request_fn, run_map, run_stream
 from ._runtime import call_sync
 from ._thread import TrioThread
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .._balancer import Balancer as TrioBalancer
     from .._batch import BatchResult, BatchStatistics
     from .._config import BalancerConfig, ProviderConfig
     from .._models import LLMRequest, LLMResponse, StreamChunk
@@ -53,10 +54,8 @@ async def _cancel_and_wait(rt: Runtime, job: Job) -> None:
     loop = asyncio.get_running_loop()
     while not job.done:
         waiter = job.waiter = loop.create_future()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await waiter
-        except asyncio.CancelledError:
-            pass
 
 
 async def _run_job(rt: Runtime, job: Job) -> Any:
@@ -71,18 +70,6 @@ async def _run_job(rt: Runtime, job: Job) -> Any:
     if error is not None:
         raise error
     return job.value
-
-
-async def _health_check(lb: TrioBalancer) -> dict[str, bool]:
-    return await lb.health_check()
-
-
-async def _add_provider(lb: TrioBalancer, config: ProviderConfig) -> None:
-    await lb.add_provider(config)
-
-
-async def _remove_provider(lb: TrioBalancer, name: str) -> None:
-    await lb.remove_provider(name)
 
 
 class Balancer:
@@ -142,45 +129,33 @@ class Balancer:
 
     def get_stats(self) -> dict[str, ProviderStats]:
         """``{name: ProviderStats}`` for every current provider."""
-        stats: dict[str, ProviderStats] = call_sync(self._rt, _get_stats)
+        stats: dict[str, ProviderStats] = call_sync(self._rt, TrioBalancer.get_stats)
         return stats
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        totals: BalancerTotals = call_sync(self._rt, _get_totals)
+        totals: BalancerTotals = call_sync(self._rt, TrioBalancer.get_totals)
         return totals
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed."""
-        healthy: list[ProviderConfig] = call_sync(self._rt, _get_healthy)
+        healthy: list[ProviderConfig] = call_sync(self._rt, TrioBalancer.get_healthy_providers)
         return healthy
 
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
         result: dict[str, bool] = await _run_job(
-            self._rt, Job(None, _health_check, (), _wake)
+            self._rt, Job(None, TrioBalancer.health_check, (), _wake)
         )
         return result
 
     async def add_provider(self, config: ProviderConfig) -> None:
         """Start a provider at runtime."""
-        await _run_job(self._rt, Job(None, _add_provider, (config,), _wake))
+        await _run_job(self._rt, Job(None, TrioBalancer.add_provider, (config,), _wake))
 
     async def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats."""
-        await _run_job(self._rt, Job(None, _remove_provider, (name,), _wake))
-
-
-def _get_stats(lb: TrioBalancer) -> dict[str, ProviderStats]:
-    return lb.get_stats()
-
-
-def _get_totals(lb: TrioBalancer) -> BalancerTotals:
-    return lb.get_totals()
-
-
-def _get_healthy(lb: TrioBalancer) -> list[ProviderConfig]:
-    return lb.get_healthy_providers()
+        await _run_job(self._rt, Job(None, TrioBalancer.remove_provider, (name,), _wake))
 
 
 # -- streams and batches: items from an Outbox, on the loop ---------------------------------
@@ -250,10 +225,8 @@ class _Inbox:
                 self._taken += 1
                 if self._taken >= self._credit_batch:
                     taken, self._taken = self._taken, 0
-                    try:
+                    with contextlib.suppress(BalancerClosedError):  # the job ended meanwhile
                         self._rt.hub.to_trio(self._outbox.add_credit, taken)
-                    except BalancerClosedError:
-                        pass
                 return item
             if self._done:
                 assert self._job is not None
@@ -343,7 +316,7 @@ class BatchResults(_Inbox):
 
         Results on their way to this loop (at most 64) count as consumed.
         """
-        stats: BatchStatistics = call_sync(self._rt, _batch_statistics, self._job)
+        stats: BatchStatistics = call_sync(self._rt, batch_statistics, self._job)
         return stats
 
     # the host half of a HostInput: the batch's input read on this loop
@@ -362,10 +335,8 @@ class BatchResults(_Inbox):
             outcome = ("error", exc)
         else:
             outcome = ("item", item)
-        try:
+        with contextlib.suppress(BalancerClosedError):  # the batch ended meanwhile
             self._rt.hub.to_trio(source.deliver, outcome)
-        except BalancerClosedError:
-            pass
 
     async def _close_input(self) -> None:
         task = self._pull_task
@@ -375,12 +346,6 @@ class BatchResults(_Inbox):
         if inspect.isasyncgen(self._source_iter):
             # We started the iteration, so we close it: its clean-up runs now.
             await self._source_iter.aclose()
-
-
-def _batch_statistics(_lb: TrioBalancer, job: Job | None) -> BatchStatistics:
-    assert job is not None and job.results is not None
-    stats: BatchStatistics = job.results.statistics()
-    return stats
 
 
 class BatchMap:

@@ -161,7 +161,8 @@ class GuestBalancer(Runtime):
             raise asyncio.CancelledError
 
     async def _finish(self) -> bool:
-        assert self._run is not None and self._stopped is not None
+        assert self._run is not None
+        assert self._stopped is not None
         cancelled = await wait_shielded(self._stopped)
         finished = self._run.release()
         if finished is not None:

@@ -1,9 +1,9 @@
 """Moving calls between the trio side and the host side (asyncio loop or caller threads).
 
-A hub has two one-way paths, each running ``fn(arg)`` "soon" on the other
-side (always one argument: no tuple of arguments to build per hand-over): ``to_trio`` and ``to_host``. In a guest run both sides share one
-thread and both paths are plain calls; across threads each path is a
-`Batcher`.
+A hub has two one-way paths, ``to_trio`` and ``to_host``, each running
+``fn(arg)`` "soon" on the other side (one argument: no tuple of arguments to
+build per hand-over). In a guest run both sides share one thread and both
+paths are plain calls; across threads each path is a `Batcher`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Batcher", "Hub", "direct"]
 
 log = logging.getLogger("llmlb_actors")
+
 
 def direct(fn: Callable[[Any], object], arg: Any) -> None:
     """The path between two sides that share a thread and a loop: just call."""

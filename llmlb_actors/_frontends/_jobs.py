@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from .._balancer import Balancer
+    from .._batch import BatchStatistics
     from .._models import LLMRequest, LLMResponse
     from ._hubs import Hub
 
@@ -33,11 +34,13 @@ __all__ = [
     "HostInput",
     "Job",
     "Outbox",
+    "batch_statistics",
     "cancel_job",
     "request_fn",
     "run_map",
     "run_stream",
 ]
+
 
 class Job:
     """One operation a host asked for, and its outcome.
@@ -96,7 +99,15 @@ def cancel_job(job: Job) -> None:
 
 
 async def request_fn(lb: Balancer, request: LLMRequest, timeout: float | None) -> LLMResponse:
+    """``lb.request`` as a job's ``fn`` (the other methods are used unbound: ``Balancer.x``)."""
     return await lb.request(request, timeout=timeout)
+
+
+def batch_statistics(_lb: Balancer, job: Job) -> BatchStatistics:
+    """A running batch job's ``results.statistics()`` (for `BalancerHost.call_now`)."""
+    assert job.results is not None
+    stats: BatchStatistics = job.results.statistics()
+    return stats
 
 
 class Outbox:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +41,13 @@ class Runtime:
 
     def cancel(self, job: Job) -> None:
         """Cancel ``job`` upstream (a no-op once it has finished or the trio side ended)."""
-        try:
+        with contextlib.suppress(BalancerClosedError):
             self.hub.to_trio(cancel_job, job)
-        except BalancerClosedError:
-            pass
 
     def request_close(self) -> None:
         """Ask the trio side to close the balancer (idempotent)."""
-        try:
+        with contextlib.suppress(BalancerClosedError):
             self.hub.to_trio(BalancerHost.close, self.host)
-        except BalancerClosedError:
-            pass
 
 
 def _release(job: Job) -> None:

@@ -10,23 +10,24 @@ cancels the job upstream, waits for the trio side to finish it, then raises
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._balancer import Balancer as TrioBalancer
 from .._errors import BalancerClosedError
 from ._hubs import direct
-from ._jobs import Job, Outbox, request_fn, run_map, run_stream
+from ._jobs import Job, Outbox, batch_statistics, request_fn, run_map, run_stream
 from ._runtime import call_sync
 from ._thread import TrioThread
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from types import TracebackType
 
-    from .._balancer import Balancer as TrioBalancer
     from .._batch import BatchResult, BatchStatistics
     from .._config import BalancerConfig, ProviderConfig
     from .._models import LLMRequest, LLMResponse, StreamChunk
@@ -66,30 +67,6 @@ def _run_job(rt: Runtime, job: Job) -> Any:
     if error is not None:
         raise error
     return job.value
-
-
-async def _health_check(lb: TrioBalancer) -> dict[str, bool]:
-    return await lb.health_check()
-
-
-async def _add_provider(lb: TrioBalancer, config: ProviderConfig) -> None:
-    await lb.add_provider(config)
-
-
-async def _remove_provider(lb: TrioBalancer, name: str) -> None:
-    await lb.remove_provider(name)
-
-
-def _get_stats(lb: TrioBalancer) -> dict[str, ProviderStats]:
-    return lb.get_stats()
-
-
-def _get_totals(lb: TrioBalancer) -> BalancerTotals:
-    return lb.get_totals()
-
-
-def _get_healthy(lb: TrioBalancer) -> list[ProviderConfig]:
-    return lb.get_healthy_providers()
 
 
 class Balancer:
@@ -156,31 +133,33 @@ class Balancer:
 
     def get_stats(self) -> dict[str, ProviderStats]:
         """``{name: ProviderStats}`` for every current provider."""
-        stats: dict[str, ProviderStats] = call_sync(self._rt, _get_stats)
+        stats: dict[str, ProviderStats] = call_sync(self._rt, TrioBalancer.get_stats)
         return stats
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        totals: BalancerTotals = call_sync(self._rt, _get_totals)
+        totals: BalancerTotals = call_sync(self._rt, TrioBalancer.get_totals)
         return totals
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed."""
-        healthy: list[ProviderConfig] = call_sync(self._rt, _get_healthy)
+        healthy: list[ProviderConfig] = call_sync(self._rt, TrioBalancer.get_healthy_providers)
         return healthy
 
     def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
-        result: dict[str, bool] = _run_job(self._rt, Job(None, _health_check, (), _release))
+        result: dict[str, bool] = _run_job(
+            self._rt, Job(None, TrioBalancer.health_check, (), _release)
+        )
         return result
 
     def add_provider(self, config: ProviderConfig) -> None:
         """Start a provider at runtime."""
-        _run_job(self._rt, Job(None, _add_provider, (config,), _release))
+        _run_job(self._rt, Job(None, TrioBalancer.add_provider, (config,), _release))
 
     def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats."""
-        _run_job(self._rt, Job(None, _remove_provider, (name,), _release))
+        _run_job(self._rt, Job(None, TrioBalancer.remove_provider, (name,), _release))
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -216,19 +195,24 @@ _END = object()
 
 
 class _Inbox:
-    """A consumer thread's end of an `Outbox` (pushes arrive on the trio thread)."""
+    """A consumer thread's end of an `Outbox` (pushes arrive on the trio thread).
+
+    The trio side holds this object (its bound methods), never the stream or
+    batch the user holds: so a stream dropped mid-way is collected, and its
+    ``__del__`` can cancel the job.
+    """
 
     def __init__(self, rt: Runtime, capacity: int) -> None:
-        self._rt = rt
+        self.rt = rt
         self._mutex = threading.Lock()
         self._items: deque[Any] = deque()
         self._waiter: threading.Lock | None = None
         self._taken = 0
         self._credit_batch = max(1, capacity // 2)
-        self._outbox = Outbox(capacity)
-        self._outbox.push = self._push
-        self._outbox.to_host = direct
-        self._job: Job | None = None
+        self.outbox = Outbox(capacity)
+        self.outbox.push = self._push
+        self.outbox.to_host = direct
+        self.job: Job | None = None
         self._open = False
         self._done = False
         self._error_raised = False
@@ -248,7 +232,7 @@ class _Inbox:
         if waiter is not None:
             waiter.release()
 
-    def _finished(self, job: Job) -> None:
+    def finished(self, job: Job) -> None:
         with self._mutex:
             job.done = True
             self._done = True
@@ -257,7 +241,7 @@ class _Inbox:
             waiter.release()
 
     # consumer thread
-    def _wait(self, ready: Any) -> None:
+    def _wait(self, ready: Callable[[], object]) -> None:
         """Block until ``ready()``; on Ctrl-C stop the job (upstream closed), then re-raise."""
         while True:
             with self._mutex:
@@ -268,65 +252,67 @@ class _Inbox:
             try:
                 waiter.acquire()
             except BaseException:
-                self._stop()
+                self.stop()
                 raise
 
-    def _start(self, job: Job) -> None:
-        self._job = job
+    def start(self, job: Job) -> None:
+        self.job = job
         job.on_open = self._opened
-        self._rt.submit(job)
+        self.rt.submit(job)
         self._wait(lambda: self._open or self._done)
         if not self._open:
             raise job.error or BalancerClosedError("the balancer is closed")
 
-    def _next(self) -> Any:
-        self._wait(lambda: self._items or self._done)
+    def next(self) -> Any:
+        """The next item, `_END` at the end; raises the job's error once (after its items)."""
+        try:
+            self._wait(lambda: self._items or self._done)
+        except BaseException:
+            self.stop()
+            raise
         if self._items:
             item = self._items.popleft()
             self._taken += 1
             if self._taken >= self._credit_batch:
                 taken, self._taken = self._taken, 0
-                try:
-                    self._rt.hub.to_trio(self._outbox.add_credit, taken)
-                except BalancerClosedError:
-                    pass
+                with contextlib.suppress(BalancerClosedError):  # the job ended meanwhile
+                    self.rt.hub.to_trio(self.outbox.add_credit, taken)
             return item
-        assert self._job is not None
-        error = self._job.error
+        assert self.job is not None
+        error = self.job.error
         if error is not None and not self._error_raised:
             self._error_raised = True
             raise error
         return _END
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         """Cancel the job unless it ended, and wait until it has (upstream closed)."""
-        job = self._job
+        job = self.job
         if job is None or self._done:
             return
-        self._rt.cancel(job)
+        self.rt.cancel(job)
         self._wait(lambda: self._done)
 
-    def __del__(self) -> None:
-        # Dropped mid-way without close(): cancel upstream, without waiting (any thread).
-        job = self._job
+    def abandon(self) -> None:
+        """Cancel the job without waiting (from ``__del__``, on any thread)."""
+        job = self.job
         if job is not None and not self._done:
-            self._rt.cancel(job)
+            self.rt.cancel(job)
 
 
-class Stream(_Inbox):
+class Stream:
     """What `Balancer.stream` returns: an iterator of `StreamChunk` (and a context manager)."""
 
     def __init__(self, rt: Runtime, request: LLMRequest, timeout: float | None) -> None:
-        super().__init__(rt, STREAM_WINDOW)
+        self._inbox = _Inbox(rt, STREAM_WINDOW)
         self._request = request
         self._timeout = timeout
 
     def _ensure_started(self) -> None:
-        if self._job is None:
-            job = Job(
-                run_stream, None, (self._request, self._timeout, self._outbox), self._finished
-            )
-            self._start(job)
+        inbox = self._inbox
+        if inbox.job is None:
+            args = (self._request, self._timeout, inbox.outbox)
+            inbox.start(Job(run_stream, None, args, inbox.finished))
 
     def __enter__(self) -> Stream:
         self._ensure_started()
@@ -345,11 +331,7 @@ class Stream(_Inbox):
 
     def __next__(self) -> StreamChunk:
         self._ensure_started()
-        try:
-            item = self._next()
-        except BaseException:
-            self._stop()
-            raise
+        item = self._inbox.next()
         if item is _END:
             raise StopIteration
         chunk: StreamChunk = item
@@ -357,21 +339,27 @@ class Stream(_Inbox):
 
     def close(self) -> None:
         """Stop the stream now: the upstream response is closed before this returns."""
-        self._stop()
+        self._inbox.stop()
+
+    def __del__(self) -> None:
+        inbox = getattr(self, "_inbox", None)  # None if __init__ did not finish
+        if inbox is not None:
+            inbox.abandon()
 
 
-class BatchIterator(_Inbox):
+class BatchIterator:
     """What `Balancer.map` returns: an iterator of `BatchResult` (and a context manager)."""
 
     def __init__(self, rt: Runtime, requests: Iterable[Any], options: dict[str, Any]) -> None:
-        super().__init__(rt, MAP_HANDOVER)
+        self._inbox = _Inbox(rt, MAP_HANDOVER)
         self._requests = requests
         self._options = options
 
     def _ensure_started(self) -> None:
-        if self._job is None:
-            job = Job(run_map, None, (self._requests, self._options, self._outbox), self._finished)
-            self._start(job)
+        inbox = self._inbox
+        if inbox.job is None:
+            args = (self._requests, self._options, inbox.outbox)
+            inbox.start(Job(run_map, None, args, inbox.finished))
 
     def __enter__(self) -> BatchIterator:
         self._ensure_started()
@@ -390,11 +378,7 @@ class BatchIterator(_Inbox):
 
     def __next__(self) -> BatchResult:
         self._ensure_started()
-        try:
-            item = self._next()
-        except BaseException:
-            self._stop()
-            raise
+        item = self._inbox.next()
         if item is _END:
             raise StopIteration
         result: BatchResult = item
@@ -403,18 +387,17 @@ class BatchIterator(_Inbox):
     def statistics(self) -> BatchStatistics:
         """Counters of the batch right now (results on their way here count as consumed)."""
         self._ensure_started()
-        stats: BatchStatistics = call_sync(self._rt, _batch_statistics, self._job)
+        stats: BatchStatistics = call_sync(self._inbox.rt, batch_statistics, self._inbox.job)
         return stats
 
     def close(self) -> None:
         """Stop the batch now: unfinished requests are cancelled before this returns."""
-        self._stop()
+        self._inbox.stop()
 
-
-def _batch_statistics(_lb: TrioBalancer, job: Job | None) -> BatchStatistics:
-    assert job is not None and job.results is not None
-    stats: BatchStatistics = job.results.statistics()
-    return stats
+    def __del__(self) -> None:
+        inbox = getattr(self, "_inbox", None)  # None if __init__ did not finish
+        if inbox is not None:
+            inbox.abandon()
 
 
 def open_balancer(config: BalancerConfig | None = None, **fields: Any) -> Balancer:

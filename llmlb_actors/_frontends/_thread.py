@@ -68,7 +68,7 @@ class TrioThread(Runtime):
 
         try:
             trio.run(self._main, tell)
-        except BaseException as exc:  # noqa: BLE001 - reported to the host, never lost
+        except BaseException as exc:
             if told:
                 self.crash = exc
             else:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from llmlb_actors.sim import SimProvider, Simulator, SimStats, open_simulator
+from llmlb_actors.sim import SimProvider, SimStats, Simulator, open_simulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -16,7 +16,6 @@ import pytest
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest
 from llmlb_actors.sim import Behaviour, SimProvider
-
 from tests.frontends.drivers import FRONT_ENDS, PartialStream, run_scenario
 from tests.frontends.simthread import SimThread
 
@@ -81,7 +80,9 @@ def test_round_robin_rotates_across_protocols(fe_name: str, sim: SimThread) -> N
 
 def test_weighted_and_custom_strategies(fe_name: str, sim: SimThread) -> None:
     async def scenario(fe: FrontEnd, sim: SimThread) -> None:
-        providers = [sim.provider_config(n, weight=w) for n, w in zip("abc", [3, 2, 1])]
+        providers = [
+            sim.provider_config(n, weight=w) for n, w in zip("abc", [3, 2, 1], strict=True)
+        ]
         async with fe.open(**options(sim, strategy="weighted", providers=providers)) as lb:
             picks = sorted([(await lb.request(REQ)).provider for _ in range(6)])
         assert picks == ["a", "a", "a", "b", "b", "c"]
@@ -223,7 +224,7 @@ def test_cancelling_a_call_cancels_the_attempt_upstream(fe_name: str, sim: SimTh
 def test_request_timeout_is_the_balancers(fe_name: str, sim: SimThread) -> None:
     async def scenario(fe: FrontEnd, sim: SimThread) -> None:
         async with fe.open(**options(sim, "hang")) as lb:
-            with pytest.raises(llmlb.LoadBalancerError, match="timed out after 0.05s"):
+            with pytest.raises(llmlb.LoadBalancerError, match=r"timed out after 0\.05s"):
                 await lb.request(REQ, timeout=0.05)
             await fe.wait_until(lambda: sim.stats("hang").open_connections == 0)
             await fe.wait_until(lambda: lb.get_stats()["hang"].in_flight == 0)
@@ -309,7 +310,7 @@ def test_health_check_add_and_remove(fe_name: str, sim: SimThread) -> None:
     run_scenario(fe_name, scenario, sim)
 
 
-# -- shutdown ---------------------------------------------------------------------------------------
+# -- shutdown ------------------------------------------------------------------------------------
 
 
 def test_shutdown_with_requests_in_flight(fe_name: str, sim: SimThread) -> None:
