@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
     from llmlb_actors import BatchResult, LLMRequest, LLMResponse, StreamChunk
-    from tests.frontends.simthread import SimThread
+    from llmlb_actors.sim import SimulatorThread
 
 FRONT_ENDS = ["trio", "asyncio", "asyncio-thread", "sync"]
 
@@ -415,7 +415,7 @@ def _drive(coro: Awaitable[Any]) -> Any:
 
 
 def run_scenario(
-    name: str, scenario: Callable[[FrontEnd, SimThread], Awaitable[Any]], sim: SimThread
+    name: str, scenario: Callable[[FrontEnd, SimulatorThread], Awaitable[Any]], sim: SimulatorThread
 ) -> Any:
     """Run ``scenario`` through front-end ``name`` on that front-end's own loop (or none)."""
     fe = front_end(name)

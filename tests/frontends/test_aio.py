@@ -13,8 +13,7 @@ import pytest
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, aio
-from llmlb_actors.sim import Behaviour, SimProvider
-from tests.frontends.simthread import SimThread
+from llmlb_actors.sim import Behaviour, SimProvider, SimulatorThread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,18 +23,18 @@ RUNNERS = ["thread", "guest"]
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
+def sim() -> Iterator[SimulatorThread]:
     providers = [
         SimProvider(name="a", protocol="openai"),
         SimProvider(name="b", protocol="openai"),
         SimProvider(name="hang", protocol="openai", behaviour=Behaviour(faults={"hang": 1.0})),
         SimProvider(name="drip", protocol="openai", behaviour=Behaviour(token_delay=0.02)),
     ]
-    with SimThread(providers) as running:
+    with SimulatorThread(providers) as running:
         yield running
 
 
-def opts(sim: SimThread, *names: str, runner: str, **more: Any) -> dict[str, Any]:
+def opts(sim: SimulatorThread, *names: str, runner: str, **more: Any) -> dict[str, Any]:
     return {
         "providers": [sim.provider_config(n, **more.pop("provider", {})) for n in names],
         "health_check_interval": None,
@@ -55,7 +54,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_cancelling_1000_requests_in_flight_closes_every_upstream_connection(
-    sim: SimThread, runner: str
+    sim: SimulatorThread, runner: str
 ) -> None:
     n = 1000
 
@@ -87,7 +86,7 @@ def test_cancelling_1000_requests_in_flight_closes_every_upstream_connection(
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_asyncio_timeout_cancels_upstream(sim: SimThread, runner: str) -> None:
+def test_asyncio_timeout_cancels_upstream(sim: SimulatorThread, runner: str) -> None:
     async def main() -> None:
         async with aio.open_balancer(**opts(sim, "hang", runner=runner)) as lb:
             with pytest.raises(TimeoutError):
@@ -106,7 +105,7 @@ def test_asyncio_timeout_cancels_upstream(sim: SimThread, runner: str) -> None:
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_cancelling_a_stream_mid_way_closes_it(sim: SimThread, runner: str) -> None:
+def test_cancelling_a_stream_mid_way_closes_it(sim: SimulatorThread, runner: str) -> None:
     async def main() -> None:
         async with aio.open_balancer(**opts(sim, "drip", runner=runner)) as lb:
             got: list[str] = []
@@ -130,7 +129,7 @@ def test_cancelling_a_stream_mid_way_closes_it(sim: SimThread, runner: str) -> N
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_closing_with_a_stream_open_breaks_it_partially(sim: SimThread, runner: str) -> None:
+def test_closing_with_a_stream_open_breaks_it_partially(sim: SimulatorThread, runner: str) -> None:
     async def main() -> None:
         errors: list[BaseException] = []
         got: list[str] = []
@@ -158,7 +157,9 @@ def test_closing_with_a_stream_open_breaks_it_partially(sim: SimThread, runner: 
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_map_reads_an_async_iterable_lazily_and_closes_it(sim: SimThread, runner: str) -> None:
+def test_map_reads_an_async_iterable_lazily_and_closes_it(
+    sim: SimulatorThread, runner: str
+) -> None:
     pulled = 0
     closed = False
 
@@ -191,7 +192,7 @@ def test_map_reads_an_async_iterable_lazily_and_closes_it(sim: SimThread, runner
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_two_balancers_on_one_loop_and_reopening(sim: SimThread, runner: str) -> None:
+def test_two_balancers_on_one_loop_and_reopening(sim: SimulatorThread, runner: str) -> None:
     async def main() -> None:
         async with (
             aio.open_balancer(**opts(sim, "a", runner=runner)) as one,
@@ -206,7 +207,7 @@ def test_two_balancers_on_one_loop_and_reopening(sim: SimThread, runner: str) ->
     asyncio.run(main())  # a fresh loop: nothing of the first one is left behind
 
 
-def test_misuse_is_explained(sim: SimThread) -> None:
+def test_misuse_is_explained(sim: SimulatorThread) -> None:
     async def main() -> None:
         with pytest.raises(llmlb.ConfigError, match="runner"):
             aio.open_balancer(providers=[sim.provider_config("a")], runner="fork")  # type: ignore[arg-type]

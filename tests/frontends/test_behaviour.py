@@ -15,9 +15,8 @@ import pytest
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest
-from llmlb_actors.sim import Behaviour, SimProvider
+from llmlb_actors.sim import Behaviour, SimProvider, SimulatorThread
 from tests.frontends.drivers import FRONT_ENDS, PartialStream, run_scenario
-from tests.frontends.simthread import SimThread
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,7 +27,7 @@ REQ = LLMRequest(prompt="Write a funny dad joke.")
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
+def sim() -> Iterator[SimulatorThread]:
     providers = [SimProvider(name=n, protocol="openai", model=f"gpt-{n}") for n in "abc"]
     providers += [
         SimProvider(name="claude", protocol="anthropic", model="claude-sim"),
@@ -40,11 +39,11 @@ def sim() -> Iterator[SimThread]:
             name="drip", protocol="anthropic", model="m", behaviour=Behaviour(token_delay=0.05)
         ),
     ]
-    with SimThread(providers) as running:
+    with SimulatorThread(providers) as running:
         yield running
 
 
-def options(sim: SimThread, *names: str, **overrides: Any) -> dict[str, Any]:
+def options(sim: SimulatorThread, *names: str, **overrides: Any) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "providers": [sim.provider_config(n) for n in names],
         "health_check_interval": None,
@@ -62,8 +61,8 @@ pytestmark = pytest.mark.parametrize("fe_name", FRONT_ENDS)
 # -- strategies ---------------------------------------------------------------------------------
 
 
-def test_round_robin_rotates_across_protocols(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_round_robin_rotates_across_protocols(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "a", "claude", "gemini")) as lb:
             got = [await lb.request(REQ) for _ in range(6)]
             stats = lb.get_stats()
@@ -78,8 +77,8 @@ def test_round_robin_rotates_across_protocols(fe_name: str, sim: SimThread) -> N
     run_scenario(fe_name, scenario, sim)
 
 
-def test_weighted_and_custom_strategies(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_weighted_and_custom_strategies(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         providers = [
             sim.provider_config(n, weight=w) for n, w in zip("abc", [3, 2, 1], strict=True)
         ]
@@ -101,8 +100,8 @@ def test_weighted_and_custom_strategies(fe_name: str, sim: SimThread) -> None:
 # -- retries and errors -------------------------------------------------------------------------
 
 
-def test_retries_then_failover(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_retries_then_failover(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         sim.script("a", ["503", "500", "ok"])
         async with fe.open(**options(sim, "a")) as lb:
             assert (await lb.request(REQ)).attempts == 3
@@ -117,8 +116,8 @@ def test_retries_then_failover(fe_name: str, sim: SimThread) -> None:
     run_scenario(fe_name, scenario, sim)
 
 
-def test_errors_are_the_same_types(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_errors_are_the_same_types(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         sim.script("a", ["500"] * 4)
         async with fe.open(**options(sim, "a")) as lb:
             with pytest.raises(llmlb.LoadBalancerError, match="All providers failed") as info:
@@ -144,8 +143,8 @@ def test_errors_are_the_same_types(fe_name: str, sim: SimThread) -> None:
 # -- streams ------------------------------------------------------------------------------------
 
 
-def test_stream_whole(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_stream_whole(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "claude")) as lb:
             chunks = await lb.stream(REQ)
             whole = await lb.request(REQ)
@@ -159,8 +158,8 @@ def test_stream_whole(fe_name: str, sim: SimThread) -> None:
     run_scenario(fe_name, scenario, sim)
 
 
-def test_stream_fails_over_before_the_first_chunk(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_stream_fails_over_before_the_first_chunk(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         sim.script("claude", ["529"])
         async with fe.open(**options(sim, "claude", "gemini", strategy="failover")) as lb:
             chunks = await lb.stream(REQ)
@@ -171,8 +170,8 @@ def test_stream_fails_over_before_the_first_chunk(fe_name: str, sim: SimThread) 
     run_scenario(fe_name, scenario, sim)
 
 
-def test_stream_broken_after_the_first_chunk_is_partial(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_stream_broken_after_the_first_chunk_is_partial(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         sim.script("claude", ["cut"])
         async with fe.open(**options(sim, "claude", "gemini", strategy="failover")) as lb:
             with pytest.raises(PartialStream) as info:
@@ -189,8 +188,8 @@ def test_stream_broken_after_the_first_chunk_is_partial(fe_name: str, sim: SimTh
     run_scenario(fe_name, scenario, sim)
 
 
-def test_leaving_a_stream_early_closes_the_upstream(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_leaving_a_stream_early_closes_the_upstream(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "drip")) as lb:
             first = await lb.stream_first(REQ)
             assert first.delta
@@ -205,8 +204,8 @@ def test_leaving_a_stream_early_closes_the_upstream(fe_name: str, sim: SimThread
 # -- cancellation --------------------------------------------------------------------------------
 
 
-def test_cancelling_a_call_cancels_the_attempt_upstream(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_cancelling_a_call_cancels_the_attempt_upstream(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "hang")) as lb:
             seen = await lb.cancel_request(REQ, lambda: sim.stats("hang").requests == 1)
             assert seen == "cancelled"
@@ -221,8 +220,8 @@ def test_cancelling_a_call_cancels_the_attempt_upstream(fe_name: str, sim: SimTh
     run_scenario(fe_name, scenario, sim)
 
 
-def test_request_timeout_is_the_balancers(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_request_timeout_is_the_balancers(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "hang")) as lb:
             with pytest.raises(llmlb.LoadBalancerError, match=r"timed out after 0\.05s"):
                 await lb.request(REQ, timeout=0.05)
@@ -236,12 +235,12 @@ def test_request_timeout_is_the_balancers(fe_name: str, sim: SimThread) -> None:
 # -- exactly once ----------------------------------------------------------------------------------
 
 
-def test_exactly_once_under_faults(fe_name: str, sim: SimThread) -> None:
+def test_exactly_once_under_faults(fe_name: str, sim: SimulatorThread) -> None:
     faults = {"500": 0.1, "503": 0.1, "reset": 0.05, "malformed": 0.05}
     for i, name in enumerate("abc"):
-        sim.call(sim.sim.set_behaviour, name, Behaviour(faults=faults, seed=i))
+        sim.set_behaviour(name, Behaviour(faults=faults, seed=i))
 
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         n = 300
         reqs = (LLMRequest(prompt=f"question {i}", id=f"q{i}") for i in range(n))
         async with fe.open(**options(sim, "a", "b", "c", max_retries=2)) as lb:
@@ -265,13 +264,13 @@ def test_exactly_once_under_faults(fe_name: str, sim: SimThread) -> None:
     run_scenario(fe_name, scenario, sim)
 
 
-def test_map_ordered_and_input_errors(fe_name: str, sim: SimThread) -> None:
+def test_map_ordered_and_input_errors(fe_name: str, sim: SimulatorThread) -> None:
     def broken() -> Iterator[LLMRequest]:
         yield LLMRequest(prompt="one")
         yield LLMRequest(prompt="two")
         raise ValueError("the input broke")
 
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "a", "b")) as lb:
             reqs = [LLMRequest(prompt=f"p{i}") for i in range(40)]
             results, error = await lb.map(reqs, concurrency=8, ordered=True)
@@ -294,8 +293,8 @@ def test_map_ordered_and_input_errors(fe_name: str, sim: SimThread) -> None:
 # -- membership and health ----------------------------------------------------------------------
 
 
-def test_health_check_add_and_remove(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_health_check_add_and_remove(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         async with fe.open(**options(sim, "a", "claude")) as lb:
             assert await lb.health_check() == {"a": True, "claude": True}
             await lb.add_provider(sim.provider_config("gemini"))
@@ -313,8 +312,8 @@ def test_health_check_add_and_remove(fe_name: str, sim: SimThread) -> None:
 # -- shutdown ------------------------------------------------------------------------------------
 
 
-def test_shutdown_with_requests_in_flight(fe_name: str, sim: SimThread) -> None:
-    async def scenario(fe: FrontEnd, sim: SimThread) -> None:
+def test_shutdown_with_requests_in_flight(fe_name: str, sim: SimulatorThread) -> None:
+    async def scenario(fe: FrontEnd, sim: SimulatorThread) -> None:
         n = 20
         reqs = [REQ] * n
         outcomes, lb = await fe.shutdown_during(

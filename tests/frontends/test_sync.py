@@ -19,8 +19,7 @@ import pytest
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, sync
-from llmlb_actors.sim import Behaviour, SimProvider
-from tests.frontends.simthread import SimThread
+from llmlb_actors.sim import Behaviour, SimProvider, SimulatorThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -30,16 +29,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def sim() -> Iterator[SimThread]:
+def sim() -> Iterator[SimulatorThread]:
     providers = [SimProvider(name=n, protocol="openai") for n in ("a", "b", "c")] + [
         SimProvider(name="hang", protocol="openai", behaviour=Behaviour(faults={"hang": 1.0})),
         SimProvider(name="drip", protocol="openai", behaviour=Behaviour(token_delay=0.02)),
     ]
-    with SimThread(providers) as running:
+    with SimulatorThread(providers) as running:
         yield running
 
 
-def opts(sim: SimThread, *names: str, **more: Any) -> dict[str, Any]:
+def opts(sim: SimulatorThread, *names: str, **more: Any) -> dict[str, Any]:
     return {
         "providers": [sim.provider_config(n) for n in names],
         "health_check_interval": None,
@@ -69,7 +68,7 @@ def interrupt_main_when(predicate: Callable[[], bool]) -> threading.Thread:
     return thread
 
 
-def test_64_threads_at_once(sim: SimThread) -> None:
+def test_64_threads_at_once(sim: SimulatorThread) -> None:
     with sync.open_balancer(**opts(sim, "a", "b", "c")) as lb:
         with ThreadPoolExecutor(64) as pool:
             got = list(pool.map(lambda _: lb.request(REQ).provider, range(1920)))
@@ -80,7 +79,7 @@ def test_64_threads_at_once(sim: SimThread) -> None:
     assert (totals.requests, totals.succeeded, totals.in_flight) == (1920, 1920, 0)
 
 
-def test_inside_a_running_asyncio_loop(sim: SimThread) -> None:
+def test_inside_a_running_asyncio_loop(sim: SimulatorThread) -> None:
     """A notebook cell: plain calls, while the thread's asyncio loop is running."""
 
     async def cell() -> tuple[str, str, int]:
@@ -97,7 +96,7 @@ def test_inside_a_running_asyncio_loop(sim: SimThread) -> None:
     assert answered == 20
 
 
-def test_ctrl_c_during_a_stream_closes_it(sim: SimThread) -> None:
+def test_ctrl_c_during_a_stream_closes_it(sim: SimulatorThread) -> None:
     got: list[str] = []
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -114,7 +113,7 @@ def test_ctrl_c_during_a_stream_closes_it(sim: SimThread) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_during_a_batch_cancels_it(sim: SimThread) -> None:
+def test_ctrl_c_during_a_batch_cancels_it(sim: SimulatorThread) -> None:
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with sync.open_balancer(**opts(sim, "hang")) as lb:
@@ -130,7 +129,7 @@ def test_ctrl_c_during_a_batch_cancels_it(sim: SimThread) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_in_a_script(sim: SimThread) -> None:
+def test_ctrl_c_in_a_script(sim: SimulatorThread) -> None:
     """The real thing: a script blocked in ``lb.request`` gets SIGINT from outside."""
     hang = sim.provider_config("hang")
     script = textwrap.dedent(
@@ -178,7 +177,7 @@ def test_ctrl_c_in_a_script(sim: SimThread) -> None:
     until(lambda: sim.stats("hang").open_connections == 0)
 
 
-def test_map_is_lazy_and_bounded(sim: SimThread) -> None:
+def test_map_is_lazy_and_bounded(sim: SimulatorThread) -> None:
     pulled = 0
     closed = False
 
@@ -208,7 +207,7 @@ def test_map_is_lazy_and_bounded(sim: SimThread) -> None:
     assert stats.window == 16
 
 
-def test_a_stream_left_early_is_closed(sim: SimThread) -> None:
+def test_a_stream_left_early_is_closed(sim: SimulatorThread) -> None:
     with sync.open_balancer(**opts(sim, "drip")) as lb:
         for _chunk in lb.stream(REQ):
             break  # the stream object is dropped here: collected, it cancels upstream
@@ -217,7 +216,7 @@ def test_a_stream_left_early_is_closed(sim: SimThread) -> None:
         until(lambda: lb.get_stats()["drip"].in_flight == 0)
 
 
-def test_lifetime(sim: SimThread) -> None:
+def test_lifetime(sim: SimulatorThread) -> None:
     lb = sync.open_balancer(**opts(sim, "a"))
     thread = next(t for t in threading.enumerate() if t.name == "llmlb-balancer")
     assert lb.request(REQ).provider == "a"
