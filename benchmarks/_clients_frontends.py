@@ -1,9 +1,10 @@
 """The front-end configurations: the balancer from asyncio code and from threads.
 
-- ``llmlb-aio``: ``llmlb_actors.aio`` (trio as a guest on the asyncio loop), 1 provider,
-  driven by the same asyncio closed loop as ``aiohttp``.
-- ``llmlb-aio-thread``: the same with ``runner="thread"`` (trio on its own thread, a
-  thread-safe hand-over each way): the alternative the guest run was chosen over.
+- ``llmlb-aio``: ``llmlb_actors.aio`` (the default runner: trio on a thread of its own,
+  a batched thread-safe hand-over each way), 1 provider, driven by the same asyncio
+  closed loop as ``aiohttp``.
+- ``llmlb-aio-guest``: the same with ``runner="guest"`` (trio as a guest run on the
+  asyncio loop): the alternative the thread was chosen over.
 - ``llmlb-sync``: ``llmlb_actors.sync`` from C caller threads in a closed loop.
 - ``litellm-sync``: LiteLLM's ``Router.completion`` from C caller threads.
 
@@ -170,9 +171,9 @@ def _litellm_sync(spec: PointSpec) -> PointResult:
 def run_frontend_point(spec: PointSpec) -> PointResult:
     """Measure one front-end configuration in this process."""
     if spec.config == "llmlb-aio":
-        return asyncio.run(_aio(spec, "guest"))
-    if spec.config == "llmlb-aio-thread":
         return asyncio.run(_aio(spec, "thread"))
+    if spec.config == "llmlb-aio-guest":
+        return asyncio.run(_aio(spec, "guest"))
     if spec.config == "llmlb-sync":
         return _sync(spec)
     if spec.config == "litellm-sync":

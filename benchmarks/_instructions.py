@@ -23,7 +23,7 @@ import tempfile
 import threading
 from typing import Any
 
-FRONT_ENDS = ["trio", "aio-guest", "aio-thread", "sync"]
+FRONT_ENDS = ["trio", "aio", "aio-guest", "sync"]
 
 
 def _config() -> Any:
@@ -70,7 +70,7 @@ def run(front_end: str, requests: int, concurrency: int) -> None:
     elif front_end.startswith("aio"):
         from llmlb_actors import aio
 
-        runner = "guest" if front_end == "aio-guest" else "thread"
+        runner = "guest" if front_end == "aio-guest" else "thread"  # "aio": the default
 
         async def main_aio() -> None:
             async with aio.open_balancer(config, runner=runner) as lb:  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ TRIO_NAMES = frozenset(
 )
 ASYNCIO_NAMES = frozenset({"aiohttp", "aiohttp-stream", "litellm"})
 #: The asyncio and sync front-ends (and LiteLLM's sync Router): `_clients_frontends`.
-FRONTEND_NAMES = frozenset({"llmlb-aio", "llmlb-aio-thread", "llmlb-sync", "litellm-sync"})
+FRONTEND_NAMES = frozenset({"llmlb-aio", "llmlb-aio-guest", "llmlb-sync", "litellm-sync"})
 
 
 def measure(spec: PointSpec) -> PointResult:

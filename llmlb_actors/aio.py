@@ -8,8 +8,9 @@
     async with aio.open_balancer(config) as lb:
         response = await lb.request(llmlb.LLMRequest(prompt="hi"))
 
-The same trio balancer (strategies, retries, stats, errors) runs as a trio
-guest on the asyncio loop; see the README section "Using it from asyncio".
+The same trio balancer (strategies, retries, stats, errors) runs on a trio
+thread of its own (or, with ``runner="guest"``, as a trio guest on the
+asyncio loop); see the README section "Using it from asyncio".
 """
 
 from ._frontends._aio import Balancer as Balancer

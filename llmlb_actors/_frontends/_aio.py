@@ -483,15 +483,18 @@ class _Opened:
 
 
 def open_balancer(
-    config: BalancerConfig | None = None, *, runner: Runner = "guest", **fields: Any
+    config: BalancerConfig | None = None, *, runner: Runner = "thread", **fields: Any
 ) -> _Opened:
-    """Run a balancer for an ``async with`` block on the running asyncio loop.
+    """Run a balancer for an ``async with`` block, for the running asyncio loop.
 
     Arguments as `llmlb_actors.open_balancer` (a `BalancerConfig`, or its
-    fields as keywords; ``rng``). The balancer runs on trio, as a guest on
-    this loop (``runner="guest"``, the default) or on a trio thread of its
-    own (``runner="thread"``). Leaving the block shuts it down: requests
-    still in flight from other tasks get `BalancerClosedError`.
+    fields as keywords; ``rng``). The balancer runs on trio: on a trio
+    thread of its own (``runner="thread"``, the default), or as a trio guest
+    on this loop (``runner="guest"``, ``trio.lowlevel.start_guest_run``).
+    Both cost the same per request; the thread keeps the balancer running
+    while the loop is busy (README: "Using it from asyncio"). Leaving the
+    block shuts it down: requests still in flight from other tasks get
+    `BalancerClosedError`.
 
     Raises:
         ConfigError: the configuration is invalid (on entering the block).

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from llmlb_actors import BatchResult, LLMRequest, LLMResponse, StreamChunk
     from llmlb_actors.sim import SimulatorThread
 
-FRONT_ENDS = ["trio", "asyncio", "asyncio-thread", "sync"]
+FRONT_ENDS = ["trio", "asyncio", "asyncio-guest", "sync"]
 
 Outcome = Any  # an LLMResponse, or the exception the caller saw
 
@@ -264,7 +264,7 @@ class AioDriver(Driver):
 class AioFrontEnd(FrontEnd):
     def __init__(self, runner: str) -> None:
         self.runner = runner
-        self.name = "asyncio" if runner == "guest" else "asyncio-thread"
+        self.name = "asyncio" if runner == "thread" else "asyncio-guest"
 
     @asynccontextmanager
     async def open(self, **options: Any) -> AsyncIterator[Driver]:
@@ -397,9 +397,9 @@ def front_end(name: str) -> FrontEnd:
     if name == "trio":
         return TrioFrontEnd()
     if name == "asyncio":
-        return AioFrontEnd("guest")
-    if name == "asyncio-thread":
         return AioFrontEnd("thread")
+    if name == "asyncio-guest":
+        return AioFrontEnd("guest")
     assert name == "sync"
     return SyncFrontEnd()
 
