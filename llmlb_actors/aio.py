@@ -20,3 +20,8 @@ from ._frontends._aio import Stream as Stream
 from ._frontends._aio import open_balancer as open_balancer
 
 __all__ = ["Balancer", "BatchMap", "BatchResults", "Stream", "open_balancer"]
+
+for _name in __all__:
+    # Reprs and tracebacks name llmlb_actors.aio.X, not the private module.
+    globals()[_name].__module__ = __name__
+del _name

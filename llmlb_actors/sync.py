@@ -21,3 +21,8 @@ from ._frontends._sync import Stream as Stream
 from ._frontends._sync import open_balancer as open_balancer
 
 __all__ = ["Balancer", "BatchIterator", "Stream", "open_balancer"]
+
+for _name in __all__:
+    # Reprs and tracebacks name llmlb_actors.sync.X, not the private module.
+    globals()[_name].__module__ = __name__
+del _name

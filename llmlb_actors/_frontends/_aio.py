@@ -58,8 +58,19 @@ async def _cancel_and_wait(rt: Runtime, job: Job) -> None:
             await waiter
 
 
-async def _run_job(rt: Runtime, job: Job) -> Any:
-    waiter = job.waiter = asyncio.get_running_loop().create_future()
+def _check_loop(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    running = asyncio.get_running_loop()
+    if running is not loop:
+        # Answers are delivered to the loop the balancer was opened on.
+        raise RuntimeError(
+            "this llmlb_actors.aio balancer belongs to another event loop: "
+            "use it from the loop it was opened on"
+        )
+    return running
+
+
+async def _run_job(rt: Runtime, loop: asyncio.AbstractEventLoop, job: Job) -> Any:
+    waiter = job.waiter = _check_loop(loop).create_future()
     rt.submit(job)
     try:
         await waiter
@@ -81,8 +92,9 @@ class Balancer:
     does: the connection is closed and the provider counts it as cancelled.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop) -> None:
         self._rt = runtime
+        self._loop = loop
 
     @property
     def config(self) -> BalancerConfig:
@@ -92,7 +104,7 @@ class Balancer:
     async def request(self, request: LLMRequest, *, timeout: float | None = None) -> LLMResponse:
         """Answer ``request``; see `llmlb_actors.Balancer.request` (same errors)."""
         job = Job(None, request_fn, (request, timeout), _wake)
-        response: LLMResponse = await _run_job(self._rt, job)
+        response: LLMResponse = await _run_job(self._rt, self._loop, job)
         return response
 
     def stream(self, request: LLMRequest, *, timeout: float | None = None) -> Stream:
@@ -102,7 +114,7 @@ class Balancer:
         after it a failure raises `LLMError` with ``partial=True``. Leaving
         the block early or being cancelled closes the upstream response.
         """
-        return Stream(self._rt, request, timeout)
+        return Stream(self._rt, self._loop, request, timeout)
 
     def map(
         self,
@@ -125,7 +137,7 @@ class Balancer:
             "buffer": buffer,
             "timeout": timeout,
         }
-        return BatchMap(self._rt, requests, options)
+        return BatchMap(self._rt, self._loop, requests, options)
 
     def get_stats(self) -> dict[str, ProviderStats]:
         """``{name: ProviderStats}`` for every current provider."""
@@ -145,17 +157,19 @@ class Balancer:
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
         result: dict[str, bool] = await _run_job(
-            self._rt, Job(None, TrioBalancer.health_check, (), _wake)
+            self._rt, self._loop, Job(None, TrioBalancer.health_check, (), _wake)
         )
         return result
 
     async def add_provider(self, config: ProviderConfig) -> None:
         """Start a provider at runtime."""
-        await _run_job(self._rt, Job(None, TrioBalancer.add_provider, (config,), _wake))
+        await _run_job(self._rt, self._loop, Job(None, TrioBalancer.add_provider, (config,), _wake))
 
     async def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats."""
-        await _run_job(self._rt, Job(None, TrioBalancer.remove_provider, (name,), _wake))
+        await _run_job(
+            self._rt, self._loop, Job(None, TrioBalancer.remove_provider, (name,), _wake)
+        )
 
 
 # -- streams and batches: items from an Outbox, on the loop ---------------------------------
@@ -167,9 +181,9 @@ _END = object()
 class _Inbox:
     """The loop's end of an `Outbox`: items arrive here, credit goes back as they are taken."""
 
-    def __init__(self, rt: Runtime, capacity: int) -> None:
+    def __init__(self, rt: Runtime, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
         self._rt = rt
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._items: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._taken = 0
@@ -206,6 +220,7 @@ class _Inbox:
         await waiter
 
     async def _start(self, job: Job) -> None:
+        _check_loop(self._loop)
         self._job = job
         job.on_open = self._opened
         self._rt.submit(job)
@@ -256,8 +271,14 @@ class _Inbox:
 class Stream(_Inbox):
     """What `Balancer.stream` returns: an async context manager, then an async iterator."""
 
-    def __init__(self, rt: Runtime, request: LLMRequest, timeout: float | None) -> None:
-        super().__init__(rt, STREAM_WINDOW)
+    def __init__(
+        self,
+        rt: Runtime,
+        loop: asyncio.AbstractEventLoop,
+        request: LLMRequest,
+        timeout: float | None,
+    ) -> None:
+        super().__init__(rt, loop, STREAM_WINDOW)
         self._request = request
         self._timeout = timeout
 
@@ -295,8 +316,10 @@ class Stream(_Inbox):
 class BatchResults(_Inbox):
     """The async iterator of one batch's results (`llmlb_actors.BatchResult` each)."""
 
-    def __init__(self, rt: Runtime, source: AsyncIterable[Any] | None) -> None:
-        super().__init__(rt, MAP_HANDOVER)
+    def __init__(
+        self, rt: Runtime, loop: asyncio.AbstractEventLoop, source: AsyncIterable[Any] | None
+    ) -> None:
+        super().__init__(rt, loop, MAP_HANDOVER)
         self._source = source
         self._source_iter: AsyncIterator[Any] | None = None
         self._pull_task: asyncio.Task[None] | None = None
@@ -357,6 +380,7 @@ class BatchMap:
     def __init__(
         self,
         rt: Runtime,
+        loop: asyncio.AbstractEventLoop,
         requests: Iterable[LLMRequest] | AsyncIterable[LLMRequest],
         options: dict[str, Any],
     ) -> None:
@@ -366,6 +390,7 @@ class BatchMap:
                 f"got {type(requests).__name__}"
             )
         self._rt = rt
+        self._loop = loop
         self._requests = requests
         self._options = options
         self._results: BatchResults | None = None
@@ -381,7 +406,7 @@ class BatchMap:
             raise RuntimeError("a BatchMap can be entered only once; call lb.map(...) again")
         requests: Any = self._requests
         source = requests if isinstance(requests, AsyncIterable) else None
-        results = self._results = BatchResults(self._rt, source)
+        results = self._results = BatchResults(self._rt, self._loop, source)
         if source is not None:
             requests = HostInput(results._pull, self._rt.hub.to_host)
         job = Job(run_map, None, (requests, self._options, results._outbox), results._finished)
@@ -470,7 +495,7 @@ class _Opened:
             runtime = _ThreadRuntime(self._config, self._options)
         await runtime.start()
         self._runtime = runtime
-        return Balancer(runtime)
+        return Balancer(runtime, asyncio.get_running_loop())
 
     async def __aexit__(
         self,

@@ -74,9 +74,12 @@ class _GuestRun:
                 break
             await wait_shielded(run.finished)  # the last user is waiting for it too
         run.users += 1
-        if await wait_shielded(run.ready):
+        cancelled = await wait_shielded(run.ready)
+        if cancelled or run.ready.exception() is not None:
             run.release()
-            raise asyncio.CancelledError
+            if cancelled:
+                raise asyncio.CancelledError
+            run.ready.result()
         return run
 
     def release(self) -> asyncio.Future[outcome.Outcome[None]] | None:

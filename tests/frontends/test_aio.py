@@ -7,6 +7,7 @@ the simulator on a trio thread of its own. Both runners are covered.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -220,8 +221,14 @@ def test_misuse_is_explained(sim: SimulatorThread) -> None:
                     pass
             with pytest.raises(TypeError, match="iterable"):
                 lb.map(42)  # type: ignore[arg-type]
+            # From another loop (another thread): refused, not answered on the wrong loop.
+            with ThreadPoolExecutor(1) as pool:
+                elsewhere = pool.submit(asyncio.run, lb.request(REQ))
+                with pytest.raises(RuntimeError, match="another event loop"):
+                    await asyncio.wrap_future(elsewhere)
+            assert (await lb.request(REQ)).provider == "a"
         with pytest.raises(llmlb.BalancerClosedError):
             await lb.request(REQ)
-        assert lb.get_totals().requests == 0  # observation still works after close
+        assert lb.get_totals().requests == 1  # observation still works after close
 
     asyncio.run(main())
