@@ -80,11 +80,11 @@ def threaded_closed_loop(
     """
     rec = Recorder(spec)
     callers = [_Caller() for _ in range(spec.concurrency)]
-    window = {"measuring": False}
+    window = {"measuring": False, "stop": False}
     perf = time.perf_counter
 
     def worker(me: _Caller) -> None:
-        while True:
+        while not window["stop"]:
             me.busy = True
             t0 = perf()
             try:
@@ -105,8 +105,9 @@ def threaded_closed_loop(
             if error is not None:
                 time.sleep(0.001)  # a failure raised at once must not spin
 
-    for caller in callers:
-        threading.Thread(target=worker, args=(caller,), daemon=True).start()
+    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in callers]
+    for thread in threads:
+        thread.start()
     time.sleep(spec.warmup_s)
     warm_target = min(spec.concurrency, spec.warmup_requests)
     while sum(c.completed for c in callers) < warm_target:
@@ -127,7 +128,12 @@ def threaded_closed_loop(
         rec.latencies.extend(caller.latencies)
         rec.errors += caller.errors
         rec.first_error = rec.first_error or caller.first_error
-    # The worker process exits without joining the callers (os._exit after the result).
+    # Callers finish the call they are in, then stop (the smoke test measures in its own
+    # process); a slow client's stragglers are left to the worker process's exit.
+    window["stop"] = True
+    deadline = perf() + 10.0
+    for thread in threads:
+        thread.join(max(0.0, deadline - perf()))
     return rec.result(details)
 
 
@@ -135,8 +141,8 @@ def _sync(spec: PointSpec) -> PointResult:
     from llmlb_actors import LLMRequest, sync
 
     request = LLMRequest(prompt=PROMPT)
-    lb = sync.open_balancer(balancer_config(spec, 1))
-    return threaded_closed_loop(spec, lambda: lb.request(request), lambda: _details(lb))
+    with sync.open_balancer(balancer_config(spec, 1)) as lb:
+        return threaded_closed_loop(spec, lambda: lb.request(request), lambda: _details(lb))
 
 
 def _litellm_sync(spec: PointSpec) -> PointResult:

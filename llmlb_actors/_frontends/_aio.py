@@ -58,9 +58,11 @@ async def _cancel_and_wait(rt: Runtime, job: Job) -> None:
             await waiter
 
 
-def _check_loop(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+def _check_loop(rt: Runtime, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
     running = asyncio.get_running_loop()
     if running is not loop:
+        if rt.host.closed:
+            raise BalancerClosedError("the balancer is closed")
         # Answers are delivered to the loop the balancer was opened on.
         raise RuntimeError(
             "this llmlb_actors.aio balancer belongs to another event loop: "
@@ -70,7 +72,7 @@ def _check_loop(loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
 
 
 async def _run_job(rt: Runtime, loop: asyncio.AbstractEventLoop, job: Job) -> Any:
-    waiter = job.waiter = _check_loop(loop).create_future()
+    waiter = job.waiter = _check_loop(rt, loop).create_future()
     rt.submit(job)
     try:
         await waiter
@@ -220,7 +222,7 @@ class _Inbox:
         await waiter
 
     async def _start(self, job: Job) -> None:
-        _check_loop(self._loop)
+        _check_loop(self._rt, self._loop)
         self._job = job
         job.on_open = self._opened
         self._rt.submit(job)

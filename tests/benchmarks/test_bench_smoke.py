@@ -7,6 +7,7 @@ fallback upstream), in this process, and checks the shape of what comes back.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -85,7 +86,14 @@ def test_stream_point_reports_chunks(simulator: Upstream) -> None:
 @pytest.mark.parametrize("config", ["llmlb-aio", "llmlb-aio-guest"])
 def test_asyncio_front_end_point_is_sane(simulator: Upstream, config: str) -> None:
     result = measure(_spec(config, simulator))
-    _check_sane(result, config, 8)
+    assert result.errors == 0, result.first_error
+    assert REQUESTS <= result.requests < REQUESTS + 8
+    assert 0 < result.p50_ms <= result.p99_ms
+    assert result.cpu_us_per_req > 0
+    assert result.in_flight_mean == 8
+    # Answers cross to the loop in batches, so a short window's edges move Little's
+    # estimate more than for the one-loop clients (those stay within 5 %).
+    assert 0 < result.littles_l <= 8 * 1.25
     assert result.extra["failed_attempts"] == 0
     assert result.extra["retries"] == 0
 
@@ -102,6 +110,8 @@ def test_threaded_point_is_sane(simulator: Upstream) -> None:
     # A thread is "in flight" except for the instant between two calls.
     assert 0 < result.in_flight_mean <= 8
     assert result.extra["failed_attempts"] == 0
+    # The callers stopped and the balancer closed: nothing is left running here.
+    assert not [t for t in threading.enumerate() if t.name == "llmlb-balancer"]
 
 
 def test_report_pairs_repetitions(simulator: Upstream) -> None:

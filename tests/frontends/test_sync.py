@@ -216,9 +216,15 @@ def test_a_stream_left_early_is_closed(sim: SimulatorThread) -> None:
         until(lambda: lb.get_stats()["drip"].in_flight == 0)
 
 
+def balancer_thread(before: set[threading.Thread]) -> threading.Thread:
+    (thread,) = [t for t in set(threading.enumerate()) - before if t.name == "llmlb-balancer"]
+    return thread
+
+
 def test_lifetime(sim: SimulatorThread) -> None:
+    before = set(threading.enumerate())
     lb = sync.open_balancer(**opts(sim, "a"))
-    thread = next(t for t in threading.enumerate() if t.name == "llmlb-balancer")
+    thread = balancer_thread(before)
     assert lb.request(REQ).provider == "a"
     lb.close()
     lb.close()  # idempotent
@@ -230,8 +236,9 @@ def test_lifetime(sim: SimulatorThread) -> None:
     assert lb.get_totals().requests == 1  # observation still works after close
 
     # A balancer dropped without close() stops its thread too.
+    before = set(threading.enumerate())
     lb = sync.open_balancer(**opts(sim, "a"))
-    thread = next(t for t in threading.enumerate() if t.name == "llmlb-balancer")
+    thread = balancer_thread(before)
     del lb
     gc.collect()
     thread.join(10)
