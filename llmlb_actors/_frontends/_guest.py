@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
+from ._host import BalancerHost
 from ._hubs import Hub, direct
-from ._jobs import BalancerHost
 from ._runtime import Runtime
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._errors import BalancerClosedError
-from ._jobs import BalancerHost, Job, cancel_job
+from ._host import BalancerHost
+from ._jobs import Job, cancel_job
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._host import BalancerHost
 from ._hubs import Batcher, Hub
-from ._jobs import BalancerHost
 from ._runtime import Runtime
 
 if TYPE_CHECKING:
