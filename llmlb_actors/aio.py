@@ -14,10 +14,10 @@ asyncio loop); see the README section "Using it from asyncio".
 """
 
 from ._frontends._aio import Balancer as Balancer
+from ._frontends._aio import open_balancer as open_balancer
 from ._frontends._aio_streams import BatchMap as BatchMap
 from ._frontends._aio_streams import BatchResults as BatchResults
 from ._frontends._aio_streams import Stream as Stream
-from ._frontends._aio import open_balancer as open_balancer
 
 __all__ = ["Balancer", "BatchMap", "BatchResults", "Stream", "open_balancer"]
 

@@ -16,9 +16,9 @@ README section "Using it synchronously".
 """
 
 from ._frontends._sync import Balancer as Balancer
+from ._frontends._sync import open_balancer as open_balancer
 from ._frontends._sync_streams import BatchIterator as BatchIterator
 from ._frontends._sync_streams import Stream as Stream
-from ._frontends._sync import open_balancer as open_balancer
 
 __all__ = ["Balancer", "BatchIterator", "Stream", "open_balancer"]
 
