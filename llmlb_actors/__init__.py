@@ -2,8 +2,9 @@
 
 The public surface is re-exported here; everything else lives in private
 ``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
-``llmlb_actors.strategies``, and the front-ends for asyncio and synchronous
-code, ``llmlb_actors.aio`` and ``llmlb_actors.sync``, are public submodules.
+``llmlb_actors.strategies``, ``llmlb_actors.testing`` (helpers for your
+tests), and the front-ends for asyncio and synchronous code,
+``llmlb_actors.aio`` and ``llmlb_actors.sync``, are public submodules.
 """
 
 from ._balancer import Balancer as Balancer
