@@ -17,8 +17,8 @@ from ._config import BalancerConfig, ProviderConfig
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
-from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
 from .strategies import StrategyOptions, make_strategy
@@ -38,12 +38,11 @@ class Balancer:
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
         # The strategy draws from its own source, seeded like the balancer's: a test's
         # zero-jitter ``rng`` (constant draws) would make every P2C pair the same two.
@@ -56,11 +55,10 @@ class Balancer:
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(provider_config.proxy)
             adapter = adapter_class(protocol)(provider_config)
-            return HTTPProvider(provider_config, adapter, self._transport)
+            return HTTPProvider(provider_config, adapter, transport)
         return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
@@ -177,10 +175,6 @@ class Balancer:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
-    def _provider_actor(self, name: str) -> Any:
-        """The live actor (tests and chaos tooling only)."""
-        return self._supervisor.actors[name]
-
 
 @asynccontextmanager
 async def open_balancer(
@@ -210,21 +204,14 @@ async def open_balancer(
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
@@ -242,5 +229,4 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()

@@ -129,7 +129,7 @@ class Ejection:
         duration = min(MAX_EJECTION, BASE_EJECTION * self.count)
         self.started = now
         self.until = now + duration
-        self.reason = reason
+        self.reason = f"{reason}; out for {duration:g} s"
         return duration
 
 

@@ -1,5 +1,8 @@
 """What the ``llmlb`` subcommands share: the target (a config file or the simulator),
-secret redaction, the run fingerprint and the stats tables. Strictly private.
+the run fingerprint and the stats tables. Strictly private.
+
+Everything a command writes (terminal, output files) goes through a
+`Redactor.for_balancer` of its config (`.._secrets`).
 
 rich is imported inside the functions that draw, so ``llmlb --help`` stays fast.
 """
@@ -16,6 +19,7 @@ import msgspec
 
 from .._config import BalancerConfig
 from .._loading import load_config
+from .._transport._settings import proxy_label
 from ..sim import Simulator
 
 if TYPE_CHECKING:
@@ -24,11 +28,11 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from .._secrets import Redactor
     from .._stats import BalancerTotals, ProviderStats
     from ..sim import SimProvider
 
 __all__ = [
-    "Redactor",
     "Target",
     "config_fingerprint",
     "console",
@@ -38,34 +42,6 @@ __all__ = [
 ]
 
 SIMULATOR = "simulator"
-
-
-class Redactor:
-    """Replaces every configured API key by ``***`` in text the CLI writes.
-
-    The library already keeps keys out of errors and stats; this is the last
-    line of defence for anything a provider echoes back.
-    """
-
-    def __init__(self, config: BalancerConfig) -> None:
-        self._keys = sorted(
-            {p.api_key for p in config.providers if p.api_key and len(p.api_key) >= 4},
-            key=len,
-            reverse=True,
-        )
-
-    def __call__(self, text: str) -> str:
-        for key in self._keys:
-            if key in text:
-                text = text.replace(key, "***")
-        return text
-
-    def bytes(self, data: bytes) -> bytes:
-        for key in self._keys:
-            raw = key.encode()
-            if raw in data:
-                data = data.replace(raw, b"***")
-        return data
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +101,22 @@ async def open_target(
         yield Target(config=finish(config), label=SIMULATOR, simulator=sim)
 
 
+_NETWORK: dict[str, object] = {
+    "proxy": None,
+    "trust_env": True,
+    "ca_bundle": None,
+    "ssl_context": None,
+}
+
+
+def _network_value(name: str, value: Any) -> object:
+    if name == "proxy":
+        return proxy_label(value)
+    if name == "ssl_context":
+        return "custom"
+    return value
+
+
 def config_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
     """A hash of everything that shapes a run, without secrets.
 
@@ -150,11 +142,18 @@ def config_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
                 "has_key": p.api_key is not None,
             }
         )
+        if p.proxy is not None:
+            providers[-1]["proxy"] = proxy_label(p.proxy)  # never its credentials
     fields = {
         name: getattr(config, name)
         for name in config.__struct_fields__
-        if name not in ("providers", "custom_strategy", "transport", "seed")
+        if name not in ("providers", "custom_strategy", "transport", "seed", *_NETWORK)
     }
+    # Network settings count only when set, so runs from before they existed still match.
+    for name, default in _NETWORK.items():
+        value = getattr(config, name)
+        if value != default:
+            fields[name] = _network_value(name, value)
     fields["transport"] = config.transport if isinstance(config.transport, str) else "custom"
     fields["custom_strategy"] = config.custom_strategy is not None
     fields["providers"] = providers

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 import msgspec
 
-__all__ = ["SimStats", "StatsRecorder", "redact_path"]
+from .._secrets import REDACTED, is_credential_header
 
-_SECRET_HEADERS: Final = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
+__all__ = ["SimStats", "StatsRecorder", "redact_path"]
 
 
 class SimStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -20,12 +18,14 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
         streams: those that asked for a stream.
         health_probes: requests to the health endpoints (model listings).
         connections: TCP connections accepted (keep-alive reuse keeps it low).
+        open_connections: of those, the ones open now (a client that closes
+            its end, or cancels a request, brings it down).
         outcomes: how many chat requests ended in each outcome (``"ok"``,
             ``"429"``, ``"reset"``...; auth failures count as ``"401"`` or
             Gemini's ``"400"``, bad bodies as ``"400"``/``"422"``).
         last_headers: headers of the last chat request, names lower-cased,
-            secrets (``authorization``, ``x-api-key``, ``x-goog-api-key``)
-            replaced by ``***``.
+            credential headers (``authorization``, ``x-api-key``, ...: the
+            library's one rule, `llmlb_actors._secrets`) replaced by ``***``.
         last_body: raw body of the last chat request.
         last_path: request target of the last chat request (``key=`` redacted).
     """
@@ -34,6 +34,7 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
     streams: int = 0
     health_probes: int = 0
     connections: int = 0
+    open_connections: int = 0
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
     last_headers: dict[str, str] = msgspec.field(default_factory=dict)
     last_body: bytes | None = None
@@ -46,15 +47,17 @@ def redact_path(target: bytes) -> str:
     path, sep, query = text.partition("?")
     if not sep:
         return path
-    parts = ["key=***" if part.startswith("key=") else part for part in query.split("&")]
+    parts = [f"key={REDACTED}" if part.startswith("key=") else part for part in query.split("&")]
     return f"{path}?{'&'.join(parts)}"
 
 
 def _redact_header(name: bytes, value: bytes) -> str:
-    if name not in _SECRET_HEADERS:
+    if not is_credential_header(name.decode("latin-1")):
         return value.decode("latin-1")
     scheme, sep, _ = value.partition(b" ")
-    return f"{scheme.decode('latin-1')} ***" if sep and name == b"authorization" else "***"
+    if sep and name == b"authorization":
+        return f"{scheme.decode('latin-1')} {REDACTED}"
+    return REDACTED
 
 
 class StatsRecorder:
@@ -70,6 +73,7 @@ class StatsRecorder:
         "last_body",
         "last_headers",
         "last_target",
+        "open_connections",
         "outcomes",
         "requests",
         "streams",
@@ -80,6 +84,7 @@ class StatsRecorder:
         self.streams = 0
         self.health_probes = 0
         self.connections = 0
+        self.open_connections = 0
         self.outcomes: dict[str, int] = {}
         self.last_headers: dict[bytes, bytes] | None = None
         self.last_body: bytes | None = None
@@ -95,6 +100,7 @@ class StatsRecorder:
             streams=self.streams,
             health_probes=self.health_probes,
             connections=self.connections,
+            open_connections=self.open_connections,
             outcomes=dict(self.outcomes),
             last_headers={
                 name.decode("latin-1"): _redact_header(name, value)

@@ -11,6 +11,7 @@ losing hedge's connection close.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,7 @@ import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
-from tests.actors import scripted
-from tests.actors.scripted import Scripted
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import Script, ZeroJitter, open_circuit
 from tests.reliability import _servers as srv
 
 if TYPE_CHECKING:
@@ -67,9 +66,9 @@ async def _closed_loop(lb: llmlb.Balancer, workers: int, each: int) -> list[Any]
     return outcomes
 
 
-@pytest.fixture(autouse=True)
-def _fresh_scripts() -> None:
-    scripted.reset()
+@pytest.fixture
+def script() -> Script:
+    return Script()
 
 
 # -- P2C over peak-EWMA -----------------------------------------------------------------------
@@ -91,9 +90,11 @@ async def test_latency_strategy_keeps_a_slow_provider_out_of_the_tail(
     assert stats["slow"].latency_cost_ms / 1000 >= 0.2
 
 
-async def test_an_unmeasured_provider_gets_one_probe_at_a_time(autojump_clock: MockClock) -> None:
-    scripted.script("new", 5.0)  # its first answer takes 5 s
-    providers = [llmlb.ProviderConfig(name=n, provider=Scripted) for n in ("old", "new")]
+async def test_an_unmeasured_provider_gets_one_probe_at_a_time(
+    autojump_clock: MockClock, script: Script
+) -> None:
+    script.add("new", 5.0)  # its first answer takes 5 s
+    providers = [llmlb.ProviderConfig(name=n, provider=script.provider) for n in ("old", "new")]
     async with llmlb.open_balancer(
         strategy="latency", providers=providers[:1], health_check_interval=None
     ) as lb:
@@ -246,9 +247,11 @@ async def test_hedges_are_capped_by_the_budget(autojump_clock: MockClock) -> Non
     assert received == 220
 
 
-async def test_percentile_delay_waits_for_enough_samples(autojump_clock: MockClock) -> None:
-    scripted.script("a", *([0.05] * 19), 1.0)
-    providers = [llmlb.ProviderConfig(name=n, provider=Scripted) for n in ("a", "b")]
+async def test_percentile_delay_waits_for_enough_samples(
+    autojump_clock: MockClock, script: Script
+) -> None:
+    script.add("a", *([0.05] * 19), 1.0)
+    providers = [llmlb.ProviderConfig(name=n, provider=script.provider) for n in ("a", "b")]
     async with llmlb.open_balancer(
         strategy="failover",
         providers=providers,
@@ -260,7 +263,7 @@ async def test_percentile_delay_waits_for_enough_samples(autojump_clock: MockClo
         assert lb.get_totals().hedge_budget_used == 0  # 19 samples: no 95th percentile yet
         response = await lb.request(REQ)  # the 20th: "a" takes 1 s, still no samples-based delay
         assert response.provider == "a"
-        scripted.script("a", 1.0)
+        script.add("a", 1.0)
         start = trio.current_time()
         response = await lb.request(REQ)  # now hedged after p95 of the 20 (0.05 s... 1 s)
         elapsed = trio.current_time() - start
@@ -270,13 +273,13 @@ async def test_percentile_delay_waits_for_enough_samples(autojump_clock: MockClo
 
 @pytest.mark.parametrize("winner", ["a", "b"])
 async def test_exactly_one_stream_is_delivered_when_both_get_their_first_chunk(
-    autojump_clock: MockClock, winner: str
+    autojump_clock: MockClock, script: Script, winner: str
 ) -> None:
     # "a" sends its first chunk at 0.3 s; the hedge to "b" goes out at 0.1 s and
     # gets its first chunk at the same instant (or just before, when "b" wins).
-    scripted.script("a", 0.3)
-    scripted.script("b", 0.2 if winner == "a" else 0.19)
-    providers = [llmlb.ProviderConfig(name=n, provider=Scripted) for n in ("a", "b")]
+    script.add("a", 0.3)
+    script.add("b", 0.2 if winner == "a" else 0.19)
+    providers = [llmlb.ProviderConfig(name=n, provider=script.provider) for n in ("a", "b")]
     async with llmlb.open_balancer(
         strategy="failover",
         providers=providers,
@@ -463,9 +466,12 @@ async def test_a_flaky_provider_is_ejected_for_longer_each_time(
 
 
 def _ejected_for(lb: llmlb.Balancer, name: str) -> float:
-    """How long the provider's last ejection lasts (read from the actor)."""
-    ejection = lb._provider_actor(name).ejection
-    return float(ejection.until - ejection.started)
+    """How long the provider's last ejection lasts (its reason says)."""
+    reason = lb.get_stats()[name].ejection_reason
+    assert reason is not None
+    match = re.search(r"out for ([0-9.]+) s", reason)
+    assert match, reason
+    return float(match.group(1))
 
 
 async def test_panic_spreads_over_ejected_providers_when_few_are_left(
@@ -485,9 +491,8 @@ async def test_panic_spreads_over_ejected_providers_when_few_are_left(
         # left of four.
         await sim.stop_provider("b")
         await sim.stop_provider("c")
-        now = trio.current_time()
         for name in ("b", "c"):
-            lb._provider_actor(name).circuit.trip(now, "connection refused")
+            open_circuit(lb, name)
         shares = Counter[str]()
         for _ in range(40):
             response = await lb.request(REQ)

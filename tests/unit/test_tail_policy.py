@@ -378,7 +378,7 @@ def test_ejection_time_grows_with_each_ejection_and_is_capped() -> None:
     assert durations[:4] == [30.0, 60.0, 90.0, 120.0]
     assert max(durations) == MAX_EJECTION
     assert ejection.ejections == 12
-    assert ejection.reason == "success rate"
+    assert ejection.reason == "success rate; out for 300 s"
 
 
 def test_time_back_in_rotation_forgives_ejections() -> None:
