@@ -52,6 +52,8 @@ class TailResult(msgspec.Struct, kw_only=True):
     providers: list[str]
     series: dict[str, Any]
     """The upstream's arrival counts over time (see ``_tail_server``)."""
+    switches: list[tuple[float, float]] = []
+    """(planned, acknowledged) time of each change of upstream behaviour."""
     stats: dict[str, Any] = {}
     totals: dict[str, Any] = {}
     first_error: str | None = None
@@ -74,6 +76,14 @@ class _Recorder:
     def error(self, exc: BaseException) -> None:
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _changes(scenario: Scenario) -> list[tuple[float, dict[str, Any]]]:
+    """The timeline as one set of simultaneous changes per time."""
+    by_time: dict[float, dict[str, Any]] = {}
+    for phase in scenario.timeline:
+        by_time.setdefault(phase.at, {})[phase.name] = msgspec.to_builtins(phase.behaviour)
+    return sorted(by_time.items())
 
 
 def _providers(spec: TailSpec, scenario: Scenario) -> list[str]:
@@ -127,6 +137,7 @@ async def _trio_run(spec: TailSpec, scenario: Scenario) -> TailResult:
         buffer[:] = rest
         return msgspec.json.decode(line)
 
+    switches: list[tuple[float, float]] = []
     async with llmlb.open_balancer(config) as lb:
 
         async def one(start: float) -> None:
@@ -139,15 +150,10 @@ async def _trio_run(spec: TailSpec, scenario: Scenario) -> TailResult:
                 rec.add(start, True, response.provider, response.attempts)
 
         async def timeline() -> None:
-            for phase in scenario.timeline:
-                await trio.sleep_until(t0_trio + phase.at)
-                await command(
-                    {
-                        "op": "set",
-                        "name": phase.name,
-                        "behaviour": msgspec.to_builtins(phase.behaviour),
-                    }
-                )
+            for at, changes in _changes(scenario):
+                await trio.sleep_until(t0_trio + at)
+                await command({"op": "set", "changes": changes})
+                switches.append((at, time.monotonic() - rec.t0))
 
         await command({"op": "mark"})
         rec.t0 = time.monotonic()
@@ -196,6 +202,7 @@ async def _trio_run(spec: TailSpec, scenario: Scenario) -> TailResult:
         records=rec.records,
         providers=names,
         series=series,
+        switches=switches,
         stats=stats,
         totals=totals,
         first_error=rec.first_error,
@@ -257,12 +264,13 @@ async def _litellm_run(spec: TailSpec, scenario: Scenario) -> TailResult:
 
     loop = asyncio.get_running_loop()
 
+    switches: list[tuple[float, float]] = []
+
     async def timeline() -> None:
-        for phase in scenario.timeline:
-            await asyncio.sleep(max(0.0, t0_loop + phase.at - loop.time()))
-            await command(
-                {"op": "set", "name": phase.name, "behaviour": msgspec.to_builtins(phase.behaviour)}
-            )
+        for at, changes in _changes(scenario):
+            await asyncio.sleep(max(0.0, t0_loop + at - loop.time()))
+            await command({"op": "set", "changes": changes})
+            switches.append((at, time.monotonic() - rec.t0))
 
     await command({"op": "mark"})
     rec.t0 = time.monotonic()
@@ -307,6 +315,7 @@ async def _litellm_run(spec: TailSpec, scenario: Scenario) -> TailResult:
         records=rec.records,
         providers=names,
         series=series,
+        switches=switches,
         first_error=rec.first_error,
         unfinished=unfinished,
         cpu_s=cpu,

@@ -134,7 +134,10 @@ def metrics(result: TailResult) -> Metrics:
             / max(1.0, _arrivals(result, None, last, end))
         )
     if result.scenario == "outage":
+        # From the moment the upstream confirmed each switch (all providers at once).
         down, up = scenario.timeline[0].at, scenario.timeline[-1].at
+        if len(result.switches) >= 2:
+            down, up = result.switches[0][1], result.switches[-1][1]
         made = sum(1 for r in records if down <= r[0] < up)
         attempts = _arrivals(result, None, down, up)
         m["outage_requests"] = float(made)

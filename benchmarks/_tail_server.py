@@ -4,7 +4,8 @@ changes while it runs, for the tail-latency scenarios.
 Each provider listens on its own port (OpenAI protocol). A control port takes
 one JSON command per line and answers one JSON line:
 
-- ``{"op": "set", "name": N, "behaviour": {...}}``: replace N's `Behaviour` now;
+- ``{"op": "set", "changes": {N: {...}, ...}}``: replace those providers' `Behaviour`
+  now, all at once (no request sees some switched and others not);
 - ``{"op": "mark"}``: start the arrival series afresh (time 0 is now);
 - ``{"op": "series"}``: what every provider received since the mark, sampled every
   50 ms: ``{"t": [...], "requests": {N: [...]}, "outcomes": {N: {...}}}``, cumulative.
@@ -81,8 +82,11 @@ async def _serve(spec: ServerSpec) -> None:
             cmd = msgspec.json.decode(line)
             op = cmd.get("op")
             if op == "set":
-                behaviour = msgspec.convert(cmd["behaviour"], Behaviour)
-                sim.set_behaviour(cmd["name"], behaviour)
+                changes = {
+                    name: msgspec.convert(raw, Behaviour) for name, raw in cmd["changes"].items()
+                }
+                for name, behaviour in changes.items():
+                    sim.set_behaviour(name, behaviour)
                 return {"ok": True}
             if op == "mark":
                 series.mark(time.monotonic(), counts())

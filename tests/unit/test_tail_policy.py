@@ -108,22 +108,28 @@ def test_load_is_cost_times_pending_plus_one_and_unmeasured_get_one_probe() -> N
     assert ewma.load(0.0, pending=3) == pytest.approx(0.4)
 
 
-def test_a_cancelled_attempt_stays_pending_until_its_predicted_end() -> None:
+def test_a_cancelled_attempt_keeps_the_cost_it_was_sent_at_and_stays_pending() -> None:
     ewma = PeakEwma(tau=10.0)
     ewma.observe(0.5, now=0.0)
-    # Sent at 1.0 s, it lost a hedge at 1.11 s: the provider is busy with it until ~1.5 s.
+    # Sent at 1.0 s at a cost of 0.5 e^-0.1, it lost a hedge at 1.11 s: the decay of its
+    # 0.11 s is undone, and the provider is busy with it until 1.0 s + that cost.
+    sent_at = 0.5 * math.exp(-0.1)
     ewma.abandon(started=1.0, now=1.11)
-    cost = ewma.cost(1.11)
-    assert cost is not None
-    assert cost == pytest.approx(0.5 * math.exp(-1.11 / 10.0))
+    assert ewma.cost(1.11) == pytest.approx(sent_at)
     assert ewma.held(1.11) == 1
-    assert ewma.load(1.11, pending=0) == pytest.approx(2 * cost)
-    assert ewma.held(1.0 + cost + 1e-6) == 0
-    assert ewma.load(2.0, pending=0) == pytest.approx(0.5 * math.exp(-0.2))
+    assert ewma.load(1.11, pending=0) == pytest.approx(2 * sent_at)
+    assert ewma.held(1.0 + sent_at - 1e-6) == 1
+    assert ewma.held(1.0 + sent_at + 1e-6) == 0
+    assert ewma.load(2.0, pending=0) == pytest.approx(sent_at * math.exp(-0.089))
     # A cancelled attempt that already ran longer than predicted raises the cost instead.
     ewma.abandon(started=3.0, now=4.0)
     assert ewma.cost(4.0) == 1.0
     assert ewma.held(4.0) == 0
+    # An answer observed after it was sent is newer news: only the time it ran counts.
+    ewma.observe(0.05, now=30.0)
+    ewma.abandon(started=29.9, now=30.01)
+    assert ewma.cost(30.01) == pytest.approx(max(0.11, 0.05))
+    assert ewma.held(30.01) == 0
 
 
 @given(
