@@ -28,15 +28,17 @@ all it recorded, a slow provider whose every attempt is hedged and cancelled
 would never be seen answering slowly: its cost would only decay, P2C would keep
 sending it work, and each of those requests would need a hedge (measured on the
 simulator's *degraded* scenario: the slow provider got 2.5x the first attempts
-with hedging on). Not answering in time says nothing against the cost the
-attempt was sent at, so a cancelled attempt (`PeakEwma.abandon`) puts the cost
-back to at least that value (the decay during its life is undone), and it stays
-counted as pending until the time that cost predicted it would end (an LLM
-upstream usually keeps generating after the client hangs up, so the provider
-really is still busy with it). In a discrete-event model of that scenario (8
-seeds) this keeps the slow provider at 0.9 % of attempts with hedging, as
-without, and the p99 at 61 ms, against 2.0 % and 112 ms when a cancelled
-attempt only vanishes.
+with hedging on). So a cancelled attempt (`PeakEwma.abandon`) stays counted as
+pending until the time the cost predicted it would end: an LLM upstream usually
+keeps generating after the client hangs up, so the provider really is still
+busy with it. And an attempt *overtaken* by a copy sent after it (the evidence
+that its provider is slow) says nothing against the cost it was sent at: the
+cost goes back to at least that value (the decay during its life is undone) and
+does not decay until that predicted end. Without the last rule the provider is
+picked again the moment a hold ends, each cycle a little cheaper, and its share
+creeps up. A copy that lost to an attempt sent before it is only held: it says
+nothing about its provider, and freezing its cost would slow the recovery of a
+provider that got fast again.
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ class PeakEwma:
     latencies now observed has shrunk to ``1/e``.
     """
 
-    __slots__ = ("_cost", "_holds", "_stamp", "due", "floor", "tau")
+    __slots__ = ("_cost", "_frozen", "_holds", "_stamp", "due", "floor", "tau")
 
     def __init__(self, tau: float) -> None:
         self.tau = tau
         self._cost: float | None = None  # at ``_stamp``; None before the first observation
         self._stamp = 0.0
         self._holds: list[float] = []  # a heap of the predicted ends of cancelled attempts
+        self._frozen = float("-inf")  # no decay before this (the last hold's end)
         # An answer faster than ``floor`` (the stored cost) before ``due`` (a hundredth of
         # ``tau`` after the last update) changes nothing `observe` keeps: every answer on
         # the hot path goes through here, and a caller may test this itself and skip the
@@ -83,7 +86,8 @@ class PeakEwma:
         cost = self._cost
         if cost is None:
             return None
-        elapsed = now - self._stamp
+        stamp = self._stamp
+        elapsed = now - (stamp if stamp >= self._frozen else self._frozen)
         if elapsed <= 0.0:
             return cost
         return cost * math.exp(-elapsed / self.tau)
@@ -94,7 +98,8 @@ class PeakEwma:
             return  # see `floor`
         cost = self._cost
         if cost is not None and latency < cost:
-            elapsed = now - self._stamp
+            stamp = self._stamp
+            elapsed = now - (stamp if stamp >= self._frozen else self._frozen)
             if elapsed > 0.0:
                 cost *= math.exp(-elapsed / self.tau)
                 if latency > cost:
@@ -118,27 +123,32 @@ class PeakEwma:
         if current is None or latency > current:
             self._set(latency, now)
 
-    def abandon(self, started: float, now: float) -> None:
+    def abandon(self, started: float, now: float, *, overtaken: bool) -> None:
         """An attempt sent at ``started`` was cancelled unanswered at ``now``.
 
-        The cost returns to at least what it was when the attempt was sent (or to
-        the time it ran, if longer), and the attempt stays pending until then plus
-        that cost. If the cost was updated since the attempt was sent, that newer
-        value stands and only the time it ran is a lower bound.
+        It stays pending until ``started`` plus the cost. ``overtaken``: a copy
+        sent after it answered first; then the cost returns to at least what it
+        was when the attempt was sent (or to the time it ran, if longer) and does
+        not decay until that predicted end. If the cost was updated since the
+        attempt was sent, that newer value stands. Either way the time it ran is
+        a lower bound.
         """
         elapsed = now - started
-        then = self._cost_at(started)
+        then = self._cost_at(started) if overtaken else None
         self.observe_at_least(elapsed if then is None else max(elapsed, then), now)
         predicted = self.cost(now) if then is None else then
         if predicted is not None and predicted > elapsed:
-            heapq.heappush(self._holds, started + predicted)
+            end = started + predicted
+            heapq.heappush(self._holds, end)
+            if then is not None:
+                self._frozen = max(self._frozen, end)
 
     def _cost_at(self, when: float) -> float | None:
         """The cost at ``when``, if nothing was observed since (None otherwise)."""
         cost = self._cost
         if cost is None or when < self._stamp:
             return None
-        return cost * math.exp(-(when - self._stamp) / self.tau)
+        return self.cost(when)
 
     def held(self, now: float) -> int:
         """Cancelled attempts still counted as pending at ``now``."""

@@ -66,6 +66,8 @@ class Call:
     #: Set (on a hedged call, `_hedging.HedgedCall`) when another attempt of the same
     #: request answered first and this one is being cancelled: not a failure.
     hedge_lost = False
+    #: ... and that attempt was a copy sent after this one (this one was overtaken).
+    overtaken = False
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request

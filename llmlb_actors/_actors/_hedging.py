@@ -128,7 +128,15 @@ class Race:
 class HedgedCall(Call):
     """One attempt of a hedged request: a `Call` that reports to its `Race`."""
 
-    __slots__ = ("actor", "hedge_lost", "is_hedge", "race", "resolved_at", "sent_at")
+    __slots__ = (
+        "actor",
+        "hedge_lost",
+        "is_hedge",
+        "overtaken",
+        "race",
+        "resolved_at",
+        "sent_at",
+    )
 
     def __init__(
         self, request: LLMRequest, race: Race, *, stream: bool, is_hedge: bool = False
@@ -137,6 +145,7 @@ class HedgedCall(Call):
         self.race = race
         self.is_hedge = is_hedge
         self.hedge_lost = False
+        self.overtaken = False
         self.actor: ProviderActor | None = None  # where a hedge went (for hedges_won)
         self.sent_at = 0.0
         self.resolved_at = 0.0
@@ -273,6 +282,7 @@ def _finish(
         lost = call.outcome
         if lost is None or isinstance(lost, LLMResponse | StreamHandle):
             call.hedge_lost = True
+            call.overtaken = call.sent_at < winner.sent_at
             if isinstance(lost, StreamHandle):
                 lost.close()  # it got its first chunk too late: closed unread
             else:

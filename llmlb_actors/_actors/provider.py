@@ -374,7 +374,7 @@ class ProviderActor:
         self.active -= 1
         self.stats.hedge_cancelled()
         self.circuit.record_neutral()
-        self.peak.abandon(start, trio.current_time())
+        self.peak.abandon(start, trio.current_time(), overtaken=call.overtaken)
         # Nobody waits for it; resolving keeps "every attempt resolves once" true.
         call.resolve(
             attempt,

@@ -11,6 +11,7 @@ losing hedge's connection close.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -191,6 +192,46 @@ async def test_a_losing_hedge_closes_its_connection(autojump_clock: MockClock) -
     assert closed_at[0] == pytest.approx(won_at, abs=0.01)
     assert stats["hanging"].hedges_cancelled == 1
     assert stats["hanging"].failed_requests == 0
+
+
+async def test_an_overtaken_attempt_holds_its_cost_and_a_late_losing_copy_does_not(
+    autojump_clock: MockClock, script: Script
+) -> None:
+    # 1: "slow" answers in 0.5 s; the copy sent to "fast" at 0.1 s (2 s) loses late.
+    # 2: "slow" hangs; the copy to "fast" at 0.1 s answers in 0.01 s, overtaking it.
+    # 3: "slow" answers in 0.3 s; the copy to "fast" at 0.1 s (1 s) loses late again.
+    script.add("slow", 0.5, "hang", 0.3)
+    script.add("fast", 2.0, 0.01, 1.0)
+    providers = [llmlb.ProviderConfig(name=n, provider=script.provider) for n in ("slow", "fast")]
+    async with llmlb.open_balancer(
+        strategy="failover",
+        providers=providers,
+        hedge=llmlb.Hedge(after=0.1, budget=1.0),
+        health_check_interval=None,
+    ) as lb:
+        t0 = trio.current_time()
+        assert (await lb.request(REQ)).provider == "slow"
+        assert (await lb.request(REQ)).provider == "fast"
+        t2 = trio.current_time()  # 0.61 s: "slow" was overtaken 0.11 s after it was sent
+        assert t2 - t0 == pytest.approx(0.61)
+        # Its cost is back to the 0.5 s it was sent at, and stays there until the end
+        # that cost predicted (sent at 0.5 s + 0.5 s); only then does it decay again.
+        await trio.sleep_until(t0 + 0.99)
+        assert lb.get_stats()["slow"].latency_cost_ms == pytest.approx(500.0)
+        assert lb.get_stats()["slow"].in_flight == 0  # the actor is done with it
+        await trio.sleep_until(t0 + 2.0)
+        assert lb.get_stats()["slow"].latency_cost_ms == pytest.approx(500.0 * math.exp(-0.1))
+        # "fast" only lost to an earlier attempt: that says nothing against its cost,
+        # which decays on through the copy's life.
+        fast_cost = lb.get_stats()["fast"].latency_cost_ms
+        assert (await lb.request(REQ)).provider == "slow"
+        await trio.sleep(0.01)  # the copy's cancellation is settled by "fast"'s worker
+        assert lb.get_stats()["fast"].latency_cost_ms == pytest.approx(
+            fast_cost * math.exp(-(trio.current_time() - t0 - 2.0) / 10)
+        )
+        stats = lb.get_stats()
+    assert (stats["slow"].hedges_cancelled, stats["fast"].hedges_cancelled) == (1, 2)
+    assert stats["slow"].failed_requests == stats["fast"].failed_requests == 0
 
 
 async def test_a_hedge_never_goes_to_the_provider_running_the_request(

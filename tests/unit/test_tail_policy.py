@@ -108,28 +108,39 @@ def test_load_is_cost_times_pending_plus_one_and_unmeasured_get_one_probe() -> N
     assert ewma.load(0.0, pending=3) == pytest.approx(0.4)
 
 
-def test_a_cancelled_attempt_keeps_the_cost_it_was_sent_at_and_stays_pending() -> None:
+def test_an_overtaken_attempt_keeps_the_cost_it_was_sent_at_and_stays_pending() -> None:
     ewma = PeakEwma(tau=10.0)
     ewma.observe(0.5, now=0.0)
-    # Sent at 1.0 s at a cost of 0.5 e^-0.1, it lost a hedge at 1.11 s: the decay of its
-    # 0.11 s is undone, and the provider is busy with it until 1.0 s + that cost.
+    # Sent at 1.0 s at a cost of 0.5 e^-0.1, overtaken by a hedge at 1.11 s: the decay of
+    # its 0.11 s is undone, and the provider is busy with it until 1.0 s + that cost.
     sent_at = 0.5 * math.exp(-0.1)
-    ewma.abandon(started=1.0, now=1.11)
+    ewma.abandon(started=1.0, now=1.11, overtaken=True)
     assert ewma.cost(1.11) == pytest.approx(sent_at)
     assert ewma.held(1.11) == 1
     assert ewma.load(1.11, pending=0) == pytest.approx(2 * sent_at)
     assert ewma.held(1.0 + sent_at - 1e-6) == 1
+    assert ewma.cost(1.0 + sent_at) == pytest.approx(sent_at)  # no decay while held
     assert ewma.held(1.0 + sent_at + 1e-6) == 0
-    assert ewma.load(2.0, pending=0) == pytest.approx(sent_at * math.exp(-0.089))
+    assert ewma.load(2.0, pending=0) == pytest.approx(sent_at * math.exp(-(1.0 - sent_at) / 10))
     # A cancelled attempt that already ran longer than predicted raises the cost instead.
-    ewma.abandon(started=3.0, now=4.0)
+    ewma.abandon(started=3.0, now=4.0, overtaken=True)
     assert ewma.cost(4.0) == 1.0
     assert ewma.held(4.0) == 0
     # An answer observed after it was sent is newer news: only the time it ran counts.
     ewma.observe(0.05, now=30.0)
-    ewma.abandon(started=29.9, now=30.01)
+    ewma.abandon(started=29.9, now=30.01, overtaken=True)
     assert ewma.cost(30.01) == pytest.approx(max(0.11, 0.05))
     assert ewma.held(30.01) == 0
+
+
+def test_a_copy_that_lost_to_an_earlier_attempt_is_only_held() -> None:
+    ewma = PeakEwma(tau=10.0)
+    ewma.observe(0.5, now=0.0)
+    ewma.abandon(started=5.0, now=5.01, overtaken=False)  # a hedge copy, 10 ms old
+    cost = 0.5 * math.exp(-0.501)
+    assert ewma.cost(5.01) == pytest.approx(cost)  # the decay goes on
+    assert ewma.held(5.01) == 1
+    assert ewma.cost(5.2) == pytest.approx(0.5 * math.exp(-0.52))
 
 
 @given(
