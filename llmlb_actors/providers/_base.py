@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import trio
 
 from .._errors import LLMError
-from .._sse import SSEDecoder, SSEEvent
+from .._sse import SSEDecoder
 from .._transport._base import TransportError
 from ._http import error_for_status, map_transport_errors, transport_error
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .._config import ProviderConfig
     from .._models import LLMRequest, LLMResponse, StreamChunk
+    from .._sse import SSEEvent
     from .._transport._base import HTTPCall, Transport
 
 __all__ = ["BaseProvider", "HTTPProvider", "ProtocolAdapter", "StreamDecoder"]
@@ -49,6 +50,14 @@ def _too_deep(provider: str) -> LLMError:
     return LLMError(
         f"malformed answer: {_DEEP}", provider=provider, retryable=True, kind="protocol"
     )
+
+
+async def _flatten(
+    batches: AsyncIterator[list[StreamChunk]],
+) -> AsyncGenerator[StreamChunk, None]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
 
 
 async def _drain(body: AsyncIterator[bytes]) -> None:
@@ -128,9 +137,24 @@ class StreamDecoder(abc.ABC):
     done: bool = False
     """True once the protocol's terminal event arrived."""
 
+    provider: str = ""
+    """The provider name its chunks carry: set for the balancer's streams, which
+    stamp every chunk with it (building it so is cheaper than a copy per chunk)."""
+
     @abc.abstractmethod
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         """Chunks for one event; raises `LLMError` for an in-stream error event."""
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        """Append to ``out`` the chunks for the events one read completed, given only
+        their ``data`` (undecoded), in order; stop at the terminal event.
+
+        Optional: a decoder that reads nothing but ``data`` (every built-in one)
+        implements it, and `HTTPProvider` then hands it whole reads instead of one
+        `SSEEvent` at a time. An error event raises `LLMError` after the chunks of
+        the events before it were appended.
+        """
+        raise NotImplementedError
 
     @abc.abstractmethod
     def finish(self) -> list[StreamChunk]:
@@ -218,21 +242,39 @@ class HTTPProvider(BaseProvider):
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        async with self.stream_batches(request) as batches:
+            chunks = _flatten(batches)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+
+    @asynccontextmanager
+    async def stream_batches(
+        self, request: LLMRequest, provider: str = ""
+    ) -> AsyncIterator[AsyncIterator[list[StreamChunk]]]:
+        """`stream`, one list per read of the body: every chunk the read completed.
+
+        Chunks carry ``provider`` as their provider name. What the balancer's
+        streams read: one hand-over per read instead of one per chunk.
+        """
         call = self.adapter.build_request(request, stream=True)
-        with map_transport_errors(self.name):
-            cm = self.transport.stream(call)
+        cm = self.transport.stream(call)
+        try:
             response = await cm.__aenter__()
+        except TransportError as exc:  # not map_transport_errors: no generator per stream
+            raise transport_error(self.name, exc) from exc
         try:
             if not 200 <= response.status < 300:
                 with map_transport_errors(self.name):
                     body = await response.aread()
                 raise self._parse_error(response.status, response.headers, body)
             stream = response.aiter_bytes()
-            chunks = self._chunks(stream)
+            batches = self._batches(stream, provider)
             try:
-                yield chunks
+                yield batches
             finally:
-                await chunks.aclose()
+                await batches.aclose()
                 # Close the body iterator too: async generators left to the GC warn under trio.
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
@@ -241,36 +283,56 @@ class HTTPProvider(BaseProvider):
         finally:
             await cm.__aexit__(None, None, None)
 
-    async def _chunks(self, body: AsyncIterator[bytes]) -> AsyncGenerator[StreamChunk, None]:
+    async def _batches(
+        self, body: AsyncIterator[bytes], provider: str
+    ) -> AsyncGenerator[list[StreamChunk], None]:
         decoder = self.adapter.stream_decoder()
+        decoder.provider = provider
         sse = SSEDecoder(max_line_bytes=MAX_SSE_LINE_BYTES, max_event_bytes=MAX_SSE_EVENT_BYTES)
-        try:
-            while not decoder.done:
-                with map_transport_errors(self.name):
-                    data = await anext(body, None)
-                if data is None:
-                    for event in sse.close():
-                        for chunk in decoder.feed(event):
-                            yield chunk
-                    break
-                for event in sse.feed(data):
-                    for chunk in decoder.feed(event):
-                        yield chunk
-                    if decoder.done:
-                        break
-        except ValueError as exc:  # the SSE decoder's size limits
-            raise LLMError(
-                f"malformed event stream: {exc}",
-                provider=self.name,
-                retryable=True,
-                kind="protocol",
-            ) from exc
-        except RecursionError:
-            raise _too_deep(self.name) from None
+        # Decoders that read only `data` take every event of a read at once.
+        by_data = type(decoder).feed_data is not StreamDecoder.feed_data
+        name = self.name
+        while not decoder.done:
+            try:
+                data = await anext(body, None)
+            except TransportError as exc:
+                raise transport_error(name, exc) from exc
+            if data is None:
+                sse.close()  # an event the body left unfinished is dropped
+                break
+            out: list[StreamChunk] = []
+            error: LLMError | None = None
+            try:
+                if by_data:
+                    datas = sse.feed_data(data)
+                    if datas:
+                        decoder.feed_data(datas, out)
+                else:
+                    for event in sse.feed(data):
+                        out += decoder.feed(event)
+                        if decoder.done:
+                            break
+            except LLMError as exc:
+                error = exc
+            except ValueError as exc:  # the SSE decoder's size limits
+                error = LLMError(
+                    f"malformed event stream: {exc}",
+                    provider=name,
+                    retryable=True,
+                    kind="protocol",
+                )
+            except RecursionError:
+                error = _too_deep(name)
+            # The chunks of the events before a failing one still reach the caller.
+            if out:
+                yield out
+            if error is not None:
+                raise error
         if decoder.done:
             await _drain(body)
-        for chunk in decoder.finish():
-            yield chunk
+        final = decoder.finish()
+        if final:
+            yield final
 
     async def check_health(self) -> bool:
         call = self.adapter.health_request()

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from .._config import ProviderConfig
+    from .._models import StreamChunk
+    from .._sse import SSEEvent
+    from ._base import StreamDecoder
 
 __all__ = [
     "ENCODER",
@@ -26,6 +29,7 @@ __all__ = [
     "body_text",
     "check_header_value",
     "decode",
+    "feed_event",
     "header_list",
     "protocol_error",
     "truncated_error",
@@ -106,6 +110,13 @@ def decode(decoder: msgspec.json.Decoder[T], data: bytes | str, provider: str, p
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep (a hostile or broken upstream).
         raise protocol_error(provider, protocol, str(exc) or type(exc).__name__) from None
+
+
+def feed_event(decoder: StreamDecoder, event: SSEEvent) -> list[StreamChunk]:
+    """`StreamDecoder.feed` of a decoder that reads only ``data``: its `feed_data`."""
+    out: list[StreamChunk] = []
+    decoder.feed_data([event.data.encode()], out)
+    return out
 
 
 def body_text(body: bytes) -> str:
