@@ -39,7 +39,7 @@ _CHILD = "_LLMLB_INSTRUCTIONS_CHILD"
 _WARMUP = 20
 
 
-def _config(base_url: str, protocol: str, providers: int, **extra: Any) -> Any:
+def _config(urls: list[str], protocol: str, **extra: Any) -> Any:
     from llmlb_actors._config import BalancerConfig, ProviderConfig
 
     from ._sse_bodies import SSE_MODELS
@@ -51,12 +51,12 @@ def _config(base_url: str, protocol: str, providers: int, **extra: Any) -> Any:
             ProviderConfig(
                 name=f"up-{i}",
                 provider=kind,
-                base_url=base_url.format(i=i),
+                base_url=url,
                 model=SSE_MODELS[protocol],
                 api_key="sk-bench-not-a-real-key",
                 max_concurrency=64,
             )
-            for i in range(providers)
+            for i, url in enumerate(urls)
         ],
         health_check_interval=None,
         global_timeout=300.0,
@@ -71,15 +71,15 @@ async def _child(workload: str, protocol: str, n: int, pieces: int, ports: list[
 
     request = LLMRequest(prompt="Write a funny dad joke.")
     version = "/v1" if protocol == "openai" else ""
-    stream_url = "http://127.0.0.1:{port}/sse/" + protocol + version
+    stream_urls = [f"http://127.0.0.1:{port}/sse/{protocol}{version}" for port in ports]
 
     async def repeat(one: Callable[[], Awaitable[object]]) -> None:
         for _ in range(_WARMUP + n):
             await one()
 
     if workload in ("sse", "stream-provider"):
-        port = ports[0] if ports else 0
-        provider = _provider(workload, protocol, stream_url.format(port=port), pieces)
+        url = stream_urls[0] if ports else "http://127.0.0.1:9"  # sse: never connects
+        provider = _provider(workload, protocol, url, pieces)
 
         async def provider_stream() -> object:
             async with provider.stream(request) as chunks:
@@ -90,8 +90,7 @@ async def _child(workload: str, protocol: str, n: int, pieces: int, ports: list[
         await repeat(provider_stream)
         return
     if workload == "whole":
-        config = _config("http://127.0.0.1:{port}/v1", "openai", 3)
-        config = _with_ports(config, ports)
+        config = _config([f"http://127.0.0.1:{port}/v1" for port in ports], "openai")
         async with open_balancer(config) as lb:
 
             async def whole() -> object:
@@ -100,7 +99,7 @@ async def _child(workload: str, protocol: str, n: int, pieces: int, ports: list[
             await repeat(whole)
         return
     if workload == "stream":
-        config = _with_ports(_config(stream_url, protocol, 3), ports)
+        config = _config(stream_urls, protocol)
         async with open_balancer(config) as lb:
 
             async def stream() -> object:
@@ -122,7 +121,7 @@ def _provider(workload: str, protocol: str, base_url: str, pieces: int) -> Any:
 
     from ._sse_bodies import sse_body
 
-    config = _config(base_url, protocol, 1).providers[0]
+    config = _config([base_url], protocol).providers[0]
     adapter = adapter_class(config.provider)(config)
     if workload == "stream-provider":
         return HTTPProvider(config, adapter, TrioTransport())
@@ -168,16 +167,6 @@ class _MemoryStream:
 
     async def aread(self) -> bytes:
         return b"".join(self.pieces)
-
-
-def _with_ports(config: Any, ports: list[int]) -> Any:
-    import msgspec
-
-    providers = [
-        msgspec.structs.replace(p, base_url=p.base_url.format(port=ports[i % len(ports)]))
-        for i, p in enumerate(config.providers)
-    ]
-    return msgspec.structs.replace(config, providers=providers)
 
 
 def _count(args: argparse.Namespace, n: int, ports: list[int], out: str) -> int:
@@ -254,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._upstream import run_nginx
 
     os.makedirs(args.out, exist_ok=True)
-    tag = f"{args.workload}-{args.protocol}"
+    tag = f"{args.workload}-{args.protocol}" + (f"-{args.pieces}p" if args.pieces > 1 else "")
     small_out = os.path.join(args.out, f"callgrind-{tag}-n.out")
     large_out = os.path.join(args.out, f"callgrind-{tag}-3n.out")
     with run_nginx() as up:
