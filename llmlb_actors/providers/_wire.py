@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .._config import ProviderConfig
     from .._models import StreamChunk
     from .._sse import SSEEvent
-    from ._base import StreamDecoder
+    from ._adapter import StreamDecoder
 
 __all__ = [
     "ENCODER",
