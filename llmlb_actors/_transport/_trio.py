@@ -688,6 +688,12 @@ class _BodyIterator:
     def __aiter__(self) -> _BodyIterator:
         return self
 
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived and was handed out: nothing is left to wait for."""
+        reader = self._response._reader
+        return reader.complete and not reader.chunks
+
     async def __anext__(self) -> bytes:
         chunk = await self._response._next_chunk()
         if chunk is None:
