@@ -248,7 +248,9 @@ def _cuts(stream: bytes) -> list[list[bytes]]:
 
 
 OPENAI = b'data: {"a":1}\n\ndata: {"b":"x y"}\n\ndata: [DONE]\n\n'
-ANTHROPIC = b'event: start\ndata: {"a":1}\n\nevent: ping\ndata: {}\n\nevent: stop\ndata: {"z":0}\n\n'
+ANTHROPIC = (
+    b'event: start\ndata: {"a":1}\n\nevent: ping\ndata: {}\n\nevent: stop\ndata: {"z":0}\n\n'
+)
 
 
 @pytest.mark.parametrize(
@@ -303,9 +305,11 @@ def test_an_unfinished_event_is_bounded_line_by_line() -> None:
     for _ in range(30):
         assert decoder.feed_data(b"data: " + b"y" * 20 + b"\n") == []
     assert len(decoder._tail) <= 64
+    for _ in range(20):  # 50 lines of 20 bytes: exactly the event's 1,000
+        decoder.feed_data(b"data: " + b"y" * 20 + b"\n")
+    line = b"data: " + b"y" * 20 + b"\n"
     with pytest.raises(ValueError, match="event data over 1000 bytes"):
-        for _ in range(30):
-            decoder.feed_data(b"data: " + b"y" * 20 + b"\n")
+        decoder.feed_data(line * 4)  # parsed once the carried lines pass the line cap
 
 
 def test_an_unfinished_event_parsed_early_still_ends_at_its_blank_line() -> None:
