@@ -15,6 +15,8 @@ Workloads (sequential, C=1, against nginx's fixed bodies on loopback):
 ``stream-provider`` ``HTTPProvider.stream`` read to its end (adapter+transport)
 ``stream``         ``lb.stream`` with 3 providers round-robin, read to its end
 ``whole``          ``lb.request`` with 3 providers round-robin (whole responses)
+``aiohttp-stream`` the reference: aiohttp SSE lines, each event decoded with msgspec
+``aiohttp``        the reference for whole responses
 =================  =========================================================
 
 Example: ``python -m benchmarks.stream_instructions stream --protocol anthropic -n 100``.
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-WORKLOADS = ("sse", "stream-provider", "stream", "whole")
+WORKLOADS = ("sse", "stream-provider", "stream", "whole", "aiohttp-stream", "aiohttp")
 _CHILD = "_LLMLB_INSTRUCTIONS_CHILD"
 _WARMUP = 20
 
@@ -234,12 +236,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+async def _asyncio_child(workload: str, n: int, ports: list[int]) -> None:
+    from ._clients_asyncio import ASYNCIO_CONFIGS
+    from ._results import PointSpec
+    from ._upstream import Upstream
+
+    upstream = Upstream(kind="nginx", ports=ports, pids=[])
+    spec = PointSpec(config=workload, concurrency=1, upstream=upstream)
+    async with ASYNCIO_CONFIGS[workload](spec) as client:
+        for _ in range(_WARMUP + n):
+            await client.one()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if os.environ.get(_CHILD):
+        ports = [int(p) for p in args.ports.split(",") if p]
+        if args.workload.startswith("aiohttp"):
+            import asyncio
+
+            asyncio.run(_asyncio_child(args.workload, args.n, ports))
+            return 0
         import trio
 
-        ports = [int(p) for p in args.ports.split(",") if p]
         trio.run(_child, args.workload, args.protocol, args.n, args.pieces, ports)
         return 0
     from ._upstream import run_nginx
