@@ -119,7 +119,7 @@ def _provider(workload: str, protocol: str, base_url: str, pieces: int) -> Any:
     """An `HTTPProvider` over the trio transport, or (``sse``) over the body in memory."""
     from llmlb_actors._transport import TrioTransport
     from llmlb_actors.providers._http import HTTPProvider
-    from llmlb_actors.providers._registry import adapter_class
+    from llmlb_actors.providers._adapter import adapter_class
 
     from ._sse_bodies import sse_body
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import LLMError
+from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
     RemoteProtocolError,
@@ -127,15 +128,16 @@ class HTTPProvider(BaseProvider):
         super().__init__(config)
         self.adapter = adapter
         self.transport = transport
+        self._redact = Redactor.for_provider(config)
 
     @property
     def supports_streaming(self) -> bool:
         return True
 
     async def make_request(self, request: LLMRequest) -> LLMResponse:
-        call = self.adapter.build_request(request, stream=False)
+        http_request = self.adapter.build_request(request, stream=False)
         try:
-            response = await self.transport.request(call)
+            response = await self.transport.request(http_request)
         except TransportError as exc:  # not map_transport_errors: 3 objects per request
             raise transport_error(self.name, exc) from exc
         if 200 <= response.status < 300:
@@ -146,11 +148,15 @@ class HTTPProvider(BaseProvider):
         raise self._parse_error(response.status, response.headers, response.body)
 
     def _parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        # Upstreams echo the key they were sent; redacting the body before the
+        # adapter reads it means no excerpt of it can end inside a key.
+        body = self._redact.bytes(body)
         try:
-            return self.adapter.parse_error(status, headers, body)
+            error = self.adapter.parse_error(status, headers, body)
         except RecursionError:
             # The status still says what happened; only the body's message is lost.
-            return error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
+            error = error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
+        return self._redact.error(error)  # a redirect's Location may carry it too
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
@@ -170,8 +176,8 @@ class HTTPProvider(BaseProvider):
         Chunks carry ``provider`` as their provider name. What the balancer's
         streams read: one hand-over per read instead of one per chunk.
         """
-        call = self.adapter.build_request(request, stream=True)
-        cm = self.transport.stream(call)
+        http_request = self.adapter.build_request(request, stream=True)
+        cm = self.transport.stream(http_request)
         try:
             response = await cm.__aenter__()
         except TransportError as exc:  # not map_transport_errors: no generator per stream
@@ -247,10 +253,10 @@ class HTTPProvider(BaseProvider):
             yield final
 
     async def check_health(self) -> bool:
-        call = self.adapter.health_request()
+        http_request = self.adapter.health_request()
         try:
             with map_transport_errors(self.name):
-                response = await self.transport.request(call)
+                response = await self.transport.request(http_request)
         except LLMError:
             return False
         return 200 <= response.status < 300
