@@ -118,8 +118,8 @@ async def _child(workload: str, protocol: str, n: int, pieces: int, ports: list[
 def _provider(workload: str, protocol: str, base_url: str, pieces: int) -> Any:
     """An `HTTPProvider` over the trio transport, or (``sse``) over the body in memory."""
     from llmlb_actors._transport import TrioTransport
-    from llmlb_actors.providers._http import HTTPProvider
     from llmlb_actors.providers._adapter import adapter_class
+    from llmlb_actors.providers._http import HTTPProvider
 
     from ._sse_bodies import sse_body
 
