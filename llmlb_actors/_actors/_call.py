@@ -19,6 +19,7 @@ caller leaves. They name each other, so they live in one module.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Union
 
 import msgspec
@@ -137,6 +138,9 @@ class Call:
             self.scope.cancel()
 
 
+_NEVER = sys.maxsize
+
+
 class StreamHandle:
     """Chunks of one committed stream, as the caller iterates them.
 
@@ -167,6 +171,7 @@ class StreamHandle:
         "_next",
         "_parts",
         "_waiter",
+        "_wake_at",
         "_worker",
         "finished",
         "provider",
@@ -177,8 +182,10 @@ class StreamHandle:
         self._index = 0
         self._next: list[StreamChunk] | None = None  # the batch read ahead, if any
         self._waiter: trio.lowlevel.Task | None = None  # the caller, waiting for a batch
-        # The worker, waiting for room for a batch or for the caller to take the last.
+        # The worker, waiting for room for a batch or for the caller to take the last;
+        # in the second case, woken once the caller takes the chunk at this index.
         self._worker: trio.lowlevel.Task | None = None
+        self._wake_at = _NEVER
         self._complete = False  # the body ended normally: every chunk is here
         self._ended = False  # the worker hands over nothing more
         self._closed = False  # the caller left
@@ -212,6 +219,8 @@ class StreamHandle:
         """
         self._complete = True
         while self._left() > 1 and not self._closed:
+            if self._next is None:  # else taking the next batch wakes us
+                self._wake_at = len(self._batch) - 2
             await self._park()
         if self._closed:
             raise trio.ClosedResourceError
@@ -262,8 +271,9 @@ class StreamHandle:
             batch = await self._refill()
             index = 0
         self._index = index + 1
-        if self._worker is not None and self._complete and self._left() <= 1:
-            self._wake_worker()  # the caller has (nearly) all of it: the stream completed
+        if index >= self._wake_at:  # all but the last chunk taken: the stream completed
+            self._wake_at = _NEVER
+            self._wake_worker()
         chunk = batch[index]
         delta = chunk.delta
         if delta:
@@ -280,6 +290,7 @@ class StreamHandle:
             if batch:
                 self._next = None
                 self._batch = batch
+                self._wake_at = _NEVER
                 self._wake_worker()  # room for the next batch (or the last was taken)
                 return batch
             if self._ended or self._closed:
