@@ -56,7 +56,7 @@ def _config(urls: list[str], protocol: str, **extra: Any) -> Any:
                 base_url=url,
                 model=SSE_MODELS[protocol],
                 api_key="sk-bench-not-a-real-key",
-                max_concurrency=64,
+                max_concurrency=1024,
             )
             for i, url in enumerate(urls)
         ],
