@@ -177,8 +177,8 @@ class HTTPProvider(BaseProvider):
         streams read: one hand-over per read instead of one per chunk.
         """
         http_request = self.adapter.build_request(request, stream=True)
-        cm = self.transport.stream(http_request)
         try:
+            cm = self.transport.stream(http_request)
             response = await cm.__aenter__()
         except TransportError as exc:  # not map_transport_errors: no generator per stream
             raise transport_error(self.name, exc) from exc
