@@ -37,6 +37,10 @@ LABELS = {
     "llmlb-stream-3-gemini": "llmlb_actors stream, 3 providers (Gemini SSE)",
     "llmlb-stream-provider": "llmlb HTTPProvider.stream alone (OpenAI SSE)",
     "aiohttp-stream": "aiohttp on asyncio, raw SSE (reference)",
+    "llmlb-aio": "llmlb_actors.aio on asyncio (trio thread), 1 provider",
+    "llmlb-aio-guest": "llmlb_actors.aio, runner='guest', 1 provider",
+    "llmlb-sync": "llmlb_actors.sync from C threads, 1 provider",
+    "litellm-sync": "LiteLLM Router.completion from C threads",
 }
 
 

@@ -66,11 +66,34 @@ DEFAULT_CONFIGS = [
     "llmlb-provider",
     "llmlb-1",
     "llmlb-3",
+    "llmlb-aio",
+    "llmlb-sync",
+    "litellm-sync",
 ]
 DEFAULT_CONCURRENCY = [1, 64, 512, 2048]
 #: Too slow to run at high concurrency in a 15-minute budget: the naive httpx pool
 #: takes minutes to finish its first 2048 requests, LiteLLM ~45 s.
-SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx"})
+SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx", "litellm-sync"})
+#: One caller thread per request in flight: capped like the slow ones (2048 threads
+#: measure the operating system more than the client).
+THREADED_CONFIGS = frozenset({"llmlb-sync", "litellm-sync"})
+#: LiteLLM is measured over a fixed number of requests, not a time window.
+LITELLM_CONFIGS = frozenset({"litellm", "litellm-sync"})
+#: Named subsets (``--scenario NAME``): configurations, concurrencies, and no streaming,
+#: scale or profile runs. ``frontends``: the asyncio and sync front-ends (issue 17).
+SCENARIOS: dict[str, dict[str, list[Any]]] = {
+    "frontends": {
+        "configs": [
+            "aiohttp",
+            "llmlb-1",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+            "litellm-sync",
+        ],
+        "concurrency": [64, 512],
+    },
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -80,10 +103,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
     p.add_argument(
         "--scenario",
-        choices=("all", "whole", "stream"),
-        default="all",
-        help="all (default); whole: whole responses only (no streaming run); stream: the "
-        "streaming run and its profile only",
+        choices=sorted([*SCENARIOS, "stream", "whole"]),
+        help="a named subset. stream: the streaming run and its profile only; whole: no "
+        "streaming run; frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, "
+        "litellm-sync at C=64,512, no stream/scale/profile",
     )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
@@ -122,6 +145,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
     args = p.parse_args(argv)
+    if args.scenario in SCENARIOS:
+        scenario = SCENARIOS[args.scenario]
+        args.configs = args.configs or list(scenario["configs"])
+        args.concurrency = args.concurrency or list(scenario["concurrency"])
+        args.no_stream = args.no_scale = args.no_profile = True
     quick = args.quick
     args.reps = args.reps or (1 if quick else 3)
     args.concurrency = args.concurrency or ([1, 64] if quick else DEFAULT_CONCURRENCY)
@@ -143,7 +171,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.stream_full = False
     args.stream_full = args.stream_full and not args.no_stream
     if args.configs is None:
-        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c == "litellm")]
+        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c in LITELLM_CONFIGS)]
     args.measure = args.measure or (1.0 if quick else 3.0)
     args.warmup = args.warmup or (0.3 if quick else 1.0)
     args.litellm_requests = args.litellm_requests or (30 if quick else 150)
@@ -237,14 +265,14 @@ def run_point(spec: PointSpec, timeout: float) -> PointResult | None:
 
 
 def _spec_for(args: argparse.Namespace, up: Upstream, config: str, c: int, rep: int) -> PointSpec:
-    max_requests = args.litellm_requests if config == "litellm" else None
+    max_requests = args.litellm_requests if config in LITELLM_CONFIGS else None
     return PointSpec(
         config=config,
         concurrency=c,
         upstream=up,
         rep=rep,
         warmup_s=args.warmup,
-        measure_s=max(args.measure, 60.0) if config == "litellm" else args.measure,
+        measure_s=max(args.measure, 60.0) if config in LITELLM_CONFIGS else args.measure,
         max_requests=max_requests,
         pin_core=CLIENT_CORE,
     )
@@ -276,7 +304,8 @@ def interleaved(
     for rep in range(args.reps):
         for c in concurrency:
             for config in configs:
-                if config in SLOW_CONFIGS and c > args.slow_max_concurrency:
+                capped = config in SLOW_CONFIGS or config in THREADED_CONFIGS
+                if capped and c > args.slow_max_concurrency:
                     continue
                 spec = _spec_for(args, up, config, c, rep)
                 timeout = spec.warmup_s + spec.measure_s + (240 if config in SLOW_CONFIGS else 90)
@@ -440,7 +469,17 @@ def _whole_report(
     order = [c for c in DEFAULT_CONFIGS + sorted(LABELS) if c in args.configs]
     order = list(dict.fromkeys(order))
     subjects = [
-        c for c in ("llmlb-3", "llmlb-1", "llmlb-provider", "llmlb-transport") if c in args.configs
+        c
+        for c in (
+            "llmlb-3",
+            "llmlb-1",
+            "llmlb-provider",
+            "llmlb-transport",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+        )
+        if c in args.configs
     ]
     cs = sorted({p.concurrency for p in points})
     md.append(
@@ -454,11 +493,15 @@ def _whole_report(
     md.append("| subject | vs | metric | " + " | ".join(f"C={c}" for c in cs) + " |")
     md.append("|---|---|---|" + "---:|" * len(cs))
     for subject in subjects:
-        for ref in ("aiohttp", "litellm"):
-            if ref not in args.configs:
+        for ref in ("aiohttp", "litellm", "litellm-sync", "llmlb-aio"):
+            if ref not in args.configs or ref == subject:
                 continue
+            if ref == "litellm-sync" and subject != "llmlb-sync":
+                continue  # LiteLLM's sync Router: the sync front-end's counterpart
+            if ref == "llmlb-aio" and subject != "llmlb-aio-guest":
+                continue  # the two asyncio runners, against each other
             rows: list[tuple[str, Any]] = [("throughput", lambda r: r.rps)]
-            if ref == "aiohttp":
+            if ref in ("aiohttp", "llmlb-aio"):
                 rows.append(("p99 latency", lambda r: r.p99_ms))
                 rows.append(("CPU/request", lambda r: r.cpu_us_per_req))
             for name, metric in rows:
@@ -470,7 +513,7 @@ def _whole_report(
                     + " |"
                 )
 
-    md.append("\n## What llmlb adds over its own transport (CPU µs per request, paired)\n")
+    md.append("\n## What each layer adds (CPU µs per request, paired)\n")
     md.append("| layer | " + " | ".join(f"C={c}" for c in cs) + " |")
     md.append("|---|" + "---:|" * len(cs))
     layers = [
@@ -478,6 +521,9 @@ def _whole_report(
         ("balancer, 3 providers − transport alone", "llmlb-3", "llmlb-transport"),
         ("adapter + provider − transport alone", "llmlb-provider", "llmlb-transport"),
         ("actors (balancer, 1 provider − provider alone)", "llmlb-1", "llmlb-provider"),
+        ("asyncio front-end (llmlb-aio − trio, 1 provider)", "llmlb-aio", "llmlb-1"),
+        ("asyncio guest run (llmlb-aio-guest − trio, 1 provider)", "llmlb-aio-guest", "llmlb-1"),
+        ("sync front-end (llmlb-sync − trio, 1 provider)", "llmlb-sync", "llmlb-1"),
     ]
     for label, subject, base in layers:
         if subject in args.configs and base in args.configs:

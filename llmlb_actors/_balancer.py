@@ -17,8 +17,8 @@ from ._config import BalancerConfig, ProviderConfig
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
-from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
 from .strategies import StrategyOptions, make_strategy
@@ -38,12 +38,11 @@ class Balancer:
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
         strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
         self._dispatcher = Dispatcher(strategy, config.queue_size)
@@ -53,11 +52,10 @@ class Balancer:
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(provider_config.proxy)
             adapter = adapter_class(protocol)(provider_config)
-            return HTTPProvider(provider_config, adapter, self._transport)
+            return HTTPProvider(provider_config, adapter, transport)
         return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
@@ -203,21 +201,14 @@ async def open_balancer(
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
@@ -235,5 +226,4 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()
