@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._errors import ConfigError
+from ._quota._types import Limits
 from ._transport._base import Transport
 from .providers._base import BaseProvider
 
@@ -105,6 +106,17 @@ def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None
         raise ConfigError(f"{owner}{field} must be >= {minimum}, got {value!r}", field=field)
 
 
+#: Budgets beyond this are not a real provider's (and would make pacing arithmetic absurd).
+MAX_BUDGET = 10**12
+
+
+def _check_positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}{field} must be a positive integer, got {value!r}", field=field)
+    if value > MAX_BUDGET:
+        raise ConfigError(f"{owner}{field} must be <= {MAX_BUDGET:.0e}, got {value!r}", field=field)
+
+
 class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One provider: who to call, with which key and model.
 
@@ -127,6 +139,13 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mailbox_size        None        requests queued for it (default: max_concurrency)
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
+    rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in
+                                    any rolling 1-second window
+    tpm                 None        tokens per minute: a bucket of ``tpm`` refilling
+                                    ``tpm / 60`` per second
+    rpd, tpd            None        requests / tokens in any rolling 24 hours
+    default_max_tokens  None        completion tokens reserved for a request that sets
+                                    no ``max_tokens``
     ==================  ==========  ===================================================
     """
 
@@ -142,6 +161,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mailbox_size: int | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    default_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -173,6 +197,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         _check_count(who, "max_concurrency", self.max_concurrency, minimum=1)
         if self.mailbox_size is not None:
             _check_count(who, "mailbox_size", self.mailbox_size, minimum=1)
+        for budget in ("rpm", "tpm", "rpd", "tpd", "default_max_tokens"):
+            value = getattr(self, budget)
+            if value is not None:
+                _check_positive_int(who, budget, value)
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
@@ -209,6 +237,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",
                 field="base_url",
             )
+
+    @property
+    def limits(self) -> Limits:
+        """The configured budgets (``rpm``, ``tpm``, ``rpd``, ``tpd``)."""
+        return Limits(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd, tpd=self.tpd)
 
     @property
     def protocol(self) -> str | type[BaseProvider]:

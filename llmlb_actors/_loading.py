@@ -50,6 +50,11 @@ class _ProviderFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mailbox_size: int | msgspec.UnsetType = _UNSET
     headers: dict[str, str] | msgspec.UnsetType = _UNSET
     api_version: str | msgspec.UnsetType = _UNSET
+    rpm: int | msgspec.UnsetType = _UNSET
+    tpm: int | msgspec.UnsetType = _UNSET
+    rpd: int | msgspec.UnsetType = _UNSET
+    tpd: int | msgspec.UnsetType = _UNSET
+    default_max_tokens: int | msgspec.UnsetType = _UNSET
 
 
 class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
