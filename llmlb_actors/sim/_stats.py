@@ -23,6 +23,8 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
         outcomes: how many chat requests ended in each outcome (``"ok"``,
             ``"429"``, ``"reset"``...; auth failures count as ``"401"`` or
             Gemini's ``"400"``, bad bodies as ``"400"``/``"422"``).
+        rate_limited: chat requests refused because they were over a quota
+            (``Behaviour.rpm``/``tpm``/``rpd``); also counted as ``"429"`` outcomes.
         last_headers: headers of the last chat request, names lower-cased,
             secrets (``authorization``, ``x-api-key``, ``x-goog-api-key``)
             replaced by ``***``.
@@ -35,6 +37,7 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
     health_probes: int = 0
     connections: int = 0
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    rate_limited: int = 0
     last_headers: dict[str, str] = msgspec.field(default_factory=dict)
     last_body: bytes | None = None
     last_path: str | None = None
@@ -71,6 +74,7 @@ class StatsRecorder:
         "last_headers",
         "last_target",
         "outcomes",
+        "rate_limited",
         "requests",
         "streams",
     )
@@ -81,6 +85,7 @@ class StatsRecorder:
         self.health_probes = 0
         self.connections = 0
         self.outcomes: dict[str, int] = {}
+        self.rate_limited = 0
         self.last_headers: dict[bytes, bytes] | None = None
         self.last_body: bytes | None = None
         self.last_target: bytes | None = None
@@ -96,6 +101,7 @@ class StatsRecorder:
             health_probes=self.health_probes,
             connections=self.connections,
             outcomes=dict(self.outcomes),
+            rate_limited=self.rate_limited,
             last_headers={
                 name.decode("latin-1"): _redact_header(name, value)
                 for name, value in headers.items()
