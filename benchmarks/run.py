@@ -8,6 +8,8 @@ Writes ``benchmarks/out/latest.md``, ``latest.json`` and ``bench.png``; a
 full default run also refreshes the committed ``benchmarks/bench.png``.
 
 ``--quick`` is a smoke run of well under a minute; see ``--help``.
+``--scenario NAME [its options]`` runs one named scenario instead (``quota``:
+``benchmarks/quota.py``); a full default run ends with each scenario's default run.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ DEFAULT_CONCURRENCY = [1, 64, 512, 2048]
 #: Too slow to run at high concurrency in a 15-minute budget: the naive httpx pool
 #: takes minutes to finish its first 2048 requests, LiteLLM ~45 s.
 SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx"})
+#: Named scenarios: a module with ``main(argv) -> int`` each.
+SCENARIOS = {"quota": "benchmarks.quota"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -92,6 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-stream", action="store_true", help="skip the streaming run")
     p.add_argument("--no-scale", action="store_true", help="skip the scale checks")
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
+    p.add_argument(
+        "--no-scenarios", action="store_true", help=f"a full run skips {', '.join(SCENARIOS)}"
+    )
     p.add_argument("--inflight", type=int, help="requests in flight at once (default 10000)")
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
@@ -609,7 +616,22 @@ def _upstream(args: argparse.Namespace) -> Iterator[Upstream]:
         yield up
 
 
+def run_scenario(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    if name not in SCENARIOS:
+        print(f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)}")
+        return 2
+    scenario_main = importlib.import_module(SCENARIOS[name]).main
+    return int(scenario_main(list(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scenario" in argv:
+        at = argv.index("--scenario")
+        name = argv[at + 1] if at + 1 < len(argv) else ""
+        return run_scenario(name, argv[:at] + argv[at + 2 :])
     args = parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("!! fewer than 2 cores: client and upstream will share one core")
@@ -678,6 +700,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.full:
             shutil.copyfile(png, os.path.join(HERE, "bench.png"))
             print("full run: copied the plot to benchmarks/bench.png")
+    if args.full and not args.no_scenarios:
+        for name in SCENARIOS:
+            run_scenario(name, ["--out", args.out])
     return 0
 
 
