@@ -359,6 +359,18 @@ class ProviderBudget:
             headroom=min(1.0, max(0.0, headroom)),
         )
 
+    def unlimited(self, now: float) -> bool:
+        """Nothing here can refuse a request (so callers may skip asking)."""
+        return (
+            self.window is None
+            and not self.buckets
+            and self.day_requests is None
+            and self.day_tokens is None
+            and not self.probing
+            and not self._taken
+            and all(until <= now for until in self.holds.values())
+        )
+
     @property
     def reservations(self) -> int:
         """Reservations taken and not yet reconciled."""

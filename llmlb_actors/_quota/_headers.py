@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from ..providers._http import parse_retry_after
+from ..providers._status import parse_retry_after
 from ._types import Hint, Observation
 
 if TYPE_CHECKING:

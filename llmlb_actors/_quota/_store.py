@@ -89,6 +89,12 @@ class QuotaStore(abc.ABC):
     def view(self, provider: str, now: float) -> QuotaView:
         """A snapshot of the provider's budgets for stats and strategies."""
 
+    def unlimited(self, provider: str, now: float) -> bool:
+        """True when nothing can refuse ``provider`` now: no limits, none learned, no hold,
+        no probe, no reservation outstanding. The balancer then stops consulting the
+        store for it until an answer reports a budget. A shared store answers False."""
+        return False
+
     # -- authoritative (one round trip each for a shared store) ------------------------------
 
     @abc.abstractmethod
@@ -216,6 +222,10 @@ class InProcessQuotaStore(QuotaStore):
     def view(self, provider: str, now: float) -> QuotaView:
         budget = self._budgets.get(provider)
         return QuotaView() if budget is None else budget.view(now)
+
+    def unlimited(self, provider: str, now: float) -> bool:
+        budget = self._budgets.get(provider)
+        return budget is None or budget.unlimited(now)
 
     # -- decisions --------------------------------------------------------------------------
 
