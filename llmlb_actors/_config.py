@@ -17,6 +17,7 @@ import msgspec
 
 from ._circuit import CircuitState
 from ._errors import ConfigError
+from ._quota._store import QuotaStore
 from ._quota._types import Limits
 from ._transport._base import Transport
 from .providers._base import BaseProvider
@@ -31,7 +32,8 @@ __all__ = [
 ]
 
 KNOWN_PROTOCOLS = ("openai", "anthropic", "gemini", "cohere", "mistral", "openai-compatible")
-STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "custom")
+STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "quota", "custom")
+TOKEN_ESTIMATORS = ("auto", "chars", "tiktoken")
 
 _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("openai", "openai"),
@@ -322,7 +324,9 @@ class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
     total_requests: int
 
 
-StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+StrategyName = Literal[
+    "round-robin", "failover", "weighted", "least-busy", "latency", "quota", "custom"
+]
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
 
@@ -356,6 +360,13 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_response_bytes      16 MiB        cap on one response body
     verify_tls              True          turning it off logs a warning
     seed                    None          seeds jitter and weighted picks (reproducible)
+    quota                   on            ``on``: pace to providers' budgets (configured
+                                          and learned from headers); ``off``: send
+                                          blindly and back off on 429, as before
+    quota_store             None          a `QuotaStore` (default: in-process)
+    token_estimator         auto          ``auto`` (tiktoken if installed, else
+                                          characters), ``chars``, ``tiktoken``, or
+                                          callable(request, model) -> prompt tokens
     ======================  ============  ===============================================
     """
 
@@ -381,6 +392,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_response_bytes: int = 16 * 1024 * 1024
     verify_tls: bool = True
     seed: int | None = None
+    quota: Literal["on", "off"] = "on"
+    quota_store: QuotaStore | None = None
+    token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -453,6 +467,31 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"got {self.transport!r}",
                 field="transport",
             )
+        self._check_quota()
+
+    def _check_quota(self) -> None:
+        if self.quota not in ("on", "off"):
+            raise ConfigError(f"quota must be 'on' or 'off', got {self.quota!r}", field="quota")
+        if self.quota_store is not None and not isinstance(self.quota_store, QuotaStore):
+            raise ConfigError(
+                f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",
+                field="quota_store",
+            )
+        estimator = self.token_estimator
+        if not callable(estimator) and estimator not in TOKEN_ESTIMATORS:
+            raise ConfigError(
+                f"token_estimator must be one of {', '.join(TOKEN_ESTIMATORS)} or a callable, "
+                f"got {estimator!r}",
+                field="token_estimator",
+            )
+        if estimator == "tiktoken":
+            try:
+                import tiktoken  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "token_estimator 'tiktoken' needs tiktoken: pip install 'llmlb-actors[tokens]'",
+                    field="token_estimator",
+                ) from None
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)

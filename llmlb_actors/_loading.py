@@ -85,12 +85,16 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_response_bytes: int | msgspec.UnsetType = _UNSET
     verify_tls: bool | msgspec.UnsetType = _UNSET
     seed: int | msgspec.UnsetType | None = _UNSET
+    quota: str | msgspec.UnsetType = _UNSET
+    token_estimator: str | msgspec.UnsetType = _UNSET
 
 
 _HINTS = {
     "api_key": "API keys are not read from files: set api_key_env to the name of an "
     "environment variable holding the key",
     "custom_strategy": "a custom strategy is a Python callable and cannot come from a file; "
+    "build the BalancerConfig in code",
+    "quota_store": "a quota store is a Python object and cannot come from a file; "
     "build the BalancerConfig in code",
 }
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")

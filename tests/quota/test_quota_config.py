@@ -61,3 +61,59 @@ def test_budgets_load_from_a_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert "tpm" in str(info.value)
+
+
+def _providers() -> list[ProviderConfig]:
+    return [ProviderConfig(name="openai", model="m", rpm=600)]
+
+
+def test_balancer_quota_fields() -> None:
+    from llmlb_actors import BalancerConfig
+    from llmlb_actors.quota import InProcessQuotaStore
+
+    config = BalancerConfig(providers=_providers())
+    assert (config.quota, config.quota_store, config.token_estimator) == ("on", None, "auto")
+    store = InProcessQuotaStore()
+    config = BalancerConfig(
+        providers=_providers(),
+        strategy="quota",
+        quota="off",
+        quota_store=store,
+        token_estimator="chars",
+    )
+    assert config.quota_store is store
+    assert BalancerConfig(providers=_providers(), token_estimator=lambda r, m: 1).token_estimator
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("quota", "sometimes"),
+        ("quota", True),
+        ("quota_store", object()),
+        ("token_estimator", "words"),
+        ("token_estimator", 4),
+    ],
+)
+def test_balancer_quota_fields_are_checked(field: str, value: Any) -> None:
+    from llmlb_actors import BalancerConfig
+
+    with pytest.raises(ConfigError) as info:
+        BalancerConfig(providers=_providers(), **{field: value})
+    assert info.value.field == field
+
+
+def test_quota_fields_load_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "strategy": "quota",
+                "quota": "off",
+                "token_estimator": "chars",
+                "providers": [{"name": "openai", "model": "m", "rpm": 60}],
+            }
+        )
+    )
+    config = load_config(path, env={})
+    assert (config.strategy, config.quota, config.token_estimator) == ("quota", "off", "chars")
