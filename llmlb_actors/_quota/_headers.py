@@ -170,12 +170,13 @@ def parse_rate_limit_headers(
     requests = _hint(headers, _OPENAI["requests"], "go", wall)
     tokens = _hint(headers, _OPENAI["tokens"], "go", wall)
     source = "openai" if requests is not None or tokens is not None else ""
-    input_tokens = output_tokens = None
-    if any(name.startswith("anthropic-ratelimit-") for name in headers):
-        requests = _hint(headers, _ANTHROPIC["requests"], "rfc3339", wall) or requests
-        tokens = _hint(headers, _ANTHROPIC["tokens"], "rfc3339", wall) or tokens
-        input_tokens = _hint(headers, _ANTHROPIC["input-tokens"], "rfc3339", wall)
-        output_tokens = _hint(headers, _ANTHROPIC["output-tokens"], "rfc3339", wall)
+    a_requests = _hint(headers, _ANTHROPIC["requests"], "rfc3339", wall)
+    a_tokens = _hint(headers, _ANTHROPIC["tokens"], "rfc3339", wall)
+    input_tokens = _hint(headers, _ANTHROPIC["input-tokens"], "rfc3339", wall)
+    output_tokens = _hint(headers, _ANTHROPIC["output-tokens"], "rfc3339", wall)
+    if a_requests or a_tokens or input_tokens or output_tokens:
+        requests = a_requests or requests
+        tokens = a_tokens or tokens
         source = "anthropic"
     retry_after = parse_retry_after(headers, now=wall)
     if retry_after is None and ("retry-after" in headers or "retry-after-ms" in headers):

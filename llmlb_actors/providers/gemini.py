@@ -18,6 +18,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
+from .._quota._headers import parse_gemini_quota
 from .._transport._base import HTTPCall
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status, error_for_status
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._config import ProviderConfig
+    from .._quota._types import Observation
     from .._sse import SSEEvent
 
 __all__ = ["GeminiAdapter"]
@@ -284,6 +286,19 @@ class GeminiAdapter(ProtocolAdapter):
         if err is None:
             return body_text(body), None
         return _describe(err), _retryable_override(err)
+
+    def rate_limits(
+        self, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> Observation | None:
+        """Gemini sends no rate-limit headers: a 429's body says how long (``RetryInfo``)
+        and whether a per-day quota ran out (``QuotaFailure``)."""
+        observation = super().rate_limits(status, headers, body)
+        if status != 429 or not body:
+            return observation
+        quota = parse_gemini_quota(body)
+        if quota is None or observation is None:
+            return quota or observation
+        return msgspec.structs.replace(quota, retry_after=observation.retry_after)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
         """Add what only Google's body says: a bad key (a 400 here) and RetryInfo's delay."""
