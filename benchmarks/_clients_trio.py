@@ -78,15 +78,15 @@ async def _httpx(spec: PointSpec) -> AsyncIterator[_Client]:
 
 @asynccontextmanager
 async def _transport(spec: PointSpec) -> AsyncIterator[_Client]:
-    from llmlb_actors._transport import HTTPCall, TransportLimits, TrioTransport
+    from llmlb_actors._transport import HTTPRequest, TransportLimits, TrioTransport
 
     url = spec.upstream.chat_url(0)
     transport = TrioTransport(TransportLimits(max_connections=spec.concurrency))
     try:
 
         async def one() -> None:
-            call = HTTPCall("POST", url, _HEADERS, _ENCODER.encode(ChatBody.make()))
-            response = await transport.request(call)
+            http_request = HTTPRequest("POST", url, _HEADERS, _ENCODER.encode(ChatBody.make()))
+            response = await transport.request(http_request)
             _check(response.status, response.body)
 
         yield _Client(one)

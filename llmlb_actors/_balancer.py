@@ -51,14 +51,15 @@ class Balancer:
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
         self._requests = RequestLoop(config, self._dispatcher, rng)
 
-    def _make_provider(self, config: ProviderConfig) -> BaseProvider:
-        protocol = config.protocol
+    def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
+        protocol = provider_config.protocol
         if isinstance(protocol, str):
             if self._transport is None:
                 # Created on first use: a balancer of custom providers needs none.
                 self._transport = self._transport_factory()
-            return HTTPProvider(config, adapter_class(protocol)(config), self._transport)
-        return protocol(config)
+            adapter = adapter_class(protocol)(provider_config)
+            return HTTPProvider(provider_config, adapter, self._transport)
+        return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class Balancer:
 
     def get_stats(self) -> dict[str, ProviderStats]:
         """``{name: ProviderStats}`` for every current provider (removed ones are gone)."""
-        return {name: a.stats_snapshot() for name, a in self._supervisor.actors.items()}
+        return {name: a.statistics() for name, a in self._supervisor.actors.items()}
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
@@ -136,7 +137,7 @@ class Balancer:
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed, in config order."""
         actors = sorted(self._supervisor.actors.values(), key=lambda a: a.index)
-        return [a.config for a in actors if a.is_healthy]
+        return [a.provider_config for a in actors if a.is_healthy]
 
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""

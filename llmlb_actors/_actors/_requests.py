@@ -77,12 +77,14 @@ def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int)
 class RequestLoop:
     """Runs each request to its one outcome, in the task of whoever asked. Strictly private."""
 
-    def __init__(self, config: BalancerConfig, routing: Routing, rng: random.Random) -> None:
-        self._config = config
+    def __init__(
+        self, balancer_config: BalancerConfig, routing: Routing, rng: random.Random
+    ) -> None:
+        self._balancer_config = balancer_config
         self._routing = routing
         self._rng = rng
-        self._request_timeout = config.request_timeout
-        self._wait_for_room = config.on_overload == "wait"
+        self._request_timeout = balancer_config.request_timeout
+        self._wait_for_room = balancer_config.on_overload == "wait"
         self._calls: set[Call] = set()
         self.closed = False
         self._requests = 0
@@ -145,7 +147,7 @@ class RequestLoop:
 
     async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
         """Judge the current attempt's failure; retry, fail over or give up."""
-        config = self._config
+        config = self._balancer_config
         errors = call.errors = []
         retries = 0
         reroutes = 0
@@ -200,7 +202,7 @@ class RequestLoop:
             call.next_attempt()
             if not self._routing.route_now(call):
                 await self._routing.route_queued(call, wait=self._wait_for_room)
-            await call.wait()
+            await call.wait_outcome()
 
     def totals(self) -> BalancerTotals:
         """Balancer-wide counters."""

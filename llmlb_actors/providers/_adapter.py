@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .._models import LLMRequest, LLMResponse, StreamChunk
     from .._quota._types import Observation
     from .._sse import SSEEvent
-    from .._transport._base import HTTPCall
+    from .._transport._base import HTTPRequest
 
 __all__ = ["ProtocolAdapter", "StreamDecoder"]
 
@@ -53,8 +53,8 @@ class ProtocolAdapter(abc.ABC):
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
 
     @abc.abstractmethod
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
-        """The HTTP call for ``request`` (whole or streamed)."""
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
+        """The HTTP request for ``request`` (whole or streamed)."""
 
     @abc.abstractmethod
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
@@ -69,8 +69,8 @@ class ProtocolAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def health_request(self) -> HTTPCall:
-        """A cheap authenticated call that answers 2xx when the provider is usable."""
+    def health_request(self) -> HTTPRequest:
+        """A cheap authenticated request that answers 2xx when the provider is usable."""
 
     @abc.abstractmethod
     def stream_decoder(self) -> StreamDecoder:
