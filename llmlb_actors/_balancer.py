@@ -19,9 +19,9 @@ from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
-from .providers._registry import adapter_class
-from .strategies import make_strategy
+from .strategies import StrategyOptions, make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -45,9 +45,8 @@ class Balancer:
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._rng = rng
-        self._dispatcher = Dispatcher(
-            make_strategy(config.strategy, config.custom_strategy), config.queue_size
-        )
+        strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
+        self._dispatcher = Dispatcher(strategy, config.queue_size)
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
         self._requests = RequestLoop(config, self._dispatcher, rng)
 

@@ -2,15 +2,17 @@
 
 A `ProtocolAdapter` never sends anything; `HTTPProvider` (`_http`) sends what it
 builds through a `Transport`. Adding a protocol means writing one adapter and
-one registry entry (`_registry`).
+one registry entry (`_registry.PROTOCOLS`).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import TYPE_CHECKING, ClassVar
 
 from .._quota._headers import parse_rate_limit_headers
+from ._registry import PROTOCOLS
 from ._status import error_for_status
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .._sse import SSEEvent
     from .._transport._base import HTTPRequest
 
-__all__ = ["ProtocolAdapter", "StreamDecoder"]
+__all__ = ["ProtocolAdapter", "StreamDecoder", "adapter_class"]
 
 
 class StreamDecoder(abc.ABC):
@@ -91,3 +93,14 @@ class ProtocolAdapter(abc.ABC):
     def extra_headers(self) -> list[tuple[str, str]]:
         """The user's extra headers from the config, lower-cased."""
         return [(k.lower(), v) for k, v in self.config.headers.items()]
+
+
+def adapter_class(protocol: str) -> type[ProtocolAdapter]:
+    """The adapter class of a built-in protocol (the name was validated by the config).
+
+    Raises:
+        KeyError: not a built-in protocol.
+    """
+    module, _, name = PROTOCOLS[protocol].adapter.partition(":")
+    cls: type[ProtocolAdapter] = getattr(importlib.import_module(f".{module}", __package__), name)
+    return cls
