@@ -341,6 +341,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                                           and learned from headers); ``off``: send
                                           blindly and back off on 429, as before
     quota_store             None          a `QuotaStore` (default: in-process)
+    quota_probe             False         a provider with no configured limits takes
+                                          one attempt at a time until its first answer
+                                          (whose headers say its limits)
     token_estimator         auto          ``auto`` (tiktoken if installed, else
                                           characters), ``chars``, ``tiktoken``, or
                                           callable(request, model) -> prompt tokens
@@ -371,6 +374,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     seed: int | None = None
     quota: Literal["on", "off"] = "on"
     quota_store: QuotaStore | None = None
+    quota_probe: bool = False
     token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
@@ -449,6 +453,8 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     def _check_quota(self) -> None:
         if self.quota not in ("on", "off"):
             raise ConfigError(f"quota must be 'on' or 'off', got {self.quota!r}", field="quota")
+        if not isinstance(self.quota_probe, bool):
+            raise ConfigError("quota_probe must be a boolean", field="quota_probe")
         if self.quota_store is not None and not isinstance(self.quota_store, QuotaStore):
             raise ConfigError(
                 f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",

@@ -86,6 +86,7 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     verify_tls: bool | msgspec.UnsetType = _UNSET
     seed: int | msgspec.UnsetType | None = _UNSET
     quota: str | msgspec.UnsetType = _UNSET
+    quota_probe: bool | msgspec.UnsetType = _UNSET
     token_estimator: str | msgspec.UnsetType = _UNSET
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from typing import Final
 
 import msgspec
@@ -150,6 +151,9 @@ class ProviderBudget:
         self.probing = probe
         self.probe_in_flight = False
         self._taken: dict[int, _Taken] = {}
+        # Admissions of the last window, kept while no window exists yet: a request
+        # limit learned later must count the requests already sent (the probe's).
+        self._recent: deque[float] = deque()
         self._resize(now)
 
     # -- limits ---------------------------------------------------------------------------
@@ -166,6 +170,9 @@ class ProviderBudget:
             cap = requests_per_second(rpm)
             if self.window is None:
                 self.window = RollingWindow(cap, 1.0 + self.window_guard)
+                for t in self._recent:
+                    self.window.add(t)
+                self._recent.clear()
             else:
                 self.window.cap = cap
         tpm = self._effective("tokens")
@@ -250,6 +257,11 @@ class ProviderBudget:
         """Take ``cost`` now; the caller checked `earliest` first."""
         if self.window is not None:
             self.window.add(now)
+        else:
+            recent = self._recent
+            while recent and recent[0] + 1.0 + self.window_guard <= now:
+                recent.popleft()
+            recent.append(now)
         taken = []
         for dimension, bucket in self.buckets.items():
             amount = _cost(dimension, cost)

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PROBED_PROTOCOLS", "QuotaCall", "QuotaCandidate", "QuotaGate", "Wait"]
 
-#: Protocols whose APIs send rate-limit headers on every answer: a provider of one of
-#: them with no configured limits takes one attempt at a time until its first answer
-#: says what its limits are. Others (Gemini, Cohere, custom providers) would only be
-#: slowed down by it.
+#: Protocols whose APIs send rate-limit headers on every answer: with probing on, a
+#: provider of one of them with no configured limits takes one attempt at a time until
+#: its first answer says what its limits are. Others (Gemini, Cohere, custom providers)
+#: would only be slowed down by it.
 PROBED_PROTOCOLS = frozenset({"openai", "anthropic", "openai-compatible", "azure"})
 
 
@@ -40,7 +40,7 @@ class QuotaCandidate(Protocol):
     def name(self) -> str: ...
 
     @property
-    def config(self) -> ProviderConfig: ...
+    def provider_config(self) -> ProviderConfig: ...
 
 
 class QuotaCall(Protocol):
@@ -66,20 +66,34 @@ class Wait(NamedTuple):
 class QuotaGate:
     """Budgets for one balancer, behind one `QuotaStore`."""
 
-    def __init__(self, store: QuotaStore, estimator: TokenEstimator = estimate_chars) -> None:
+    def __init__(
+        self,
+        store: QuotaStore,
+        estimator: TokenEstimator = estimate_chars,
+        *,
+        probe: bool = False,
+    ) -> None:
         self.store = store
         self.estimator = estimator
+        self.probe = probe
         # Providers that may refuse: configured limits, or learned/probing state. The
         # others skip the store entirely, so an unlimited fleet pays nothing per call.
         self._limited: set[str] = set()
+        self.waits = 0
+        """Calls that waited for a budget before being sent."""
+        self.wait_seconds = 0.0
+        """Time they waited, summed."""
+        self.refused = 0
+        """Calls failed at once with `RateLimitedError`."""
 
     # -- membership ----------------------------------------------------------------------
 
     def add(self, config: ProviderConfig, now: float) -> None:
         limits = config.limits
-        probe = limits.empty and config.protocol_name in PROBED_PROTOCOLS
+        probe = self.probe and limits.empty and config.protocol_name in PROBED_PROTOCOLS
         self.store.configure(config.name, limits, now, probe=probe)
-        self._limited.add(config.name)
+        if not self.store.unlimited(config.name, now):
+            self._limited.add(config.name)
 
     def remove(self, name: str) -> None:
         self._limited.discard(name)
@@ -87,6 +101,10 @@ class QuotaGate:
 
     def limited(self, name: str) -> bool:
         return name in self._limited
+
+    def headroom(self, name: str, now: float) -> float:
+        """Budget left relative to its limit, in [0, 1] (1: nothing limits it)."""
+        return self.store.view(name, now).headroom if name in self._limited else 1.0
 
     def _refresh(self, name: str, now: float) -> None:
         """Stop consulting a provider the store says nothing limits."""
@@ -121,7 +139,9 @@ class QuotaGate:
             if candidate.name not in limited:
                 out.append(candidate)
                 continue
-            verdict = self.store.earliest(candidate.name, self.cost(call, candidate.config), now)
+            verdict = self.store.earliest(
+                candidate.name, self.cost(call, candidate.provider_config), now
+            )
             if verdict.admits(now):
                 out.append(candidate)
             else:
@@ -146,7 +166,7 @@ class QuotaGate:
         call.reservation = None
         if name not in self._limited:
             return True
-        admission = self.store.reserve_nowait(name, self.cost(call, candidate.config), now)
+        admission = self.store.reserve_nowait(name, self.cost(call, candidate.provider_config), now)
         call.reservation = admission.reservation
         return admission.reservation is not None
 

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["GeminiAdapter"]
 
 _LABEL = "Gemini"
-MAX_RETRY_DELAY = 3600.0
-"""A ``retryDelay`` longer than this (a daily quota) makes the error not retryable."""
 
 
 # ---- request body ---------------------------------------------------------------------------
@@ -325,12 +323,10 @@ class GeminiAdapter(ProtocolAdapter):
 
 
 def _retryable_override(err: _RPCError) -> bool | None:
-    if _key_invalid(err):
-        return False
-    delay = _retry_delay(err)
-    if delay is not None and delay > MAX_RETRY_DELAY:
-        return False  # a daily quota: retrying within this request cannot succeed
-    return None
+    # A 429 stays retryable even for an exhausted daily quota (a long retryDelay): that
+    # is this provider's state, not the request's fault, so the request fails over; the
+    # quota store keeps the provider out until its quota comes back.
+    return False if _key_invalid(err) else None
 
 
 class _StreamDecoder(StreamDecoder):

@@ -16,13 +16,13 @@ from llmlb_actors.quota import Cost, Hint, InProcessQuotaStore, Observation, Res
 
 @dataclass
 class Cand:
-    config: ProviderConfig
+    provider_config: ProviderConfig
     index: int = 0
     in_flight: int = 0
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return self.provider_config.name
 
 
 @dataclass
@@ -38,11 +38,11 @@ def cand(name: str, index: int = 0, **budget: int) -> Cand:
 
 
 def test_unlimited_providers_skip_the_store_after_their_first_answer() -> None:
-    gate = QuotaGate(InProcessQuotaStore())
+    gate = QuotaGate(InProcessQuotaStore(), probe=True)
     a = Cand(ProviderConfig(name="a", provider="gemini", model="m"))  # not probed
     b = cand("b")  # openai, no limits: probed until its first answer
-    gate.add(a.config, 0.0)
-    gate.add(b.config, 0.0)
+    gate.add(a.provider_config, 0.0)
+    gate.add(b.provider_config, 0.0)
     call = FakeCall(LLMRequest(prompt="hi"))
     assert gate.admissible([a, b], call, 0.0) == [a, b]
     assert gate.reserve(b, call, 0.0)
@@ -63,8 +63,8 @@ def test_unlimited_providers_skip_the_store_after_their_first_answer() -> None:
 def test_admissible_filters_and_explains() -> None:
     gate = QuotaGate(InProcessQuotaStore(window_guard=0.0))
     a, b = cand("a", 0, rpm=60), cand("b", 1, tpm=100)
-    gate.add(a.config, 0.0)
-    gate.add(b.config, 0.0)
+    gate.add(a.provider_config, 0.0)
+    gate.add(b.provider_config, 0.0)
     first = FakeCall(LLMRequest(prompt="x" * 200, max_tokens=20))  # 50 + 7 + 20 = 77 tokens
     assert gate.reserve(a, first, 0.0)
     assert gate.admissible([a, b], first, 0.0) == [b]
@@ -85,7 +85,7 @@ def test_admissible_filters_and_explains() -> None:
 def test_too_large_everywhere_is_a_plain_load_balancer_error() -> None:
     gate = QuotaGate(InProcessQuotaStore())
     a = cand("a", tpm=50)
-    gate.add(a.config, 0.0)
+    gate.add(a.provider_config, 0.0)
     wait = gate.admissible([a], FakeCall(LLMRequest(prompt="x" * 400)), 0.0)
     assert isinstance(wait, Wait)
     assert not wait.fits
@@ -119,7 +119,7 @@ def test_settle_reconciles_with_usage_or_refunds_a_failure() -> None:
     store = InProcessQuotaStore()
     gate = QuotaGate(store)
     a = cand("a", tpm=1000)
-    gate.add(a.config, 0.0)
+    gate.add(a.provider_config, 0.0)
     call = FakeCall(LLMRequest(prompt="x" * 40, max_tokens=100))  # 17 + 100
     gate.reserve(a, call, 0.0)
     assert store.view("a", 0.0).remaining_tokens == 1000 - 117
@@ -175,7 +175,7 @@ def test_quota_strategy_spreads_in_proportion_to_quota() -> None:
     gate = QuotaGate(store)
     fast, slow = cand("fast", 0, rpm=1200), cand("slow", 1, rpm=600)  # 20 and 10 a second
     for c in (fast, slow):
-        gate.add(c.config, 0.0)
+        gate.add(c.provider_config, 0.0)
     strategy = QuotaStrategy(lambda name: store.view(name, 0.0).headroom)
     picks = []
     for _ in range(30):
