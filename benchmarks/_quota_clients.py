@@ -11,8 +11,11 @@ configuration          what it is
 =====================  =====================================================================
 ``llmlb-configured``   llmlb with ``ProviderConfig.rpm`` set: paces to the budget
 ``llmlb-quota``        the same with ``strategy="quota"``
-``llmlb-learned``      llmlb with no limits configured: learns them from the headers
-``llmlb-off``          llmlb with budgets switched off: fires, and backs off on 429
+``llmlb-learned``      llmlb with no limits configured (``quota_probe=True``): one request
+                       per provider until its first answer, then paced to the limits its
+                       headers report
+``llmlb-off``          llmlb with budgets switched off (``quota="off"``): fires, honours
+                       Retry-After and backs off on 429
 ``litellm-usage-v2``   LiteLLM Router, ``routing_strategy="usage-based-routing-v2"``, the
                        same ``rpm`` per deployment, ``num_retries=3``
 =====================  =====================================================================
@@ -147,10 +150,13 @@ async def _llmlb(spec: QuotaSpec) -> QuotaResult:
     ]
     config = llmlb.BalancerConfig(
         providers=providers,
-        strategy="round-robin",
+        strategy="quota" if spec.config == "llmlb-quota" else "round-robin",
         health_check_interval=None,
         max_retries=3,
         queue_size=max(1024, spec.concurrency),
+        quota="off" if spec.config == "llmlb-off" else "on",
+        quota_probe=spec.config == "llmlb-learned",
+        token_estimator="chars",
     )
     rec = _Records()
     request = llmlb.LLMRequest(prompt=PROMPT, max_tokens=MAX_TOKENS)

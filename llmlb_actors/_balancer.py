@@ -49,7 +49,9 @@ def _quota_gate(config: BalancerConfig) -> QuotaGate | None:
         estimator = TiktokenEstimator()
     assert callable(estimator)
     store = config.quota_store or InProcessQuotaStore()
-    return QuotaGate(store, estimator, probe=config.quota_probe)
+    return QuotaGate(
+        store, estimator, probe=config.quota_probe, max_retry_after=config.max_retry_delay
+    )
 
 
 async def _load_encodings(quota: QuotaGate, providers: list[ProviderConfig]) -> None:

@@ -150,6 +150,8 @@ class Dispatcher:
             else:
                 await self._wait_for_budget(call, wait.at)
             self._waiting = False
+        if call.waiting_since is not None:  # its caller gave up while it waited
+            self._end_wait(call, trio.current_time())
 
     async def _wait_for_budget(self, call: Call, until: float) -> None:
         """Until a budget may admit ``call`` (``until``, or a change), or its caller gives up.

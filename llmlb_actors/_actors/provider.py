@@ -16,6 +16,7 @@ from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
 from .._quota._observe import install as install_observation_slot
 from .._stats import ProviderStats, StatsRecorder
+from .._transport._base import ON_SEND
 from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
@@ -241,6 +242,7 @@ class ProviderActor:
         running = _Running()
         if self.quota is not None:
             running.slot = install_observation_slot()
+            ON_SEND.set(lambda: self._on_send(running))
         while True:
             with trio.CancelScope() as scope:
                 while True:
@@ -353,6 +355,12 @@ class ProviderActor:
             usage = stream.usage if stream is not None and stream.handle is not None else None
             self._settle_quota(call, usage, slot.take() if slot is not None else None)
         self._settle(call, attempt, start, None, None, stream, interrupted=True)
+
+    def _on_send(self, running: _Running) -> None:
+        """The transport is about to write the running attempt's request."""
+        call = running.call
+        if call is not None and self.quota is not None:
+            self.quota.sent(call, trio.current_time())
 
     def _settle_quota(
         self, call: Call, usage: Usage | None, observation: Observation | None

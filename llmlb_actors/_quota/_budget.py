@@ -36,7 +36,7 @@ import msgspec
 from ._bucket import EPSILON, TokenBucket
 from ._daily import DailyBudget
 from ._types import Admission, Cost, Hint, Limits, Observation, QuotaView
-from ._window import RollingWindow
+from ._window import RollingWindow, move_last
 
 __all__ = [
     "MAX_LIMIT",
@@ -127,6 +127,8 @@ class _Taken(msgspec.Struct):
     buckets: tuple[str, ...]
     day_slot: float | None
     probe: bool
+    stamp: float
+    """Its entry in the request window: the admission time, then the send time."""
 
 
 class ProviderBudget:
@@ -274,7 +276,24 @@ class ProviderBudget:
         probe = self.probing
         if probe:
             self.probe_in_flight = True
-        self._taken[reservation_id] = _Taken(cost, tuple(taken), slot, probe)
+        self._taken[reservation_id] = _Taken(cost, tuple(taken), slot, probe, now)
+
+    def sent(self, reservation_id: int, now: float) -> None:
+        """The reserved request went out now: its window entry moves to the send time.
+
+        The provider counts a request when it arrives, so the window must hold send
+        times: a request held up (by a connection being set up) and the next window's
+        requests must not arrive in one second. Every other entry is at or before
+        ``now``, so the moved one goes last and the window stays in order.
+        """
+        taken = self._taken.get(reservation_id)
+        if taken is None or now <= taken.stamp:
+            return
+        if self.window is not None:
+            self.window.move(taken.stamp, now)
+        else:
+            move_last(self._recent, taken.stamp, now)
+        taken.stamp = now
 
     def reconcile(self, reservation_id: int, used: Cost | None, now: float) -> None:
         """Settle a reservation: ``used`` is the real usage, ``None`` for a failed attempt.

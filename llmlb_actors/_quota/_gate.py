@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
+import msgspec
+
 from .._errors import LoadBalancerError, RateLimitedError
 from ._estimate import completion_reservation, estimate_chars
 from ._types import Cost
@@ -72,10 +74,14 @@ class QuotaGate:
         estimator: TokenEstimator = estimate_chars,
         *,
         probe: bool = False,
+        max_retry_after: float = math.inf,
     ) -> None:
         self.store = store
         self.estimator = estimator
         self.probe = probe
+        # A provider's Retry-After is honoured up to this (BalancerConfig.max_retry_delay),
+        # as the actors honour it; an exhausted daily quota is not a Retry-After.
+        self.max_retry_after = max_retry_after
         # Providers that may refuse: configured limits, or learned/probing state. The
         # others skip the store entirely, so an unlimited fleet pays nothing per call.
         self._limited: set[str] = set()
@@ -170,6 +176,12 @@ class QuotaGate:
         call.reservation = admission.reservation
         return admission.reservation is not None
 
+    def sent(self, call: QuotaCall, now: float) -> None:
+        """The call's attempt went out now: its window entry counts from now."""
+        reservation = call.reservation
+        if reservation is not None:
+            self.store.mark_sent(reservation, now)
+
     def settle(
         self,
         call: QuotaCall,
@@ -182,6 +194,12 @@ class QuotaGate:
         """Settle the call's reservation: real usage (``None``: it failed) and the headers."""
         reservation = call.reservation
         call.reservation = None
+        if (
+            observation is not None
+            and observation.retry_after is not None
+            and observation.retry_after > self.max_retry_after
+        ):
+            observation = msgspec.structs.replace(observation, retry_after=self.max_retry_after)
         used = None
         if usage is not None and usage.total_tokens > 0:
             used = Cost(usage.prompt_tokens, usage.completion_tokens)

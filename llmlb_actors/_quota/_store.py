@@ -124,6 +124,14 @@ class QuotaStore(abc.ABC):
     async def observe(self, provider: str, observation: Observation, now: float) -> None:
         """Fold in what a response said about the provider's quota."""
 
+    def mark_sent(self, reservation: Reservation, now: float) -> None:  # noqa: B027
+        """The reserved request's bytes went out now (after any connection set-up).
+
+        The request window should count send times, not admission times: a provider
+        counts a request when it arrives. Never blocks; a shared store may ignore it
+        (then its window guard must cover the delay) or send it with the reconcile.
+        """
+
     # -- in-process fast path ---------------------------------------------------------------
 
     def reserve_nowait(self, provider: str, cost: Cost, now: float) -> Admission:
@@ -240,6 +248,11 @@ class InProcessQuotaStore(QuotaStore):
             return verdict
         budget.reserve(cost, now, reservation_id)
         return Admission(at=now, reservation=reservation)
+
+    def mark_sent(self, reservation: Reservation, now: float) -> None:
+        budget = self._budgets.get(reservation.provider)
+        if budget is not None:
+            budget.sent(reservation.id, now)
 
     def reconcile_nowait(
         self,

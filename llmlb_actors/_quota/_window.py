@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 
-__all__ = ["RollingWindow"]
+__all__ = ["RollingWindow", "move_last"]
+
+
+def move_last(times: deque[float], old: float, now: float) -> None:
+    """Replace one ``old`` entry of the ordered ``times`` by ``now`` (>= every entry)."""
+    with contextlib.suppress(ValueError):  # else it had left: the event counts from now
+        times.remove(old)
+    times.append(now)
 
 
 class RollingWindow:
@@ -50,6 +58,10 @@ class RollingWindow:
 
     def add(self, now: float) -> None:
         self._times.append(now)
+
+    def move(self, old: float, now: float) -> None:
+        """An event counted at ``old`` really happened ``now`` (the latest time so far)."""
+        move_last(self._times, old, now)
 
     def full_at(self, now: float) -> float:
         """When the window is empty again (every event has left)."""

@@ -38,6 +38,7 @@ import httptools
 import trio
 
 from ._base import (
+    ON_SEND,
     ConnectError,
     ConnectTimeout,
     HTTPRequest,
@@ -463,6 +464,9 @@ class TrioTransport:
         """
         if deadlines is not None:
             deadlines.writing()
+        on_send = ON_SEND.get()
+        if on_send is not None:
+            on_send()
         try:
             await conn.send_all(head)
             if body is not None:

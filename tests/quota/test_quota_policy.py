@@ -264,3 +264,27 @@ def test_reconfigure_keeps_usage() -> None:
     assert budget.window.remaining(0.0) == 10
     budget.reconfigure(Limits(), 0.0)
     assert budget.window is None
+
+
+def test_window_counts_send_times_not_admission_times() -> None:
+    # Ten admitted at 0 go out at 0.3 (a connection was being set up): the next ten may
+    # only start at 1.3, or the provider would see twenty within one second.
+    budget = ProviderBudget(Limits(rpm=600), 0.0)
+    for i in range(10):
+        budget.reserve(Cost(1), 0.0, i)
+    for i in range(10):
+        budget.sent(i, 0.3)
+    assert budget.earliest(Cost(1), 0.5).at == pytest.approx(1.3)
+    budget.sent(99, 0.4)  # unknown reservations are ignored
+    budget.reconcile(0, Cost(1, 1), 2.0)
+    budget.sent(0, 2.1)  # and so are settled ones
+    assert budget.window is not None
+    assert budget.window.count(1.31) == 0
+
+
+def test_a_limit_learned_later_counts_requests_already_sent() -> None:
+    budget = ProviderBudget(Limits(), 0.0, probe=True)
+    budget.reserve(Cost(1), 0.0, 1)
+    budget.sent(1, 0.2)
+    budget.observe(Observation(requests=Hint(limit=60)), 0.5)  # one a second
+    assert budget.earliest(Cost(1), 0.5).at == pytest.approx(1.2)
