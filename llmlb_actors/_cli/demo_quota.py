@@ -50,7 +50,8 @@ def _limit(stats: ProviderStats) -> str:
 
 async def run_quota_demo(args: argparse.Namespace) -> int:
     out = console()
-    overrides = {"health_check_interval": None}
+    # Probing: gamma's first answer says its limits before a burst can overrun them.
+    overrides = {"health_check_interval": None, "quota_probe": True}
     strategy = args.strategy or "quota"
     async with open_target(args, quota_fleet(), sim_overrides=overrides) as target:
         sim = target.simulator

@@ -283,11 +283,14 @@ class ProviderBudget:
 
         The provider counts a request when it arrives, so the window must hold send
         times: a request held up (by a connection being set up) and the next window's
-        requests must not arrive in one second. Every other entry is at or before
-        ``now``, so the moved one goes last and the window stays in order.
+        requests must not arrive in one second. A delay within half the guard stays
+        uncounted (the guard covers it): moving every entry by the usual few
+        milliseconds between admission and send would stretch every window by them.
+        Every other entry is at or before ``now``, so the moved one goes last and the
+        window stays in order.
         """
         taken = self._taken.get(reservation_id)
-        if taken is None or now <= taken.stamp:
+        if taken is None or now - taken.stamp <= self.window_guard / 2:
             return
         if self.window is not None:
             self.window.move(taken.stamp, now)
