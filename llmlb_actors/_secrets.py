@@ -104,8 +104,13 @@ PROVIDER_SOURCES: list[Callable[[ProviderConfig], Iterable[str]]] = [
     _credential_headers,
 ]
 
+
+def _shared_state_password(config: BalancerConfig) -> Iterable[str]:
+    return url_password(config.shared_state)
+
+
 #: Where a `BalancerConfig` keeps credentials of its own (beyond its providers').
-BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = []
+BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = [_shared_state_password]
 
 
 def provider_secrets(config: ProviderConfig) -> set[str]:

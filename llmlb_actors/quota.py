@@ -3,8 +3,8 @@
 A provider's budgets come from its config (``ProviderConfig.rpm``, ``tpm``,
 ``rpd``, ``tpd``) and from what its responses say (rate-limit headers, Gemini's
 ``RetryInfo``/``QuotaFailure``). They live behind a `QuotaStore`: the default
-`InProcessQuotaStore` keeps them in this process; a store shared by several
-balancers implements the same five calls (see `QuotaStore`).
+`InProcessQuotaStore` keeps them in this process; `RedisQuotaStore` (what
+``BalancerConfig.shared_state`` makes) shares them between balancers through Redis.
 """
 
 from ._quota._estimate import TiktokenEstimator as TiktokenEstimator
@@ -27,6 +27,7 @@ from ._quota._types import Limits as Limits
 from ._quota._types import Observation as Observation
 from ._quota._types import QuotaView as QuotaView
 from ._quota._types import Reservation as Reservation
+from ._shared._store import RedisQuotaStore as RedisQuotaStore
 
 __all__ = [
     "DEFAULT_WINDOW_GUARD",
@@ -38,6 +39,7 @@ __all__ = [
     "Observation",
     "QuotaStore",
     "QuotaView",
+    "RedisQuotaStore",
     "Reservation",
     "TiktokenEstimator",
     "TokenEstimator",
