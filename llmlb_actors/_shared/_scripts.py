@@ -212,7 +212,10 @@ local completion = tonumber(ARGV[9])
 
 local at, reason, fits = now, '', 1
 local function bind(t, why)
-  if t == nil then fits = 0; reason = why; return end
+  if t == nil then
+    if fits == 1 then fits = 0; reason = why end
+    return
+  end
   if fits == 1 and t > at then at = t; reason = why end
 end
 

@@ -49,6 +49,8 @@ from . import _scripts
 from ._url import parse_shared_state
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .._quota._types import Hint, Observation
 
 __all__ = ["UNCONFIRMED", "RedisQuotaStore"]
@@ -62,6 +64,9 @@ UNCONFIRMED = 0
 _LIVE_BEATS = 3
 #: Queued background operations beyond this are dropped (counted): Redis is too slow.
 _QUEUE = 100_000
+
+#: One script call: its name, keys and arguments.
+_Op = tuple[str, list[str], list[Any]]
 
 
 class _Hint:
@@ -150,7 +155,9 @@ class RedisQuotaStore(QuotaStore):
         """Live balancers, as the last heartbeat counted them (this one included)."""
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
-        self._send, self._recv = trio.open_memory_channel[tuple[str, list[str], list[Any]]](_QUEUE)
+        self._send, self._recv = trio.open_memory_channel[_Op](_QUEUE)
+        # "now" for the scripts: empty for the server's clock (tests pass their own).
+        self.clock_arg: Callable[[], str] = str
         self._outage_warned = False
         # Counters (stats, tests and the benchmark read them).
         self.round_trips = 0
@@ -236,7 +243,7 @@ class RedisQuotaStore(QuotaStore):
             live = await self._call(
                 "heartbeat",
                 [self.members_key],
-                ["", self.id, self.url.heartbeat * _LIVE_BEATS],
+                [self.clock_arg(), self.id, self.url.heartbeat * _LIVE_BEATS],
             )
         except Exception as exc:
             if not _is_redis_error(exc):
@@ -318,7 +325,7 @@ class RedisQuotaStore(QuotaStore):
                 recent.popleft()
             if not recent:
                 continue
-            args: list[Any] = ["", self.period_us]
+            args: list[Any] = [self.clock_arg(), self.period_us]
             for at, member in recent:
                 args += [member, max(1, round((now - at) * 1e6))]
             try:
@@ -463,7 +470,7 @@ class RedisQuotaStore(QuotaStore):
                     self._key(provider, "d"),
                 ],
                 [
-                    "",
+                    self.clock_arg(),
                     member,
                     cap,
                     self.period_us,
@@ -552,7 +559,7 @@ class RedisQuotaStore(QuotaStore):
             self._queue(
                 "move",
                 [self._key(reservation.provider, "w")],
-                ["", self.period_us, taken.member, 0],
+                [self.clock_arg(), self.period_us, taken.member, 0],
             )
 
     def reconcile_nowait(
@@ -562,48 +569,74 @@ class RedisQuotaStore(QuotaStore):
         now: float,
         observation: Observation | None = None,
     ) -> None:
+        """Settle locally at once; the round trip is queued (a background task sends it)."""
+        op = self._settle(reservation, used, now, observation)
+        if op is not None:
+            self._queue(*op)
+
+    def observe_nowait(self, provider: str, observation: Observation, now: float) -> None:
+        op = self._observe(provider, observation, now)
+        if op is not None:
+            self._queue(*op)
+
+    async def reconcile(
+        self,
+        reservation: Reservation,
+        used: Cost | None,
+        now: float,
+        observation: Observation | None = None,
+    ) -> None:
+        """As `reconcile_nowait`, but waits for the round trip."""
+        op = self._settle(reservation, used, now, observation)
+        await self._send_op(op)
+
+    async def observe(self, provider: str, observation: Observation, now: float) -> None:
+        """As `observe_nowait`, but waits for the round trip."""
+        await self._send_op(self._observe(provider, observation, now))
+
+    def _settle(
+        self,
+        reservation: Reservation,
+        used: Cost | None,
+        now: float,
+        observation: Observation | None,
+    ) -> _Op | None:
         provider = reservation.provider
         if reservation.id == UNCONFIRMED:
             self._release_claim(provider)
             if observation is not None:
-                self.observe_nowait(provider, observation, now)
-            else:
-                self.notify()
-            return
+                return self._observe(provider, observation, now)
+            self.notify()
+            return None
         taken = self._taken.pop(reservation.id, None)
         budget = self._local.get(provider)
         if budget is not None:
             budget.reconcile(reservation.id, used, now)
             if observation is not None:
                 budget.observe(observation, now)
-        limits = self._limits.get(provider)
-        shared = taken is not None and taken.shared
-        if limits is not None and (shared or observation is not None):
-            reserved = reservation.cost
-            actual = used if used is not None else Cost(reserved.prompt_tokens, 0)
-            if not shared:
-                reserved = actual = Cost(0, 0)
-            self._settle_remote(
-                provider,
-                limits,
-                reserved,
-                actual,
-                taken.slot if shared and taken else -1,
-                observation,
-                now,
-            )
         self.notify()
+        limits = self._limits.get(provider)
+        if limits is None or taken is None or not taken.shared:
+            if observation is not None and limits is not None:
+                return self._remote_op(
+                    provider, limits, Cost(0, 0), Cost(0, 0), -1, observation, now
+                )
+            return None
+        reserved = reservation.cost
+        actual = used if used is not None else Cost(reserved.prompt_tokens, 0)
+        return self._remote_op(provider, limits, reserved, actual, taken.slot, observation, now)
 
-    def observe_nowait(self, provider: str, observation: Observation, now: float) -> None:
+    def _observe(self, provider: str, observation: Observation, now: float) -> _Op | None:
         budget = self._local.get(provider)
         if budget is not None:
             budget.observe(observation, now)
-        limits = self._limits.get(provider)
-        if limits is not None:
-            self._settle_remote(provider, limits, Cost(0, 0), Cost(0, 0), -1, observation, now)
         self.notify()
+        limits = self._limits.get(provider)
+        if limits is None:
+            return None
+        return self._remote_op(provider, limits, Cost(0, 0), Cost(0, 0), -1, observation, now)
 
-    def _settle_remote(
+    def _remote_op(
         self,
         provider: str,
         limits: Limits,
@@ -612,9 +645,10 @@ class RedisQuotaStore(QuotaStore):
         slot: int,
         observation: Observation | None,
         now: float,
-    ) -> None:
+    ) -> _Op | None:
+        """The reconcile script call for one settlement (None: nothing to tell Redis)."""
         args: list[Any] = [
-            "",
+            self.clock_arg(),
             limits.tpm or 0,
             reserved.prompt_tokens,
             reserved.completion_tokens,
@@ -630,49 +664,44 @@ class RedisQuotaStore(QuotaStore):
             retry_after, exhausted = obs.retry_after, obs.exhausted_for
             hint = self._hints.get(provider)
             if hint is not None:
-                # Honour it here at once; others learn it on their next reservation.
+                # Honour it here at once; the others learn it on their next reservation.
                 if retry_after:
                     hint.hold(now + retry_after, "retry-after")
                 if exhausted:
                     hint.hold(now + exhausted, "daily-quota")
+            if obs.empty:
+                observation = None
         for h in hints:
             args += ["", "", ""] if h is None else [_num(h.limit), _num(h.remaining), _num(h.reset)]
         args += [_num(retry_after), _num(exhausted)]
-        if reserved == used and observation is None:
+        if (reserved == used and observation is None) or not self.shared:
+            return None  # nothing to say, or Redis is away: its state expires on its own
+        keys = [self._key(provider, "b"), self._key(provider, "h"), self._key(provider, "d")]
+        return ("reconcile", keys, args)
+
+    async def _send_op(self, op: _Op | None) -> None:
+        if op is None:
             return
-        if not self.shared:
-            return  # the reservation's server state expires on its own
-        self._queue(
-            "reconcile",
-            [self._key(provider, "b"), self._key(provider, "h"), self._key(provider, "d")],
-            args,
-        )
-
-    async def reconcile(
-        self,
-        reservation: Reservation,
-        used: Cost | None,
-        now: float,
-        observation: Observation | None = None,
-    ) -> None:
-        """As `reconcile_nowait`: the round trip happens in the background."""
-        self.reconcile_nowait(reservation, used, now, observation)
-        await trio.lowlevel.checkpoint()
-
-    async def observe(self, provider: str, observation: Observation, now: float) -> None:
-        """As `observe_nowait`: the round trip happens in the background."""
-        self.observe_nowait(provider, observation, now)
-        await trio.lowlevel.checkpoint()
+        try:
+            await self._call(*op)
+        except Exception as exc:
+            if not _is_redis_error(exc):
+                raise
+            if self.shared:
+                self._enter_local(self._describe(exc))
 
     def report_health(self, provider: str, reason: str, seconds: float, now: float) -> None:
         """Publish a hold (an open circuit, a refusal) for every other balancer, or clear it
         (``seconds <= 0``). This balancer's own actors already know."""
         if provider in self._limits and self.shared:
-            self._queue("health", [self._key(provider, "h")], ["", reason, seconds, self.id])
+            self._queue(
+                "health", [self._key(provider, "h")], [self.clock_arg(), reason, seconds, self.id]
+            )
 
     # -- background operations --------------------------------------------------------------
 
     def _queue(self, script: str, keys: list[str], args: list[Any]) -> None:
+        """Send it in the background (never blocks; dropped, counted, if far behind)."""
         try:
             self._send.send_nowait((script, keys, args))
         except trio.WouldBlock:
@@ -691,19 +720,13 @@ class RedisQuotaStore(QuotaStore):
                 left = [len(batch)]
 
                 async def one(
-                    item: tuple[str, list[str], list[Any]],
+                    item: _Op,
                     limiter: trio.CapacityLimiter = limiter,
                     done: trio.Event = done,
                     left: list[int] = left,
                 ) -> None:
                     async with limiter:
-                        try:
-                            await self._call(*item)
-                        except Exception as exc:
-                            if not _is_redis_error(exc):
-                                raise
-                            if self.shared:
-                                self._enter_local(self._describe(exc))
+                        await self._send_op(item)
                     left[0] -= 1
                     if not left[0]:
                         done.set()

@@ -82,6 +82,8 @@ class RedisServer:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
             self.process = None
 
     def restart(self) -> None:
@@ -102,6 +104,17 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One server for a module's tests (hypothesis examples share it, each on its own prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     try:
         yield server
