@@ -65,6 +65,9 @@ _LIVE_BEATS = 3
 #: Queued background operations beyond this are dropped (counted): Redis is too slow.
 _QUEUE = 100_000
 
+#: Seconds after which a provider whose room is all claimed is checked again anyway.
+_RECHECK = 0.05
+
 #: One script call: its name, keys and arguments.
 _Op = tuple[str, list[str], list[Any]]
 
@@ -402,8 +405,9 @@ class RedisQuotaStore(QuotaStore):
             return Admission(at=hint.hold_until, reason=hint.hold_reason)
         room = hint.remaining_requests
         if room is not None and hint.pending >= max(room, 1):
-            # Claims already cover the room the last reply reported: wait for their replies.
-            return Admission(at=math.inf, reason=hint.hold_reason or "rpm")
+            # Claims already cover the room the last reply reported: wait for their replies
+            # (each one notifies; the re-check is a safety net).
+            return Admission(at=now + _RECHECK, reason=hint.hold_reason or "rpm")
         return Admission(at=now)
 
     def view(self, provider: str, now: float) -> QuotaView:
@@ -493,7 +497,7 @@ class RedisQuotaStore(QuotaStore):
             if provider not in self._limits:  # removed while we waited
                 return Admission(at=now, reservation=reservation)
             return self._reserve_local(provider, reservation, trio.current_time())
-        now = trio.current_time()  # the answer came now: waits count from here
+        issued, now = now, trio.current_time()  # the answer came now: waits count from here
         hint = self._hints.get(provider)
         if not granted:
             self.refusals += 1
@@ -507,10 +511,12 @@ class RedisQuotaStore(QuotaStore):
         budget = self._local.get(provider)
         if budget is not None:
             budget.reserve(cost, now, reservation_id)  # own traffic, for a later outage
-        self._taken[reservation_id] = _Taken(member, True, slot, now)
+        # The server counted it when the script ran, between ``issued`` and ``now``: a send
+        # later than the guard allows after ``issued`` moves it (`mark_sent`).
+        self._taken[reservation_id] = _Taken(member, True, slot, issued)
         recent = self._recent.get(provider)
         if recent is not None:
-            recent.append((now, member))
+            recent.append((issued, member))
         return Admission(at=now, reservation=reservation)
 
     def _read_reply(self, provider: str, reply: Any) -> tuple[int, int, int, str, int, int]:

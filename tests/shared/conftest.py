@@ -120,3 +120,28 @@ def redis_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def redis_clock() -> object:
+    """Virtual time that jumps only after 30 ms of real idleness: a Redis round trip
+    (real I/O) finishes before the clock moves, so a reservation and its send happen at
+    one virtual instant, as they do in real time. pytest-trio runs the test on it."""
+    import trio.testing
+
+    return trio.testing.MockClock(autojump_threshold=0.03)
+
+
+def shared_store(url: str, *, balancer_id: str | None = None, query: str = "") -> object:
+    """A `RedisQuotaStore` on the test's virtual clock: the scripts get trio's "now"
+    instead of the server's, and a round trip never times out on a jump of the clock."""
+    import trio
+
+    from llmlb_actors.quota import RedisQuotaStore
+
+    sep = "&" if "?" in url else "?"
+    store = RedisQuotaStore(
+        f"{url}{sep}timeout=3600{('&' + query) if query else ''}", balancer_id=balancer_id
+    )
+    store.clock_arg = lambda: str(round(trio.current_time() * 1e6))
+    return store
