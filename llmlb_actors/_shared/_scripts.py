@@ -198,7 +198,7 @@ RESERVE = (
 --       rpd (0), tpd (0), prompt tokens, completion tokens, balancer id
 -- Reply: granted, fits, wait µs, reason, next wait µs, remaining requests (-1: unknown),
 --        remaining tokens (string, '' unknown), learned requests, learned tokens (-1),
---        day slot (-1), headroom (string)
+--        day slot (-1), headroom (string), the buckets it took from (comma-separated)
 local w, b, h, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = clock(ARGV[1])
 local member = ARGV[2]
@@ -242,10 +242,11 @@ if learned_requests ~= nil then
   local lc = math.max(1, math.ceil(learned_requests / 60 - 1e-9))
   if wcap == nil or lc < wcap then wcap = lc end
 end
-local count = 0
+-- The window is kept even with no request limit: a limit learned later must count the
+-- requests already sent.
+redis.call('ZREMRANGEBYSCORE', w, '-inf', fmt(now - period))
+local count = redis.call('ZCARD', w)
 if wcap ~= nil then
-  redis.call('ZREMRANGEBYSCORE', w, '-inf', fmt(now - period))
-  count = redis.call('ZCARD', w)
   if count >= wcap then
     local oldest = redis.call('ZRANGE', w, count - wcap, count - wcap, 'WITHSCORES')
     bind(math.max(now, tonumber(oldest[2]) + period), 'rpm')
@@ -296,24 +297,29 @@ if fits == 0 or at > now then
   local wait = -1
   if fits == 1 and at < math.huge then wait = math.ceil(at - now) end
   return {0, fits, wait, reason, 0, remaining_requests, remaining_tokens, lr, lt, -1,
-    tostring(headroom)}
+    tostring(headroom), ''}
 end
 
 -- Granted: take every budget.
 local next_at = now
+redis.call('ZADD', w, fmt(now), member)
+count = count + 1
+redis.call('PEXPIRE', w, math.ceil(period / 1000) + 1000)
 if wcap ~= nil then
-  redis.call('ZADD', w, fmt(now), member)
-  count = count + 1
-  redis.call('PEXPIRE', w, math.ceil(period / 1000) + 1000)
   if count >= wcap then
     local oldest = redis.call('ZRANGE', w, count - wcap, count - wcap, 'WITHSCORES')
     next_at = math.max(now, tonumber(oldest[2]) + period)
   end
 end
 local touched = false
-for dim, s in pairs(states) do
-  local amount = cost_of(dim, prompt, completion)
-  if amount > 0 then s.level = s.level - amount; touched = true end
+local taken = {}
+for _, dim in ipairs(DIMS) do
+  local s = states[dim]
+  if s ~= nil then
+    local amount = cost_of(dim, prompt, completion)
+    if amount > 0 then s.level = s.level - amount; touched = true end
+    taken[#taken + 1] = dim
+  end
 end
 if touched then save_buckets(b, states, now) end
 local slot = -1
@@ -321,7 +327,7 @@ if rpd > 0 then slot = day_take(d, 'r', 'rn', 1, now) end
 if tpd > 0 then slot = day_take(d, 't', 'tn', prompt + completion, now) end
 report()
 return {1, 1, 0, '', math.ceil(next_at - now), remaining_requests, remaining_tokens, lr, lt,
-  slot, tostring(headroom)}
+  slot, tostring(headroom), table.concat(taken, ',')}
 """
 )
 
@@ -333,7 +339,7 @@ RECONCILE = (
 -- ARGV: now, tpm (0), reserved prompt, reserved completion, used prompt, used completion,
 --       day slot (-1: none), then per dimension (requests, tokens, input, output):
 --       limit, remaining, reset seconds ('' when absent); then retry-after seconds,
---       exhausted-for seconds ('' when absent)
+--       exhausted-for seconds ('' when absent), the buckets the reservation took from
 -- Reply: learned requests, learned tokens (-1: none)
 local b, h, d = KEYS[1], KEYS[2], KEYS[3]
 local now = clock(ARGV[1])
@@ -342,7 +348,10 @@ local rp, rc = tonumber(ARGV[3]), tonumber(ARGV[4])
 local up, uc = tonumber(ARGV[5]), tonumber(ARGV[6])
 local slot = tonumber(ARGV[7])
 
--- Learned limits first: the buckets below are sized by them.
+-- Buckets refill at their old rates up to now; then learned limits resize them.
+local capmap = caps(h, tpm)
+local states = load_buckets(b, capmap, now)
+local touched = false
 local hints = {}
 local changed_health = false
 for i, dim in ipairs(DIMS) do
@@ -356,13 +365,30 @@ for i, dim in ipairs(DIMS) do
     end
   end
 end
-
-local capmap, learned_requests, learned_tokens = caps(h, tpm)
-local states = load_buckets(b, capmap, now)
-local touched = false
+local learned_requests, learned_tokens
+if changed_health then
+  local newcaps
+  newcaps, learned_requests, learned_tokens = caps(h, tpm)
+  for _, dim in ipairs(DIMS) do
+    local cap = newcaps[dim]
+    local s = states[dim]
+    if cap ~= nil and s == nil then
+      states[dim] = {cap = cap, level = cap, full = nil}
+    elseif cap ~= nil and s.cap ~= cap then
+      s.cap = cap
+      if s.level > cap then s.level = cap end
+      touched = true
+    end
+  end
+else
+  local _
+  _, learned_requests, learned_tokens = caps(h, tpm)
+end
+local took = {}
+for dim in string.gmatch(ARGV[22] or '', '[^,]+') do took[dim] = true end
 for _, dim in ipairs(DIMS) do
   local s = states[dim]
-  if s ~= nil then
+  if s ~= nil and took[dim] then
     local reserved = cost_of(dim, rp, rc)
     local used = cost_of(dim, up, uc)
     if used ~= reserved and (reserved > 0 or used > 0) then

@@ -105,13 +105,17 @@ class _Hint:
 class _Taken:
     """One reservation this balancer holds: where it was decided, and what to settle."""
 
-    __slots__ = ("member", "shared", "slot", "stamp")
+    __slots__ = ("buckets", "member", "shared", "slot", "stamp")
 
-    def __init__(self, member: str, shared: bool, slot: int, stamp: float) -> None:
+    def __init__(
+        self, member: str, shared: bool, slot: int, stamp: float, buckets: str = ""
+    ) -> None:
         self.member = member
         self.shared = shared
         self.slot = slot
         self.stamp = stamp
+        self.buckets = buckets
+        """The server-side buckets it took from (comma-separated): only those settle."""
 
 
 def _is_redis_error(exc: BaseException) -> bool:
@@ -486,7 +490,9 @@ class RedisQuotaStore(QuotaStore):
                     self.id,
                 ],
             )
-            granted, fits, wait, reason, next_wait, slot = self._read_reply(provider, reply)
+            granted, fits, wait, reason, next_wait, slot, buckets = self._read_reply(
+                provider, reply
+            )
         except Exception as exc:
             if not _is_redis_error(exc) and not isinstance(exc, (TypeError, ValueError)):
                 raise
@@ -513,17 +519,17 @@ class RedisQuotaStore(QuotaStore):
             budget.reserve(cost, now, reservation_id)  # own traffic, for a later outage
         # The server counted it when the script ran, between ``issued`` and ``now``: a send
         # later than the guard allows after ``issued`` moves it (`mark_sent`).
-        self._taken[reservation_id] = _Taken(member, True, slot, issued)
+        self._taken[reservation_id] = _Taken(member, True, slot, issued, buckets)
         recent = self._recent.get(provider)
         if recent is not None:
             recent.append((issued, member))
         return Admission(at=now, reservation=reservation)
 
-    def _read_reply(self, provider: str, reply: Any) -> tuple[int, int, int, str, int, int]:
+    def _read_reply(self, provider: str, reply: Any) -> tuple[int, int, int, str, int, int, str]:
         """Check the reserve script's reply and fold what it says into the provider's hint."""
-        if not isinstance(reply, list) or len(reply) != 11:
+        if not isinstance(reply, list) or len(reply) != 12:
             raise TypeError(f"reserve reply of type {type(reply).__name__}")
-        granted, fits, wait, reason, next_wait, left, tokens, lr, lt, slot, headroom = reply
+        granted, fits, wait, reason, next_wait, left, tokens, lr, lt, slot, headroom, took = reply
         for value in (granted, fits, wait, next_wait, left, lr, lt, slot):
             if not isinstance(value, int):
                 raise TypeError(f"reserve reply field {value!r}")
@@ -534,7 +540,7 @@ class RedisQuotaStore(QuotaStore):
             hint.learned_rpm = None if lr < 0 else lr
             hint.learned_tpm = None if lt < 0 else lt
             hint.headroom = min(1.0, max(0.0, float(headroom)))
-        return granted, fits, wait, str(reason), next_wait, slot
+        return granted, fits, wait, str(reason), next_wait, slot, str(took)
 
     def _reserve_local(self, provider: str, reservation: Reservation, now: float) -> Admission:
         budget = self._local[provider]
@@ -630,7 +636,9 @@ class RedisQuotaStore(QuotaStore):
             return None
         reserved = reservation.cost
         actual = used if used is not None else Cost(reserved.prompt_tokens, 0)
-        return self._remote_op(provider, limits, reserved, actual, taken.slot, observation, now)
+        return self._remote_op(
+            provider, limits, reserved, actual, taken.slot, observation, now, taken.buckets
+        )
 
     def _observe(self, provider: str, observation: Observation, now: float) -> _Op | None:
         budget = self._local.get(provider)
@@ -651,6 +659,7 @@ class RedisQuotaStore(QuotaStore):
         slot: int,
         observation: Observation | None,
         now: float,
+        buckets: str = "",
     ) -> _Op | None:
         """The reconcile script call for one settlement (None: nothing to tell Redis)."""
         args: list[Any] = [
@@ -679,7 +688,7 @@ class RedisQuotaStore(QuotaStore):
                 observation = None
         for h in hints:
             args += ["", "", ""] if h is None else [_num(h.limit), _num(h.remaining), _num(h.reset)]
-        args += [_num(retry_after), _num(exhausted)]
+        args += [_num(retry_after), _num(exhausted), buckets]
         if (reserved == used and observation is None) or not self.shared:
             return None  # nothing to say, or Redis is away: its state expires on its own
         keys = [self._key(provider, "b"), self._key(provider, "h"), self._key(provider, "d")]
