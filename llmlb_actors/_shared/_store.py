@@ -118,6 +118,15 @@ class _Taken:
         """The server-side buckets it took from (comma-separated): only those settle."""
 
 
+def _is_bad_data(exc: BaseException) -> bool:
+    """Redis answered, but not as our scripts do (another application's keys)."""
+    import coredis.exceptions
+
+    return isinstance(exc, (coredis.exceptions.ResponseError, TypeError, ValueError)) and not (
+        isinstance(exc, coredis.exceptions.AuthenticationError)
+    )
+
+
 def _is_redis_error(exc: BaseException) -> bool:
     import coredis.exceptions
 
@@ -166,6 +175,7 @@ class RedisQuotaStore(QuotaStore):
         # "now" for the scripts: empty for the server's clock (tests pass their own).
         self.clock_arg: Callable[[], str] = str
         self._outage_warned = False
+        self._bad: set[str] = set()
         # Counters (stats, tests and the benchmark read them).
         self.round_trips = 0
         self.refusals = 0
@@ -494,11 +504,11 @@ class RedisQuotaStore(QuotaStore):
                 provider, reply
             )
         except Exception as exc:
-            if not _is_redis_error(exc) and not isinstance(exc, (TypeError, ValueError)):
+            if _is_bad_data(exc):
+                self._bad_data(provider, exc)
+            elif not _is_redis_error(exc):
                 raise
-            if isinstance(exc, (TypeError, ValueError)):
-                exc = OSError(f"unexpected reply from Redis ({exc})")
-            if self.shared:
+            elif self.shared:
                 self._enter_local(self._describe(exc))
             if provider not in self._limits:  # removed while we waited
                 return Admission(at=now, reservation=reservation)
@@ -700,10 +710,27 @@ class RedisQuotaStore(QuotaStore):
         try:
             await self._call(*op)
         except Exception as exc:
-            if not _is_redis_error(exc):
+            if _is_bad_data(exc):
+                self._bad_data(op[1][0], exc)
+            elif not _is_redis_error(exc):
                 raise
-            if self.shared:
+            elif self.shared:
                 self._enter_local(self._describe(exc))
+
+    def _bad_data(self, where: str, exc: BaseException) -> None:
+        """Keys in our namespace that are not ours (another application's, of another
+        type): that decision is made locally; one warning per provider."""
+        provider = where.partition("{")[2].rpartition("}")[0] or where
+        if provider not in self._bad:
+            self._bad.add(provider)
+            log.warning(
+                "shared state %s: unexpected data for provider %s (%s); its decisions are "
+                "made locally on a 1/%d share until the keys are fixed",
+                self.url.display,
+                provider,
+                self._describe(exc),
+                max(1, self.live),
+            )
 
     def report_health(self, provider: str, reason: str, seconds: float, now: float) -> None:
         """Publish a hold (an open circuit, a refusal) for every other balancer, or clear it

@@ -25,10 +25,14 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process: start, ``kill -9``, restart on the same port."""
 
-    def __init__(self, directory: Path, *, password: str | None = None, tls: dict[str, str] | None = None):
+    def __init__(
+        self, directory: Path, *, password: str | None = None, tls: dict[str, str] | None = None
+    ):
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
-            pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+            pytest.fail(
+                "redis-server is not installed: `make test` installs it (apt-get install redis-server)"
+            )
         self.binary = binary
         self.dir = directory
         self.port = _free_port()
@@ -45,22 +49,33 @@ class RedisServer:
     def start(self) -> None:
         args = [
             self.binary,
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.dir),
-            "--loglevel", "warning",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--loglevel",
+            "warning",
         ]
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls:
             args += [
-                "--port", "0",
-                "--tls-port", str(self.port),
-                "--tls-cert-file", self.tls["cert"],
-                "--tls-key-file", self.tls["key"],
-                "--tls-ca-cert-file", self.tls["ca"],
-                "--tls-auth-clients", "no",
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.tls["cert"],
+                "--tls-key-file",
+                self.tls["key"],
+                "--tls-ca-cert-file",
+                self.tls["ca"],
+                "--tls-auth-clients",
+                "no",
             ]
         else:
             args += ["--port", str(self.port)]

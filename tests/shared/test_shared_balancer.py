@@ -22,12 +22,6 @@ from tests.shared.conftest import RedisServer, shared_store
 
 REQ = LLMRequest(prompt="Write a funny dad joke.", max_tokens=16)
 
-# coredis (anyio) leaves a lost connection's memory streams to the garbage collector when
-# redis-server is killed under it: a ResourceWarning of the library's, not a leak of ours.
-LOST_CONNECTION = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <function MemoryObject(Send|Receive)Stream.__del__"
-    ":pytest.PytestUnraisableExceptionWarning"
-)
 
 
 async def fire(lbs: list[Any], count: int) -> list[Any]:
@@ -158,7 +152,6 @@ async def test_limits_learned_by_one_balancer_pace_the_other(
     assert sim.stats("a").rate_limited == 0
 
 
-@LOST_CONNECTION
 async def test_redis_killed_mid_run_and_restarted(
     redis_server: RedisServer, redis_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -188,7 +181,9 @@ async def test_redis_killed_mid_run_and_restarted(
     assert sim.stats("a").requests == 120  # nothing lost, nothing sent twice
     assert sim.stats("a").rate_limited == 0
     warnings = [
-        r for r in caplog.records if r.name == "llmlb_actors.shared" and r.levelno == logging.WARNING
+        r
+        for r in caplog.records
+        if r.name == "llmlb_actors.shared" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 2, [r.getMessage() for r in warnings]  # one per balancer
     assert sum("budgets are shared" in r.getMessage() for r in caplog.records) == 2
