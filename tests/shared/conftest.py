@@ -10,10 +10,13 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _free_port() -> int:
@@ -31,7 +34,8 @@ class RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             pytest.fail(
-                "redis-server is not installed: `make test` installs it (apt-get install redis-server)"
+                "redis-server is not installed: `make test` installs it "
+                "(apt-get install redis-server)"
             )
         self.binary = binary
         self.dir = directory

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
 from tests.conftest import ZeroJitter
-
 from tests.shared.conftest import RedisServer, shared_store
 
-REQ = LLMRequest(prompt="Write a funny dad joke.", max_tokens=16)
+if TYPE_CHECKING:
+    import pytest
 
+REQ = LLMRequest(prompt="Write a funny dad joke.", max_tokens=16)
 
 
 async def fire(lbs: list[Any], count: int) -> list[Any]:

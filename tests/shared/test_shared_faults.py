@@ -4,9 +4,9 @@ unreachable Redis at start-up and another application's keys in the namespace.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -18,6 +18,9 @@ from llmlb_actors.quota import Cost, Limits, RedisQuotaStore
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
 from tests.conftest import ZeroJitter
 from tests.shared.conftest import RedisServer, shared_store
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 REQ = LLMRequest(prompt="Write a funny dad joke.", max_tokens=16)
 PASSWORD = "s3cret-redis-passw0rd"
@@ -81,7 +84,8 @@ async def test_wrong_password_falls_back_and_never_shows_it(
         assert (await store.reserve("p", Cost(1, 1), trio.current_time())).granted
         nursery.cancel_scope.cancel()
     text = caplog.text + repr(store) + str(store.url)
-    assert PASSWORD not in text and "wrong-" not in text
+    assert PASSWORD not in text
+    assert "wrong-" not in text
     assert (
         sum(r.levelno == logging.WARNING for r in caplog.records if r.name == "llmlb_actors.shared")
         == 1
@@ -124,10 +128,8 @@ async def test_no_api_key_or_password_is_stored_in_redis(tls_redis: Any, redis_c
 
 
 async def _try(lb: Any) -> None:
-    try:
+    with contextlib.suppress(llmlb.LLMLBError):
         await lb.request(REQ)
-    except llmlb.LLMLBError:
-        pass
 
 
 async def test_a_dead_balancers_reservations_expire(
@@ -209,7 +211,8 @@ def test_the_password_is_a_registered_secret() -> None:
         == "url redis://user:***@h and ***"
     )
     store = RedisQuotaStore(config.shared_state or "")
-    assert "ss-word" not in repr(store) and "ss-word" not in repr(store.url)
+    assert "ss-word" not in repr(store)
+    assert "ss-word" not in repr(store.url)
 
 
 async def test_unreachable_redis_at_start_up(
@@ -239,7 +242,8 @@ async def test_unreachable_redis_at_start_up(
         for r in caplog.records
         if r.name == "llmlb_actors.shared" and r.levelno == logging.WARNING
     ]
-    assert len(warnings) == 1 and "unreachable at start-up" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "unreachable at start-up" in warnings[0].getMessage()
 
 
 async def test_another_applications_keys_in_the_namespace(
@@ -262,7 +266,8 @@ async def test_another_applications_keys_in_the_namespace(
             assert store.shared
             stats = lb.get_stats()
         assert all(r.content for r in results)
-        assert stats["a"].restarts == 0 and stats["b"].restarts == 0
+        assert stats["a"].restarts == 0
+        assert stats["b"].restarts == 0
         assert sim.stats("a").requests + sim.stats("b").requests == 10
     warnings = [
         r.getMessage()
