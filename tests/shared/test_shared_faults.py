@@ -274,5 +274,6 @@ async def test_another_applications_keys_in_the_namespace(
         for r in caplog.records
         if r.name == "llmlb_actors.shared" and r.levelno == logging.WARNING
     ]
-    assert len(warnings) == 1 and "provider a" in warnings[0], warnings
+    assert len(warnings) == 1, warnings
+    assert "provider a" in warnings[0]
     assert redis_server.command("GET", "llmlb:{a}:w").strip() == "not-a-window"
