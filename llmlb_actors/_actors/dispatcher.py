@@ -186,7 +186,8 @@ class Dispatcher:
             )
             return True
         now = trio.current_time()
-        if self.quota is not None:
+        quota = self.quota
+        if quota is not None and (quota.limited_names or call.waiting_since is not None):
             self._admit(choice, call, now)
         choice.enqueue(call, now)
         return True
@@ -246,7 +247,7 @@ class Dispatcher:
         if not pool:
             return None
         quota = self.quota
-        if quota is not None:
+        if quota is not None and quota.limited_names:
             admitted = quota.admissible(pool, call, now)
             if isinstance(admitted, Wait):
                 return admitted

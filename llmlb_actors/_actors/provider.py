@@ -339,9 +339,9 @@ class ProviderActor:
         slot = running.slot
         running.clear()
         call.scope = None  # from now on the caller's abandon must not reach this worker
-        if self.quota is not None:
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
             usage = stream.usage if stream is not None else response.usage if response else None
-            self._settle_quota(call, usage, slot.take() if slot is not None else None)
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, response, error, stream, interrupted=False)
 
     def _settle_interrupted(self, running: _Running) -> None:
@@ -351,9 +351,9 @@ class ProviderActor:
         slot = running.slot
         running.clear()
         call.scope = None
-        if self.quota is not None:
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
             usage = stream.usage if stream is not None and stream.handle is not None else None
-            self._settle_quota(call, usage, slot.take() if slot is not None else None)
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, None, None, stream, interrupted=True)
 
     def _on_send(self, running: _Running) -> None:
