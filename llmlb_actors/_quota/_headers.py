@@ -16,8 +16,8 @@ Gemini (429 body)      ``RetryInfo.retryDelay`` (``"45.8s"``); a ``QuotaFailure`
 
 A value that cannot be parsed is ignored with a DEBUG line: it never raises
 and never disables a provider. Values are parsed through small caches: a
-provider sends the same limits, and mostly the same resets, on every answer. Numbers are returned as sent; `sanitize`
-(in ``_budget``) clamps absurd ones.
+provider sends the same limits, and mostly the same resets, on every answer.
+Numbers are returned as sent; `sanitize` (in ``_budget``) clamps absurd ones.
 """
 
 from __future__ import annotations
