@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
 from .._quota._observe import install as install_observation_slot
+from .._secrets import Redactor
 from .._stats import ProviderStats, StatsRecorder
 from .._transport._base import ON_SEND
 from ._call import Call, Reroute, StreamHandle
@@ -87,7 +87,7 @@ class ProviderActor:
         self.dead_reason: str | None = None
         self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
-        self._secrets = _secrets(config)
+        self.redact = Redactor.for_provider(config, balancer_config)
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
@@ -217,16 +217,6 @@ class ProviderActor:
         self.provider = self._factory(self.provider_config)
         return old
 
-    def inject_crash(self, exc: BaseException) -> None:
-        """Make the actor crash as if a worker raised ``exc`` (tests and chaos runs)."""
-        if self._nursery is None:
-            raise RuntimeError(f"provider actor {self.name!r} is not running")
-
-        async def crash() -> None:
-            raise exc
-
-        self._nursery.start_soon(crash)
-
     def _spawn_worker(self) -> None:
         assert self._nursery is not None
         self._workers += 1
@@ -235,9 +225,9 @@ class ProviderActor:
 
     async def _worker(self) -> None:
         # One cancel scope serves every attempt this worker runs, its deadline moved
-        # per attempt: entering a fresh scope per attempt cost ~16 µs here (a quarter
-        # of the actor layer's instructions), moving a deadline ~5 µs. A scope that
-        # fired (an attempt timed out or was abandoned) is replaced.
+        # per attempt: entering a scope costs several times what moving a deadline
+        # does, and per attempt it would be the actor layer's largest cost. A scope
+        # that fired (an attempt timed out or was abandoned) is replaced.
         recv = self.mailbox_recv
         running = _Running()
         if self.quota is not None:
@@ -255,9 +245,8 @@ class ProviderActor:
                     self._on_capacity()
                     # Keep one idle worker ready, plus one per call waiting beyond the
                     # idle ones, spawned at once: a spawned worker only starts on the
-                    # next scheduler pass, so spawning one per receive ramped a burst up
-                    # by one attempt per pass (10k queued calls ran ~1-2k at a time, and
-                    # at C=512 only ~50 attempts ran while the rest queued).
+                    # next scheduler pass, so spawning one per receive would ramp a
+                    # burst up by one attempt per pass, far below max_concurrency.
                     missing = min(
                         self.queued + 1 - self._idle_workers,
                         self.provider_config.max_concurrency - self._workers,
@@ -419,7 +408,7 @@ class ProviderActor:
     def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
         if not error.provider:
             error.provider = self.name
-        self.redact_error(error)
+        self.redact.error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
         if error.status == 429:
@@ -513,26 +502,6 @@ class ProviderActor:
         self._record_failure(failure, now, retry)
         state.handle.fail(failure)
 
-    # -- secrets ----------------------------------------------------------------------
-
-    def redact(self, text: str) -> str:
-        """``text`` without this provider's credentials.
-
-        Upstreams echo what they were sent ("Incorrect API key provided: sk-..."),
-        and a crash message may quote anything: every message that leaves the
-        actor (errors, stats, logs, crash reasons) goes through here first.
-        """
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def redact_error(self, error: LLMError) -> None:
-        message = self.redact(error.message)
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-
     # -- health ---------------------------------------------------------------------
 
     async def probe(self) -> bool:
@@ -591,22 +560,6 @@ class ProviderActor:
             call.resolve(call.attempt, Reroute(reason))
         self._on_capacity()
         self._maybe_idle()
-
-
-_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
-
-
-def _secrets(config: ProviderConfig) -> tuple[str, ...]:
-    """The provider's key and credential-looking header values, longest first."""
-    found = {config.api_key} if config.api_key else set()
-    for name, value in config.headers.items():
-        if _CREDENTIAL_HEADER.search(name):
-            found.add(value)
-            scheme, _, token = value.partition(" ")  # "Bearer <token>": the token alone too
-            if token and scheme.isalpha():
-                found.add(token)
-    # Very short values would blank out ordinary words; they are not real credentials.
-    return tuple(sorted((s for s in found if len(s) >= 6), key=len, reverse=True))
 
 
 class _StreamState:

@@ -1,5 +1,5 @@
 """``llmlb batch``: JSONL prompts in, JSONL answers out, resumable and crash-safe.
-Strictly private; the formats are documented in ``docs/cli-and-batch.md``.
+Strictly private; the formats are documented in README.md ("Batch files").
 
 Crash safety comes from three rules:
 
@@ -24,9 +24,9 @@ from .. import _version
 from .._balancer import open_balancer
 from .._errors import BalancerClosedError
 from .._models import LLMRequest, Message, Usage
+from .._secrets import Redactor
 from .common import (
     SIMULATOR,
-    Redactor,
     config_fingerprint,
     console,
     open_target,
@@ -396,7 +396,7 @@ async def run_batch(args: argparse.Namespace) -> int:
         args, batch_fleet(), sim_overrides={"health_check_interval": None}
     ) as target:
         config = target.config
-        redact = Redactor(config)
+        redact = Redactor.for_balancer(config)
         output = _Output(output_path, redact)
         run = _Run(output, resume)
         try:

@@ -16,7 +16,8 @@ import trio
 
 from .._balancer import open_balancer
 from .._models import LLMRequest
-from .common import Redactor, console, open_target, print_provider_table
+from .._secrets import Redactor
+from .common import console, open_target, print_provider_table
 from .fleets import quota_fleet
 from .progress import open_progress
 
@@ -104,7 +105,12 @@ async def run_quota_demo(args: argparse.Namespace) -> int:
         for name, s in stats.items()
     }
     print_provider_table(
-        out, stats, totals, Redactor(config), title="Per provider (attempts)", extra=extra
+        out,
+        stats,
+        totals,
+        Redactor.for_balancer(config),
+        title="Per provider (attempts)",
+        extra=extra,
     )
     rate = (args.requests - failed) / max(elapsed, 1e-9) * 60
     share = f" = {rate / pooled:.0%} of the pooled {pooled:,} rpm" if pooled else ""

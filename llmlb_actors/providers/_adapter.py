@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, ClassVar
 
 from .._quota._headers import parse_rate_limit_headers
+from .._secrets import Secret, is_credential_header
 from ._registry import PROTOCOLS
 from ._status import error_for_status
 
@@ -91,8 +92,11 @@ class ProtocolAdapter(abc.ABC):
         return parse_rate_limit_headers(headers)
 
     def extra_headers(self) -> list[tuple[str, str]]:
-        """The user's extra headers from the config, lower-cased."""
-        return [(k.lower(), v) for k, v in self.config.headers.items()]
+        """The user's extra headers from the config, lower-cased; credentials as `Secret`."""
+        return [
+            (k.lower(), Secret(v) if is_credential_header(k) else v)
+            for k, v in self.config.headers.items()
+        ]
 
 
 def adapter_class(protocol: str) -> type[ProtocolAdapter]:

@@ -1,6 +1,6 @@
 """Anthropic Messages API (``POST {base}/v1/messages``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 2. The API requires
+Shapes from https://docs.anthropic.com/en/api/messages. The API requires
 ``max_tokens`` and takes the system prompt at top level only, so system turns
 in ``messages`` are lifted out. Streams are typed events ending with
 ``message_stop``; ``output_tokens`` in ``message_delta`` is cumulative.
@@ -14,12 +14,12 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
+from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status
 from ._wire import (
     ENCODER,
-    Secret,
     body_text,
     check_header_value,
     decode,

@@ -1,6 +1,6 @@
 """Google Gemini API (generativelanguage ``generateContent``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 3: camelCase bodies,
+Shapes from https://ai.google.dev/api/generate-content: camelCase bodies,
 roles ``user``/``model``, the system prompt in ``systemInstruction``. Streams
 (``:streamGenerateContent?alt=sse``) have no terminal event, so a stream is
 complete only if some chunk carried a ``finishReason`` before the body ended.
@@ -19,12 +19,12 @@ import msgspec
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
 from .._quota._headers import parse_gemini_quota
+from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status, error_for_status
 from ._wire import (
     ENCODER,
-    Secret,
     body_text,
     check_header_value,
     decode,
