@@ -16,7 +16,7 @@ import trio
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, LoadBalancerError, RateLimitedError
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
