@@ -4,7 +4,10 @@ A provider's budgets come from its config (``ProviderConfig.rpm``, ``tpm``,
 ``rpd``, ``tpd``) and from what its responses say (rate-limit headers, Gemini's
 ``RetryInfo``/``QuotaFailure``). They live behind a `QuotaStore`: the default
 `InProcessQuotaStore` keeps them in this process; a store shared by several
-balancers implements the same five calls (see `QuotaStore`).
+balancers implements the same interface — ``reserve``, ``reconcile``,
+``observe`` (one round trip each), ``earliest`` and ``view`` (local reads),
+``configure``/``forget``, ``mark_sent`` — and is passed as
+``BalancerConfig(quota_store=...)`` (see `QuotaStore`).
 """
 
 from ._quota._estimate import TiktokenEstimator as TiktokenEstimator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -202,10 +203,12 @@ class Dispatcher:
             why = "too large"
         elif self._fail_fast:
             why = "on_overload='fail'"
-        elif wait.at > call.deadline:
+        elif call.deadline < wait.at < math.inf:
+            # (A wait for an answer, ``inf``, may end before the deadline: it waits.)
             why = "the request's deadline comes before any refill"
         if why is not None:
-            quota.refused += why != "too large"
+            if wait.fits:
+                quota.refused += 1
             self._end_wait(call, now)
             call.resolve(call.attempt, quota.refusal(wait, now, why=why))
             return True
