@@ -1,10 +1,13 @@
 """llmlb_actors: load-balance LLM API calls with a trio actor system.
 
 The public surface is re-exported here; everything else lives in private
-``_modules``. ``llmlb_actors.sim`` (the loopback simulator) and
-``llmlb_actors.strategies`` are public submodules.
+``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
+``llmlb_actors.strategies``, ``llmlb_actors.transports``, ``llmlb_actors.testing``
+(helpers for your tests), and the front-ends for asyncio and synchronous code,
+``llmlb_actors.aio`` and ``llmlb_actors.sync``, are public submodules.
 """
 
+from . import transports as transports
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult

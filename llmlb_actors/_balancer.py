@@ -21,8 +21,8 @@ from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._quota._estimate import TiktokenEstimator, default_estimator, estimate_chars
 from ._quota._gate import QuotaGate
 from ._quota._store import InProcessQuotaStore
-from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
 from .strategies import StrategyOptions, make_strategy
@@ -77,12 +77,11 @@ class Balancer:
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
         self._quota = quota = _quota_gate(config)
         options = StrategyOptions.from_config(config, rng)
@@ -100,11 +99,10 @@ class Balancer:
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(provider_config.proxy)
             adapter = adapter_class(protocol)(provider_config)
-            return HTTPProvider(provider_config, adapter, self._transport)
+            return HTTPProvider(provider_config, adapter, transport)
         return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
@@ -230,10 +228,6 @@ class Balancer:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
-    def _provider_actor(self, name: str) -> Any:
-        """The live actor (tests and chaos tooling only)."""
-        return self._supervisor.actors[name]
-
 
 @asynccontextmanager
 async def open_balancer(
@@ -263,21 +257,14 @@ async def open_balancer(
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
             if balancer._quota is not None:
@@ -299,5 +286,4 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()

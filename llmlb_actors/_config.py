@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -20,6 +21,12 @@ from ._errors import ConfigError
 from ._quota._store import QuotaStore
 from ._quota._types import Limits
 from ._transport._base import Transport
+from ._transport._settings import (
+    TRANSPORT_NAMES,
+    check_config,
+    check_provider_proxy,
+    proxy_label,
+)
 from .providers._base import BaseProvider
 from .providers._registry import PROTOCOLS, infer_protocol
 
@@ -119,6 +126,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mailbox_size        None        requests queued for it (default: max_concurrency)
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
+    proxy               None        ``http://[user:pass@]host:port`` for this provider
+                                    only; wins over ``BalancerConfig.proxy``
     rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in
                                     any rolling 1-second window
     tpm                 None        tokens per minute: a bucket of ``tpm`` refilling
@@ -141,6 +150,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mailbox_size: int | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
+    proxy: str | None = None
     rpm: int | None = None
     tpm: int | None = None
     rpd: int | None = None
@@ -198,6 +208,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     f"{who}headers: the value of {key!r} must be printable ASCII",
                     field="headers",
                 )
+        check_provider_proxy(who, self.proxy)
         protocol = self.protocol  # raises ConfigError when unknown
         custom = not isinstance(protocol, str)
         if not custom and (not isinstance(self.model, str) or not self.model.strip()):
@@ -334,8 +345,15 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_idle_timeout     30.0 s        longest gap between stream chunks
     transport               default       ``default`` (trio + httptools) or ``httpx``,
                                           or a `Transport` instance
-    max_response_bytes      16 MiB        cap on one response body
+    max_response_bytes      16 MiB        cap on one response body (decoded)
     verify_tls              True          turning it off logs a warning
+    proxy                   None          ``http://[user:pass@]host:port`` for every
+                                          provider (CONNECT for https origins)
+    trust_env               True          honour HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+                                          NO_PROXY, SSL_CERT_FILE, SSL_CERT_DIR
+    ca_bundle               None          PEM file (or directory) of CAs to trust
+                                          instead of the system store
+    ssl_context             None          an ``ssl.SSLContext`` used as given
     seed                    None          seeds jitter and weighted picks (reproducible)
     quota                   on            ``on``: pace to providers' budgets (configured
                                           and learned from headers); ``off``: send
@@ -375,6 +393,10 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     transport: str | Transport = "default"
     max_response_bytes: int = 16 * 1024 * 1024
     verify_tls: bool = True
+    proxy: str | None = None
+    trust_env: bool = True
+    ca_bundle: str | None = None
+    ssl_context: ssl.SSLContext | None = None
     seed: int | None = None
     quota: Literal["on", "off"] = "on"
     quota_store: QuotaStore | None = None
@@ -425,7 +447,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 )
         interval = self.health_check_interval
         if interval is not None and interval < MIN_HEALTH_CHECK_INTERVAL:
-            # A period the clock cannot even represent (1e-300 s) made the health loop
+            # A period the clock cannot represent (1e-300 s) would make the health loop
             # spin without time passing; a tiny one would flood the provider with probes.
             raise ConfigError(
                 f"health_check_interval must be >= {MIN_HEALTH_CHECK_INTERVAL} s "
@@ -446,13 +468,14 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         ):
             raise ConfigError("seed must be an integer", field="seed")
         if not isinstance(self.transport, str | Transport) or (
-            isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx")
+            isinstance(self.transport, str) and self.transport not in TRANSPORT_NAMES
         ):
             raise ConfigError(
                 f"transport must be 'default', 'trio', 'httpx' or a Transport, "
                 f"got {self.transport!r}",
                 field="transport",
             )
+        check_config(self)
         self._check_quota()
 
     def _check_quota(self) -> None:
@@ -513,3 +536,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)
         return f"BalancerConfig(strategy={self.strategy!r}, providers=[{names}])"
+
+    def __rich_repr__(self) -> Any:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            # A proxy URL may carry a password: shown as http://host:port only.
+            yield name, proxy_label(value) if name == "proxy" and value is not None else value

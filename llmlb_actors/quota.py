@@ -3,8 +3,13 @@
 A provider's budgets come from its config (``ProviderConfig.rpm``, ``tpm``,
 ``rpd``, ``tpd``) and from what its responses say (rate-limit headers, Gemini's
 ``RetryInfo``/``QuotaFailure``). They live behind a `QuotaStore`: the default
-`InProcessQuotaStore` keeps them in this process; `RedisQuotaStore` (what
-``BalancerConfig.shared_state`` makes) shares them between balancers through Redis.
+`InProcessQuotaStore` keeps them in this process; a store shared by several
+balancers implements the same interface — ``reserve``, ``reconcile``,
+``observe`` (one round trip each), ``earliest`` and ``view`` (local reads),
+``configure``/``forget``, ``mark_sent``, and for a remote store ``claim``,
+``report_health`` and ``run`` — and is passed as ``BalancerConfig(quota_store=...)``
+(see `QuotaStore`). `RedisQuotaStore` (what ``BalancerConfig.shared_state`` makes)
+is one: it shares budgets and health between balancers through Redis.
 """
 
 from ._quota._estimate import TiktokenEstimator as TiktokenEstimator

@@ -5,9 +5,9 @@ candidates for one attempt: providers in rotation, healthy, with mailbox room
 and not yet tried by this request (when any untried remain), in configuration
 order. Strategies are synchronous and never block, so a decision is atomic.
 
-========== ==================================================================
-name       picks
-========== ==================================================================
+=========== =================================================================
+name        picks
+=========== =================================================================
 round-robin the next candidate after the previous pick, in config order
 failover    the first candidate in config order
 weighted    smooth weighted round-robin (nginx): exact proportions per window
@@ -15,7 +15,7 @@ least-busy  the fewest requests in flight; ties in config order
 latency     the lowest smoothed latency x (1 + in flight); unmeasured first
 quota       the most budget left relative to its limit (rpm, tpm, learned limits)
 custom      your callable over read-only `ProviderState` snapshots
-========== ==================================================================
+=========== =================================================================
 
 With quotas on, every strategy sees only the providers whose budget admits the
 request now.

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
+from .._errors import (
+    BalancerClosedError,
+    LLMError,
+    LoadBalancerError,
+    OverloadedError,
+    StrategyError,
+)
 from .._quota._gate import Wait
 from ._call import Call
 
@@ -181,12 +188,14 @@ class Dispatcher:
                 call.attempt,
                 LoadBalancerError(
                     "No provider available: every provider is removed, disabled, at its "
-                    "attempt limit for this request" + (" or cannot stream" if call.stream else "")
+                    "attempt limit or misconfigured for this request"
+                    + (" or cannot stream" if call.stream else "")
                 ),
             )
             return True
         now = trio.current_time()
-        if self.quota is not None:
+        quota = self.quota
+        if quota is not None and (quota.limited_names or call.waiting_since is not None):
             self._admit(choice, call, now)
         choice.enqueue(call, now)
         return True
@@ -201,10 +210,12 @@ class Dispatcher:
             why = "too large"
         elif self._fail_fast:
             why = "on_overload='fail'"
-        elif wait.at > call.deadline:
+        elif call.deadline < wait.at < math.inf:
+            # (A wait for an answer, ``inf``, may end before the deadline: it waits.)
             why = "the request's deadline comes before any refill"
         if why is not None:
-            quota.refused += why != "too large"
+            if wait.fits:
+                quota.refused += 1
             self._end_wait(call, now)
             call.resolve(call.attempt, quota.refusal(wait, now, why=why))
             return True
@@ -246,7 +257,7 @@ class Dispatcher:
         if not pool:
             return None
         quota = self.quota
-        if quota is not None:
+        if quota is not None and quota.limited_names:
             admitted = quota.admissible(pool, call, now)
             if isinstance(admitted, Wait):
                 return admitted
@@ -283,8 +294,24 @@ class Dispatcher:
 
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
-    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap)?"""
+    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap, and
+    no failure there that another attempt would only repeat)?"""
     if call.stream and not actor.supports_streaming:
         return False
     cap = actor.max_attempts
-    return cap is None or call.attempts_at(actor.name) < cap
+    if cap is not None and call.attempts_at(actor.name) >= cap:
+        return False
+    errors = call.errors
+    return not errors or not any(_repeats_at(error, actor.name) for error in errors)
+
+
+def _repeats_at(error: LLMError, provider: str) -> bool:
+    """A failure at ``provider`` that no retry there can fix: a misconfiguration found
+    without any HTTP answer (a certificate that does not verify, a proxy refusing us,
+    a content coding we cannot decode). Such a request fails over, never retries there."""
+    return (
+        error.provider == provider
+        and error.disables_provider
+        and not error.retryable
+        and error.status is None
+    )

@@ -11,6 +11,7 @@ ends, so an estimate only has to be close, not exact.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Callable
@@ -84,10 +85,11 @@ class TiktokenEstimator:
     """
 
     def __init__(self, get_encoding: Callable[[str], Any] | None = None) -> None:
-        import tiktoken.model
-
-        self._name_for_model = tiktoken.model.encoding_name_for_model
-        self._get_encoding = get_encoding or tiktoken.get_encoding
+        if importlib.util.find_spec("tiktoken") is None:
+            raise ImportError("tiktoken is not installed: pip install 'llmlb-actors[tokens]'")
+        # tiktoken itself is imported on first use: a balancer whose providers have no
+        # token budget never pays for it (nor keeps its objects alive for the collector).
+        self._get_encoding = get_encoding
         self._encodings: dict[str, Any] = {}  # model -> encoding
         self._failed: set[str] = set()
 
@@ -95,8 +97,10 @@ class TiktokenEstimator:
         """The encoding tiktoken knows for ``model`` (no I/O), or ``None``."""
         if not model:
             return None
+        import tiktoken.model
+
         try:
-            return str(self._name_for_model(model))
+            return str(tiktoken.model.encoding_name_for_model(model))
         except KeyError:
             return None
 
@@ -116,6 +120,10 @@ class TiktokenEstimator:
         if model in self._encodings:
             return True
         try:
+            if self._get_encoding is None:
+                import tiktoken
+
+                self._get_encoding = tiktoken.get_encoding
             self._encodings[model] = self._get_encoding(name)
         except Exception as exc:  # offline, a broken cache: the character estimate will do
             if model not in self._failed:

@@ -83,8 +83,9 @@ class QuotaGate:
         # as the actors honour it; an exhausted daily quota is not a Retry-After.
         self.max_retry_after = max_retry_after
         # Providers that may refuse: configured limits, or learned/probing state. The
-        # others skip the store entirely, so an unlimited fleet pays nothing per call.
-        self._limited: set[str] = set()
+        # others skip the store entirely, so an unlimited fleet pays nothing per call
+        # (the dispatcher tests this set's truth inline).
+        self.limited_names: set[str] = set()
         self.waits = 0
         """Calls that waited for a budget before being sent."""
         self.wait_seconds = 0.0
@@ -99,23 +100,23 @@ class QuotaGate:
         probe = self.probe and limits.empty and config.protocol_name in PROBED_PROTOCOLS
         self.store.configure(config.name, limits, now, probe=probe)
         if not self.store.unlimited(config.name, now):
-            self._limited.add(config.name)
+            self.limited_names.add(config.name)
 
     def remove(self, name: str) -> None:
-        self._limited.discard(name)
+        self.limited_names.discard(name)
         self.store.forget(name)
 
     def limited(self, name: str) -> bool:
-        return name in self._limited
+        return name in self.limited_names
 
     def headroom(self, name: str, now: float) -> float:
         """Budget left relative to its limit, in [0, 1] (1: nothing limits it)."""
-        return self.store.view(name, now).headroom if name in self._limited else 1.0
+        return self.store.view(name, now).headroom if name in self.limited_names else 1.0
 
     def _refresh(self, name: str, now: float) -> None:
         """Stop consulting a provider the store says nothing limits."""
         if self.store.unlimited(name, now):
-            self._limited.discard(name)
+            self.limited_names.discard(name)
 
     # -- one call ------------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class QuotaGate:
 
     def admissible(self, pool: Sequence[_C], call: QuotaCall, now: float) -> list[_C] | Wait:
         """The candidates whose budgets admit ``call`` now, or a `Wait` if none does."""
-        limited = self._limited
+        limited = self.limited_names
         out: list[_C] = []
         verdicts = None
         for candidate in pool:
@@ -174,7 +175,7 @@ class QuotaGate:
         """
         name = candidate.name
         call.reservation = None
-        if name not in self._limited:
+        if name not in self.limited_names:
             return True
         cost = self.cost(call, candidate.provider_config)
         if not self.store.local:
@@ -240,11 +241,11 @@ class QuotaGate:
             used = reservation.cost  # an answer without usage: keep the estimate
         if reservation is not None:
             self.store.reconcile_nowait(reservation, used, now, observation)
-        elif observation is not None and provider in self._limited:
+        elif observation is not None and provider in self.limited_names:
             self.store.observe_nowait(provider, observation, now)
         elif observation is not None:
             # A provider we had stopped consulting reports a budget: consult it again.
-            self._limited.add(provider)
+            self.limited_names.add(provider)
             self.store.observe_nowait(provider, observation, now)
         if reservation is not None or observation is not None:
             self._refresh(provider, now)

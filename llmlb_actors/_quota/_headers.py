@@ -15,13 +15,15 @@ Gemini (429 body)      ``RetryInfo.retryDelay`` (``"45.8s"``); a ``QuotaFailure`
 =====================  =======================================================================
 
 A value that cannot be parsed is ignored with a DEBUG line: it never raises
-and never disables a provider. Numbers are returned as sent; `sanitize`
-(in ``_budget``) clamps absurd ones.
+and never disables a provider. Values are parsed through small caches: a
+provider sends the same limits, and mostly the same resets, on every answer.
+Numbers are returned as sent; `sanitize` (in ``_budget``) clamps absurd ones.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import re
@@ -57,9 +59,12 @@ _GO_UNITS: Final = {
     "h": 3600.0,
 }
 _GO_PART: Final = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_DECIMAL: Final = frozenset("0123456789.")
+_GO_DURATION: Final = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+")
 _MAX_TEXT: Final = 64  # no header value we read is longer; longer ones are not parsed
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_go_duration(text: str) -> float | None:
     """Seconds from a Go ``time.Duration`` string (``"6m0s"``, ``"1.5s"``, ``"12ms"``).
 
@@ -73,23 +78,32 @@ def parse_go_duration(text: str) -> float | None:
     if text[0] in "+-":
         sign = -1.0 if text[0] == "-" else 1.0
         text = text[1:]
-    if text == "0":
-        return 0.0
-    number = _number(text)
-    if number is not None:
-        return sign * number
-    total = 0.0
-    pos = 0
-    while pos < len(text):
-        match = _GO_PART.match(text, pos)
-        if match is None:
+        if not text:
             return None
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        pos = match.end()
+    last = text[-1]
+    if last.isdigit() or last == ".":  # no unit: plain seconds
+        number = _number(text)
+        return None if number is None else sign * number
+    # The usual shapes first, without a regex: "12ms", "1s", "1.5s".
+    if last == "s" and len(text) > 1:
+        if text[-2] == "m":
+            head, scale = text[:-2], 0.001
+        else:
+            head, scale = text[:-1], 1.0
+        if head and _DECIMAL.issuperset(head) and head.count(".") <= 1 and head != ".":
+            return sign * float(head) * scale
+    if _GO_DURATION.fullmatch(text) is None:
+        return None
+    total = 0.0
+    for number_text, unit in _GO_PART.findall(text):
+        total += float(number_text) * _GO_UNITS[unit]
     return sign * total if math.isfinite(total) else None
 
 
+@functools.lru_cache(maxsize=1024)
 def _number(text: str) -> float | None:
+    if len(text) > _MAX_TEXT:
+        return None
     try:
         value = float(text)
     except ValueError:
@@ -122,22 +136,30 @@ def _hint(
     wall: float | None,
 ) -> Hint | None:
     limit_name, remaining_name, reset_name = names
-    values: dict[str, float | None] = {}
-    for field, name in (("limit", limit_name), ("remaining", remaining_name)):
-        raw = headers.get(name)
-        value = None if raw is None or len(raw) > _MAX_TEXT else _number(raw.strip())
-        if raw is not None and value is None:
-            log.debug("ignored %s: not a number: %.64r", name, raw)
-        values[field] = value
-    raw = headers.get(reset_name)
-    reset = None
-    if raw is not None:
-        go = reset_parser == "go"
-        reset = parse_go_duration(raw) if go else parse_rfc3339(raw, wall=wall)
+    raw_limit = headers.get(limit_name)
+    raw_remaining = headers.get(remaining_name)
+    raw_reset = headers.get(reset_name)
+    if raw_limit is None and raw_remaining is None and raw_reset is None:
+        return None
+    limit = remaining = reset = None
+    if raw_limit is not None:
+        limit = _number(raw_limit)
+        if limit is None:
+            log.debug("ignored %s: not a number: %.64r", limit_name, raw_limit)
+    if raw_remaining is not None:
+        remaining = _number(raw_remaining)
+        if remaining is None:
+            log.debug("ignored %s: not a number: %.64r", remaining_name, raw_remaining)
+    if raw_reset is not None:
+        if reset_parser == "go":
+            reset = parse_go_duration(raw_reset)
+        else:
+            reset = parse_rfc3339(raw_reset, wall=wall)
         if reset is None:
-            log.debug("ignored %s: not a %s time: %.64r", reset_name, reset_parser, raw)
-    hint = Hint(limit=values["limit"], remaining=values["remaining"], reset=reset)
-    return None if hint.empty else hint
+            log.debug("ignored %s: not a %s time: %.64r", reset_name, reset_parser, raw_reset)
+    if limit is None and remaining is None and reset is None:
+        return None
+    return Hint(limit=limit, remaining=remaining, reset=reset)
 
 
 _OPENAI: Final = {
@@ -158,26 +180,35 @@ _ANTHROPIC: Final = {
 }
 
 
+_NAMES: Final = frozenset(
+    [name for names in (*_OPENAI.values(), *_ANTHROPIC.values()) for name in names]
+    + ["retry-after", "retry-after-ms"]
+)
+
+
 def parse_rate_limit_headers(
     headers: Mapping[str, str], *, wall: float | None = None
 ) -> Observation | None:
     """An `Observation` from one response's headers (names lower-case), or ``None``.
 
-    Both header families are read, whatever the protocol: OpenAI-compatible
-    servers and gateways send OpenAI's. Where both are present, Anthropic's win.
+    Either header family is read, whatever the protocol: OpenAI-compatible
+    servers and gateways send OpenAI's. An answer with OpenAI's is not searched
+    for Anthropic's.
     ``wall`` (epoch seconds, default now) anchors Anthropic's RFC 3339 resets.
     """
+    if _NAMES.isdisjoint(headers):
+        return None  # most answers of most providers: one pass over the names
     requests = _hint(headers, _OPENAI["requests"], "go", wall)
     tokens = _hint(headers, _OPENAI["tokens"], "go", wall)
     source = "openai" if requests is not None or tokens is not None else ""
-    a_requests = _hint(headers, _ANTHROPIC["requests"], "rfc3339", wall)
-    a_tokens = _hint(headers, _ANTHROPIC["tokens"], "rfc3339", wall)
-    input_tokens = _hint(headers, _ANTHROPIC["input-tokens"], "rfc3339", wall)
-    output_tokens = _hint(headers, _ANTHROPIC["output-tokens"], "rfc3339", wall)
-    if a_requests or a_tokens or input_tokens or output_tokens:
-        requests = a_requests or requests
-        tokens = a_tokens or tokens
-        source = "anthropic"
+    input_tokens = output_tokens = None
+    if not source:  # an API sends one family; OpenAI's is by far the commonest
+        requests = _hint(headers, _ANTHROPIC["requests"], "rfc3339", wall)
+        tokens = _hint(headers, _ANTHROPIC["tokens"], "rfc3339", wall)
+        input_tokens = _hint(headers, _ANTHROPIC["input-tokens"], "rfc3339", wall)
+        output_tokens = _hint(headers, _ANTHROPIC["output-tokens"], "rfc3339", wall)
+        if requests or tokens or input_tokens or output_tokens:
+            source = "anthropic"
     retry_after = parse_retry_after(headers, now=wall)
     if retry_after is None and ("retry-after" in headers or "retry-after-ms" in headers):
         log.debug("ignored an unparseable retry-after")

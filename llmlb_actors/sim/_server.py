@@ -212,6 +212,7 @@ class ProviderServer:
 
     async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
         self.stats.connections += 1
+        self.stats.open_connections += 1
         parser = RequestParser()
         with conn:
             try:
@@ -234,6 +235,8 @@ class ProviderServer:
                             return
             except OSError:
                 return  # the client went away; nothing to answer
+            finally:
+                self.stats.open_connections -= 1
 
     def _answer_bytes(
         self, answer: Answer, seq: int, *, keep_alive: bool, extra: bytes = b""

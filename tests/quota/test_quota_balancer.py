@@ -16,7 +16,7 @@ import trio
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, LoadBalancerError, RateLimitedError
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -118,8 +118,8 @@ async def test_pooled_rate_is_reached(autojump_clock: MockClock) -> None:
         elapsed = trio.current_time() - start
     assert all(isinstance(r, llmlb.LLMResponse) for r in results)
     assert sum(sim.stats(n).rate_limited for n in names) == 0
-    # 40 a second pooled: the 400th leaves ~9 windows (of 1.02 s) after the first.
-    assert elapsed < 9 * 1.02 + 0.5
+    # 40 a second pooled: the 400th leaves 9 windows (of 1.05 s) after the first.
+    assert elapsed < 9 * 1.05 + 0.5
 
 
 async def test_tokens_are_reserved_and_reconciled(autojump_clock: MockClock) -> None:
@@ -262,9 +262,29 @@ async def test_deadline_before_the_refill_fails_at_once(autojump_clock: MockCloc
         totals = lb.get_totals()
     assert info.value.budgets == {"a": "rpm"}
     assert info.value.retry_after is not None
-    assert 0.5 < info.value.retry_after <= 1.02
+    assert 0.5 < info.value.retry_after <= 1.05
     assert "rpm" in str(info.value)
     assert totals.rate_limited == 1
+    assert sim.stats("a").rate_limited == 0
+
+
+async def test_deadline_passing_while_waiting_for_a_probe(autojump_clock: MockClock) -> None:
+    specs = [("a", "openai", {"rpm": 600})]
+    async with fleet(specs, quota_probe=True) as (sim, lb):
+        sim.set_behaviour("a", Behaviour(latency=5.0, rpm=600))  # the probe takes 5 s
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lb.request, REQ)  # the probe
+            await trio.sleep(0.01)
+            start = trio.current_time()
+            with pytest.raises(LoadBalancerError, match="timed out") as info:
+                await lb.request(REQ, timeout=1.0)  # waits for the probe's answer
+            assert trio.current_time() - start == pytest.approx(1.0)
+            assert not isinstance(info.value, RateLimitedError)
+            # The queue moved on: the next request goes as soon as the probe has answered.
+            sim.set_behaviour("a", Behaviour(latency=0.1, rpm=600))
+            assert (await lb.request(REQ)).provider == "a"
+        totals = lb.get_totals()
+    assert totals.quota_waits >= 2  # the one that gave up is counted too
     assert sim.stats("a").rate_limited == 0
 
 

@@ -15,7 +15,7 @@ import trio
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 from tests.shared.conftest import RedisServer, shared_store
 
 if TYPE_CHECKING:
