@@ -89,7 +89,7 @@ SCENARIOS: dict[str, dict[str, list[Any]]] = {
 }
 #: Scenarios with their own runner (``--scenario NAME [its options]``): a module with
 #: ``main(argv) -> int`` each. ``quota``: pooled quota, side by side (issue 14).
-MODULE_SCENARIOS = {"quota": "benchmarks.quota"}
+MODULE_SCENARIOS = {"quota": "benchmarks.quota", "shared": "benchmarks.shared"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import msgspec
+import trio
 
 from .._errors import LoadBalancerError, RateLimitedError
 from ._estimate import completion_reservation, estimate_chars
@@ -203,7 +204,12 @@ class QuotaGate:
         call.reservation = None  # a cancelled round trip leaves nothing to refund here
         admission = await self.store.reserve(claim.provider, claim.cost, now)
         call.reservation = admission.reservation
-        return admission.reservation is not None
+        if admission.reservation is None:
+            return False
+        if admission.at > trio.current_time():
+            # The store booked a slot ahead (the shared window's next one): send then.
+            await trio.sleep_until(admission.at)
+        return True
 
     def health(self, provider: str, reason: str, seconds: float, now: float) -> None:
         """A provider left rotation here for ``seconds`` (or came back, ``<= 0``)."""

@@ -195,8 +195,8 @@ RESERVE = (
     + r"""
 -- KEYS: window, buckets, health, day
 -- ARGV: now, member, cap (requests per window; 0: none), period µs, tpm (0: none),
---       rpd (0), tpd (0), prompt tokens, completion tokens, balancer id
--- Reply: granted, fits, wait µs, reason, next wait µs, remaining requests (-1: unknown),
+--       rpd (0), tpd (0), prompt tokens, completion tokens, balancer id, booking horizon µs
+-- Reply: granted, fits, wait µs (granted: when to send, 0 for now), reason, next wait µs, remaining requests (-1: unknown),
 --        remaining tokens (string, '' unknown), learned requests, learned tokens (-1),
 --        day slot (-1), headroom (string), the buckets it took from (comma-separated)
 local w, b, h, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -209,6 +209,7 @@ local rpd = tonumber(ARGV[6])
 local tpd = tonumber(ARGV[7])
 local prompt = tonumber(ARGV[8])
 local completion = tonumber(ARGV[9])
+local horizon = tonumber(ARGV[11]) or 0
 
 local at, reason, fits = now, '', 1
 local function bind(t, why)
@@ -234,6 +235,7 @@ for f, v in pairs(fields) do
   end
 end
 
+local hold_at = at
 local capmap, learned_requests, learned_tokens = caps(h, tpm)
 -- The window's cap: configured, tightened by a learned per-minute request limit.
 local wcap = nil
@@ -246,12 +248,20 @@ end
 -- requests already sent.
 redis.call('ZREMRANGEBYSCORE', w, '-inf', fmt(now - period))
 local count = redis.call('ZCARD', w)
-if wcap ~= nil then
+-- When the window admits one more entry: entries only ever go after the last one (which
+-- may be a booking in the future), and fewer than wcap may lie within a period before it.
+local function window_next()
+  local t = now
+  local last = redis.call('ZRANGE', w, -1, -1, 'WITHSCORES')
+  if last[2] ~= nil and tonumber(last[2]) > t then t = tonumber(last[2]) end
   if count >= wcap then
     local oldest = redis.call('ZRANGE', w, count - wcap, count - wcap, 'WITHSCORES')
-    bind(math.max(now, tonumber(oldest[2]) + period), 'rpm')
+    t = math.max(t, tonumber(oldest[2]) + period)
   end
+  return t
 end
+local wnext = nil
+if wcap ~= nil then wnext = window_next() end
 
 local states = load_buckets(b, capmap, now)
 for _, dim in ipairs(DIMS) do
@@ -291,6 +301,18 @@ local function report()
   headroom = math.max(0, math.min(1, headroom))
 end
 
+-- Only the window binds, and its next slot is within the horizon: book that slot (the
+-- caller sends then) instead of refusing; bookings go in time order, one per slot.
+local book = now
+if wnext ~= nil and wnext > now then
+  if fits == 1 and at <= now and wnext - now <= horizon then
+    book = wnext
+  elseif fits == 1 and (wnext > at or (wnext == at and at > hold_at)) then
+    -- The model's order: a hold wins a tie with the window, the window one with a bucket.
+    at = wnext; reason = 'rpm'
+  end
+end
+
 local lr, lt = learned_requests or -1, learned_tokens or -1
 if fits == 0 or at > now then
   report()
@@ -302,15 +324,10 @@ end
 
 -- Granted: take every budget.
 local next_at = now
-redis.call('ZADD', w, fmt(now), member)
+redis.call('ZADD', w, fmt(book), member)
 count = count + 1
-redis.call('PEXPIRE', w, math.ceil(period / 1000) + 1000)
-if wcap ~= nil then
-  if count >= wcap then
-    local oldest = redis.call('ZRANGE', w, count - wcap, count - wcap, 'WITHSCORES')
-    next_at = math.max(now, tonumber(oldest[2]) + period)
-  end
-end
+redis.call('PEXPIRE', w, math.ceil((book - now + period) / 1000) + 1000)
+if wcap ~= nil then next_at = window_next() end
 local touched = false
 local taken = {}
 for _, dim in ipairs(DIMS) do
@@ -326,8 +343,8 @@ local slot = -1
 if rpd > 0 then slot = day_take(d, 'r', 'rn', 1, now) end
 if tpd > 0 then slot = day_take(d, 't', 'tn', prompt + completion, now) end
 report()
-return {1, 1, 0, '', math.ceil(next_at - now), remaining_requests, remaining_tokens, lr, lt,
-  slot, tostring(headroom), table.concat(taken, ',')}
+return {1, 1, math.ceil(book - now), '', math.ceil(next_at - now), remaining_requests,
+  remaining_tokens, lr, lt, slot, tostring(headroom), table.concat(taken, ',')}
 """
 )
 

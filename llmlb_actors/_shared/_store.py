@@ -65,6 +65,9 @@ _LIVE_BEATS = 3
 #: Queued background operations beyond this are dropped (counted): Redis is too slow.
 _QUEUE = 100_000
 
+#: Script calls on the wire at once (more wait their turn before their timeout starts).
+_IN_FLIGHT = 32
+
 #: Seconds after which a provider whose room is all claimed is checked again anyway.
 _RECHECK = 0.05
 
@@ -174,8 +177,13 @@ class RedisQuotaStore(QuotaStore):
         self._send, self._recv = trio.open_memory_channel[_Op](_QUEUE)
         # "now" for the scripts: empty for the server's clock (tests pass their own).
         self.clock_arg: Callable[[], str] = str
+        self.booking_horizon = 1.0 + window_guard
+        """How far ahead a reservation may book the request window's next free slot (the
+        worker sends then) rather than be refused; 0: never book."""
         self._outage_warned = False
         self._bad: set[str] = set()
+        self._in_flight = trio.CapacityLimiter(_IN_FLIGHT)
+        self._news: dict[str, _Op] = {}  # the latest queued news per provider (buckets key)
         # Counters (stats, tests and the benchmark read them).
         self.round_trips = 0
         self.refusals = 0
@@ -251,9 +259,12 @@ class RedisQuotaStore(QuotaStore):
         client = self._client
         if client is None:
             raise OSError("the shared-state store is not running")
-        self.round_trips += 1
-        with trio.fail_after(self.url.timeout):
-            return await self._scripts[script](keys=keys, args=args)
+        # The timeout judges Redis, not our own backlog: calls beyond the in-flight cap wait
+        # here, unclocked, and a call's time starts when it may go out.
+        async with self._in_flight:
+            self.round_trips += 1
+            with trio.fail_after(self.url.timeout):
+                return await self._scripts[script](keys=keys, args=args)
 
     async def _beat(self) -> bool:
         try:
@@ -318,8 +329,9 @@ class RedisQuotaStore(QuotaStore):
             budget.reconfigure(self._share(limits), now)
             hint = self._hints[provider]
             if was_shared and budget.window is not None:
-                # Others' requests of the last window are unknown: wait one window out.
-                budget.holds["shared-state"] = now + 1.0 + self.window_guard
+                # Others' requests of the last window (and slots they booked ahead) are
+                # unknown: wait until they have all left.
+                budget.holds["shared-state"] = now + 1.0 + self.window_guard + self.booking_horizon
             tokens = budget.buckets.get("tokens")
             if tokens is not None and hint.remaining_tokens is not None:
                 tokens.observe(hint.remaining_tokens / max(1, self.live), None, now)
@@ -344,7 +356,7 @@ class RedisQuotaStore(QuotaStore):
                 continue
             args: list[Any] = [self.clock_arg(), self.period_us]
             for at, member in recent:
-                args += [member, max(1, round((now - at) * 1e6))]
+                args += [member, max(1, round((now - at) * 1e6))]  # a booking ahead: now
             try:
                 await self._call("move", [self._key(provider, "w")], args)
             except Exception as exc:
@@ -498,6 +510,7 @@ class RedisQuotaStore(QuotaStore):
                     cost.prompt_tokens,
                     cost.completion_tokens,
                     self.id,
+                    round(self.booking_horizon * 1e6),
                 ],
             )
             granted, fits, wait, reason, next_wait, slot, buckets = self._read_reply(
@@ -522,18 +535,19 @@ class RedisQuotaStore(QuotaStore):
                 hint.hold(at, reason or None)
             self.notify()
             return Admission(at=at, fits=bool(fits), reason=reason or None)
-        if hint is not None and next_wait > 0:
-            hint.hold(now + next_wait / 1e6, "rpm")
+        if hint is not None and next_wait / 1e6 > self.booking_horizon:
+            hint.hold(now + next_wait / 1e6 - self.booking_horizon, "rpm")
         budget = self._local.get(provider)
         if budget is not None:
             budget.reserve(cost, now, reservation_id)  # own traffic, for a later outage
         # The server counted it when the script ran, between ``issued`` and ``now``: a send
         # later than the guard allows after ``issued`` moves it (`mark_sent`).
-        self._taken[reservation_id] = _Taken(member, True, slot, issued, buckets)
+        send_at = now + wait / 1e6  # a booked slot (wait > 0): the worker sends then
+        self._taken[reservation_id] = _Taken(member, True, slot, max(issued, send_at), buckets)
         recent = self._recent.get(provider)
         if recent is not None:
-            recent.append((issued, member))
-        return Admission(at=now, reservation=reservation)
+            recent.append((max(issued, send_at), member))
+        return Admission(at=send_at, reservation=reservation)
 
     def _read_reply(self, provider: str, reply: Any) -> tuple[int, int, int, str, int, int, str]:
         """Check the reserve script's reply and fold what it says into the provider's hint."""
@@ -702,11 +716,18 @@ class RedisQuotaStore(QuotaStore):
         if (reserved == used and observation is None) or not self.shared:
             return None  # nothing to say, or Redis is away: its state expires on its own
         keys = [self._key(provider, "b"), self._key(provider, "h"), self._key(provider, "d")]
-        return ("reconcile", keys, args)
+        # Nothing to settle, only news: the latest news of a provider supersedes older news
+        # still queued (see `_queue`), so answers' headers cost no round trip each.
+        return ("observe" if reserved == used else "reconcile", keys, args)
 
-    async def _send_op(self, op: _Op | None) -> None:
+    async def _send_op(self, op: _Op | None, *, queued: bool = False) -> None:
         if op is None:
             return
+        if op[0] == "observe":
+            latest = self._news.pop(op[1][0], None) if queued else op
+            if latest is None:
+                return  # sent already, with newer news
+            op = ("reconcile", op[1], latest[2])
         try:
             await self._call(*op)
         except Exception as exc:
@@ -743,10 +764,24 @@ class RedisQuotaStore(QuotaStore):
     # -- background operations --------------------------------------------------------------
 
     def _queue(self, script: str, keys: list[str], args: list[Any]) -> None:
-        """Send it in the background (never blocks; dropped, counted, if far behind)."""
+        """Send it in the background (never blocks; dropped, counted, if far behind).
+
+        News about a provider (``observe``) waiting to be sent is replaced by newer news
+        (its holds kept): one round trip carries the latest.
+        """
+        if script == "observe":
+            waiting = self._news.get(keys[0])
+            if waiting is not None:
+                for i in (19, 20):  # a Retry-After or daily exhaustion is not lost
+                    if args[i] == "" and waiting[2][i] != "":
+                        args[i] = waiting[2][i]
+                self._news[keys[0]] = (script, keys, args)
+                return
+            self._news[keys[0]] = (script, keys, args)
         try:
             self._send.send_nowait((script, keys, args))
         except trio.WouldBlock:
+            self._news.pop(keys[0], None)
             self.dropped += 1
 
     async def _sender_loop(self) -> None:
@@ -768,7 +803,7 @@ class RedisQuotaStore(QuotaStore):
                     left: list[int] = left,
                 ) -> None:
                     async with limiter:
-                        await self._send_op(item)
+                        await self._send_op(item, queued=True)
                     left[0] -= 1
                     if not left[0]:
                         done.set()

@@ -4,7 +4,7 @@
 trust store, or ``?ca=/path/to/ca.pem``). Options: ``prefix`` (the key
 namespace, default ``llmlb``: several fleets may share one Redis), ``timeout``
 (seconds one round trip may take before the balancer falls back to its local
-share, default 0.25), ``heartbeat`` (seconds between heartbeats, default 1).
+share, default 1), ``heartbeat`` (seconds between heartbeats, default 1).
 
 Every error message shows the URL with its password replaced by ``***``.
 Strictly private.
@@ -38,7 +38,7 @@ class SharedStateURL(msgspec.Struct, frozen=True, kw_only=True):
     username: str | None
     password: str | None = msgspec.field(default=None)
     prefix: str = "llmlb"
-    timeout: float = 0.25
+    timeout: float = 1.0
     heartbeat: float = 1.0
     ca: str | None = None
     display: str = ""
@@ -116,7 +116,7 @@ def parse_shared_state(url: str) -> SharedStateURL:
             f"shared_state {display}: prefix must be 1-64 characters of letters, digits and "
             f"_.:- , got {prefix!r}"
         )
-    timeout = _positive("timeout", one["timeout"], display) if "timeout" in one else 0.25
+    timeout = _positive("timeout", one["timeout"], display) if "timeout" in one else 1.0
     heartbeat = _positive("heartbeat", one["heartbeat"], display) if "heartbeat" in one else 1.0
     ca = one.get("ca") or None
     if ca is not None and parts.scheme != "rediss":

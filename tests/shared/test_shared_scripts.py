@@ -85,6 +85,7 @@ def _run_model(url: str, limits: Limits, ops: list[tuple[object, ...]]) -> None:
         async with trio.open_nursery() as nursery:
             for store in stores:
                 store.clock_arg = lambda: str(round(trio.current_time() * 1e6))
+                store.booking_horizon = 0.0  # the model refuses; booking is tested apart
                 await nursery.start(store.run)
                 assert store.shared
                 store.configure("p", limits, trio.current_time())
@@ -141,3 +142,46 @@ def _run_model(url: str, limits: Limits, ops: list[tuple[object, ...]]) -> None:
 @given(limits=limits_st, ops=st.lists(op_st, min_size=1, max_size=40))
 def test_scripts_match_the_in_process_model(redis_module, limits, ops):  # type: ignore[no-untyped-def]
     _run_model(redis_module.url, limits, ops)
+
+
+def test_bookings_keep_every_window_within_the_cap(redis_module):  # type: ignore[no-untyped-def]
+    """With a booking horizon, a full window's next slots are booked in time order (each
+    caller is told when to send) and no window ever holds more than the cap."""
+    clock = trio.testing.MockClock()
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    sends: list[float] = []
+
+    async def main() -> None:
+        stores = [
+            RedisQuotaStore(
+                f"{redis_module.url}?prefix={prefix}&timeout=3600&heartbeat=3600",
+                window_guard=GUARD,
+                balancer_id=f"b{i}",
+            )
+            for i in range(3)
+        ]
+        async with trio.open_nursery() as nursery:
+            for store in stores:
+                store.clock_arg = lambda: str(round(trio.current_time() * 1e6))
+                await nursery.start(store.run)
+                store.configure("p", Limits(rpm=300), trio.current_time())  # 5 a second
+            refused = 0
+            for i in range(40):
+                clock.jump(0.05)
+                now = trio.current_time()
+                got = await stores[i % 3].reserve("p", Cost(1, 1), now)
+                if got.granted:
+                    assert now <= got.at <= now + 1.0 + GUARD + 1e-6
+                    sends.append(got.at)
+                else:
+                    refused += 1
+                    assert got.at > now + 1.0 + GUARD - 1e-6  # beyond the horizon
+            assert refused > 0
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=clock)
+    assert sends == sorted(sends)
+    for i, start in enumerate(sends):
+        inside = [t for t in sends[i:] if t < start + 1.0 + GUARD - 1e-6]
+        assert len(inside) <= 5, (start, inside)
+    assert len(sends) >= 5 * 2  # the 2 s of traffic used its slots
