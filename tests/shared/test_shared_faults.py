@@ -64,11 +64,14 @@ async def test_tls_and_password(tls_redis: Any, redis_clock: Any) -> None:
         await nursery.start(store.run)
         assert store.shared
         store.configure("p", Limits(rpm=120), trio.current_time())
-        granted = [await store.reserve("p", Cost(1, 1), trio.current_time()) for _ in range(3)]
-        assert [g.granted for g in granted] == [True, True, False]
+        now = trio.current_time()
+        granted = [await store.reserve("p", Cost(1, 1), now) for _ in range(4)]
+        assert [g.granted for g in granted] == [True, True, True, False]
+        assert granted[1].at == now
+        assert granted[2].at > now  # the next window's first slot, booked
         assert store.local_decisions == 0
         nursery.cancel_scope.cancel()
-    assert "2" in server.command("ZCARD", "llmlb:{p}:w")
+    assert server.command("ZCARD", "llmlb:{p}:w").strip() == "3"
 
 
 async def test_wrong_password_falls_back_and_never_shows_it(
