@@ -444,7 +444,8 @@ class ProviderActor:
         elif error.retryable:
             was_open = self.circuit.state == "open"
             self.circuit.record_failure(now, str(error))
-            if self.circuit.state == "open" and not was_open:
+            if self.circuit.state == "open" and not was_open and error.status != 429:
+                # A 429 is quota, shared through the budgets (Retry-After) already.
                 self._publish_health("circuit", self.circuit.open_until - now)
             if error.retry_after is not None:
                 wait = min(error.retry_after, self.balancer_config.max_retry_delay)

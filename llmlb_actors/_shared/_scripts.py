@@ -197,8 +197,9 @@ RESERVE = (
 -- ARGV: now, member, cap (requests per window; 0: none), period µs, tpm (0: none),
 --       rpd (0), tpd (0), prompt tokens, completion tokens, balancer id, booking horizon µs
 -- Reply: granted, fits, wait µs (granted: when to send, 0 for now), reason, next wait µs,
---        remaining requests (-1: unknown), remaining tokens (string, '' unknown), learned requests, learned tokens (-1),
---        day slot (-1), headroom (string), the buckets it took from (comma-separated)
+--        remaining requests (-1: unknown), remaining tokens (string, '' unknown),
+--        learned requests, learned tokens (-1), day slot (-1), headroom (string),
+--        the buckets it took from (comma-separated)
 local w, b, h, d = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = clock(ARGV[1])
 local member = ARGV[2]
