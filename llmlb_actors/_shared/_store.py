@@ -159,6 +159,8 @@ class RedisQuotaStore(QuotaStore):
         if not math.isfinite(window_guard) or not 0.0 <= window_guard < 1.0:
             raise ValueError(f"window_guard must be in [0, 1) s, got {window_guard!r}")
         self.url = parse_shared_state(url)
+        if self.url.guard is not None:
+            window_guard = self.url.guard
         self.window_guard = window_guard
         self.period_us = round((1.0 + window_guard) * 1e6)
         self.id = balancer_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"

@@ -4,7 +4,8 @@
 trust store, or ``?ca=/path/to/ca.pem``). Options: ``prefix`` (the key
 namespace, default ``llmlb``: several fleets may share one Redis), ``timeout``
 (seconds one round trip may take before the balancer falls back to its local
-share, default 1), ``heartbeat`` (seconds between heartbeats, default 1).
+share, default 1), ``heartbeat`` (seconds between heartbeats, default 1),
+``guard`` (seconds added to the 1-second request window, default 0.02).
 
 Every error message shows the URL with its password replaced by ``***``.
 Strictly private.
@@ -25,7 +26,7 @@ __all__ = ["SharedStateURL", "parse_shared_state", "redact_url"]
 REDACTED = "***"
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-_OPTIONS = frozenset({"prefix", "timeout", "heartbeat", "ca"})
+_OPTIONS = frozenset({"prefix", "timeout", "heartbeat", "ca", "guard"})
 
 
 class SharedStateURL(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +41,9 @@ class SharedStateURL(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str = "llmlb"
     timeout: float = 1.0
     heartbeat: float = 1.0
+    guard: float | None = None
+    """Extra seconds on the 1-second request window (default: the store's, 20 ms): more
+    when admission round trips are slow, so requests still land in windows apart."""
     ca: str | None = None
     display: str = ""
     """The URL as it may be shown: the password replaced by ``***``."""
@@ -118,6 +122,11 @@ def parse_shared_state(url: str) -> SharedStateURL:
         )
     timeout = _positive("timeout", one["timeout"], display) if "timeout" in one else 1.0
     heartbeat = _positive("heartbeat", one["heartbeat"], display) if "heartbeat" in one else 1.0
+    guard = None
+    if "guard" in one:
+        guard = _positive("guard", one["guard"], display)
+        if guard >= 1.0:
+            raise ValueError(f"shared_state {display}: guard must be below 1 s, got {guard:g}")
     ca = one.get("ca") or None
     if ca is not None and parts.scheme != "rediss":
         raise ValueError(f"shared_state {display}: ca= needs rediss:// (TLS)")
@@ -131,6 +140,7 @@ def parse_shared_state(url: str) -> SharedStateURL:
         prefix=prefix,
         timeout=timeout,
         heartbeat=heartbeat,
+        guard=guard,
         ca=ca,
         display=display,
     )

@@ -170,6 +170,7 @@ async def test_a_dead_balancers_reservations_expire(
         ("redis://127.0.0.1:6379/0?prefix=a b", "prefix"),
         ("redis://127.0.0.1:6379/0?timeout=-1", "timeout"),
         ("redis://127.0.0.1:6379/0?colour=blue", "unknown option"),
+        ("redis://127.0.0.1:6379/0?guard=2", "guard"),
         ("redis://:hunter2-password@127.0.0.1:6379/0?ca=/x.pem", "rediss"),
         (":hunter2-password@127.0.0.1:6379", "scheme"),
     ],
