@@ -214,12 +214,8 @@ class AnthropicProtocol(WireProtocol):
         )
         headers = b""
         if status == 429 and retry_after is not None:
-            headers = (
-                f"retry-after: {retry_after_value(retry_after)}\r\n"
-                "anthropic-ratelimit-requests-limit: 50\r\n"
-                "anthropic-ratelimit-requests-remaining: 0\r\n"
-                "anthropic-ratelimit-requests-reset: 2025-01-01T00:00:00Z\r\n"
-            ).encode()
+            # A scripted 429 (a fault, not a quota: see `quota_error`) claims no limit.
+            headers = f"retry-after: {retry_after_value(retry_after)}\r\n".encode()
         return Answer(status, headers, body)
 
     def health(self, route: Route) -> Answer:

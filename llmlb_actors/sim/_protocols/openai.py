@@ -255,16 +255,13 @@ class OpenAIProtocol(WireProtocol):
     def _error_headers(self, status: int, retry_after: float | None) -> bytes:
         if status != 429 or retry_after is None:
             return b""
-        reset = go_duration(retry_after)
+        # A scripted 429 (a fault, not a quota: see `quota_error`) claims no limits: a
+        # client that learns limits from these headers must not learn invented ones.
         return (
             f"retry-after: {retry_after_value(retry_after)}\r\n"
             f"retry-after-ms: {round(retry_after * 1000)}\r\n"
-            "x-ratelimit-limit-requests: 500\r\n"
             "x-ratelimit-remaining-requests: 0\r\n"
-            f"x-ratelimit-reset-requests: {reset}\r\n"
-            "x-ratelimit-limit-tokens: 200000\r\n"
-            "x-ratelimit-remaining-tokens: 0\r\n"
-            f"x-ratelimit-reset-tokens: {reset}\r\n"
+            f"x-ratelimit-reset-requests: {go_duration(retry_after)}\r\n"
         ).encode()
 
     def health(self, route: Route) -> Answer:
