@@ -9,8 +9,8 @@ clock (``TIME``), so no balancer's clock matters:
 key               what it holds (every key expires on its own)
 ================  ===========================================================================
 ``{p}:w``         the request window: a sorted set of reservation ids scored by their send
-                  time; an entry leaves ``period`` µs after it; the key expires a second
-                  after its newest entry
+                  time; an entry counts for ``period`` µs (the caller's), is kept 2.5 s;
+                  the key expires a second after that past its newest entry
 ``{p}:b``         token buckets, per dimension (``tokens``, ``requests``, ``input-tokens``,
                   ``output-tokens``): ``<dim>:l`` level, ``<dim>:t`` when it was computed,
                   ``<dim>:f`` when the provider said it is full again. A missing bucket is
@@ -40,6 +40,7 @@ local MINUTE = 60000000
 local DAY = 86400000000
 local SLOT = 60000000
 local HOUR_MS = 3600000
+local KEEP = 2500000  -- µs: longer than any period (1 s + guard < 1 s + round trip <= 0.25 s)
 local DIMS = {'requests', 'tokens', 'input-tokens', 'output-tokens'}
 
 local function clock(arg)
@@ -247,8 +248,11 @@ if learned_requests ~= nil then
 end
 -- The window is kept even with no request limit: a limit learned later must count the
 -- requests already sent.
-redis.call('ZREMRANGEBYSCORE', w, '-inf', fmt(now - period))
-local count = redis.call('ZCARD', w)
+-- Entries are kept for the longest period any balancer may ask about (each passes its
+-- own: the guard grows with its round trips) and counted within the caller's.
+redis.call('ZREMRANGEBYSCORE', w, '-inf', fmt(now - KEEP))
+local since = '(' .. fmt(now - period)
+local count = redis.call('ZCOUNT', w, since, '+inf')
 -- When the window admits one more entry: entries only ever go after the last one (which
 -- may be a booking in the future), and fewer than wcap may lie within a period before it.
 local function window_next()
@@ -256,7 +260,8 @@ local function window_next()
   local last = redis.call('ZRANGE', w, -1, -1, 'WITHSCORES')
   if last[2] ~= nil and tonumber(last[2]) > t then t = tonumber(last[2]) end
   if count >= wcap then
-    local oldest = redis.call('ZRANGE', w, count - wcap, count - wcap, 'WITHSCORES')
+    local oldest = redis.call('ZRANGEBYSCORE', w, since, '+inf', 'WITHSCORES', 'LIMIT',
+      count - wcap, 1)
     t = math.max(t, tonumber(oldest[2]) + period)
   end
   return t
@@ -327,7 +332,7 @@ end
 local next_at = now
 redis.call('ZADD', w, fmt(book), member)
 count = count + 1
-redis.call('PEXPIRE', w, math.ceil((book - now + period) / 1000) + 1000)
+redis.call('PEXPIRE', w, math.ceil((book - now + KEEP) / 1000) + 1000)
 if wcap ~= nil then next_at = window_next() end
 local touched = false
 local taken = {}

@@ -68,6 +68,10 @@ _QUEUE = 100_000
 #: Script calls on the wire at once (more wait their turn before their timeout starts).
 _IN_FLIGHT = 32
 
+#: Round trips count towards the window up to this (s); how fast they stop counting.
+_MAX_RTT_GUARD = 0.25
+_RTT_UP, _RTT_DOWN = 0.3, 0.05
+
 #: Seconds after which a provider whose room is all claimed is checked again anyway.
 _RECHECK = 0.05
 
@@ -187,6 +191,9 @@ class RedisQuotaStore(QuotaStore):
         self._outage_warned = False
         self._bad: set[str] = set()
         self._in_flight = trio.CapacityLimiter(_IN_FLIGHT)
+        self.rtt = 0.0
+        """Recent admission round trip (s): follows slower ones fast, faster ones slowly;
+        it lengthens the request window (`_period_us`)."""
         self._news: dict[str, _Op] = {}  # the latest queued news per provider (buckets key)
         # Counters (stats, tests and the benchmark read them).
         self.round_trips = 0
@@ -258,6 +265,13 @@ class RedisQuotaStore(QuotaStore):
             self._client = None
             self.shared = False
 
+    def _period_us(self) -> int:
+        """The request window this balancer asks Redis about: 1 s, the guard, and its
+        recent admission round trip. A request admitted by Redis reaches the provider
+        about a round trip later; two of them admitted a window apart must still arrive
+        a window apart, whatever each one's round trip was."""
+        return round((1.0 + self.window_guard + min(self.rtt, _MAX_RTT_GUARD)) * 1e6)
+
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """One script call, bounded by the URL's timeout; raises on any Redis fault."""
         client = self._client
@@ -267,8 +281,14 @@ class RedisQuotaStore(QuotaStore):
         # here, unclocked, and a call's time starts when it may go out.
         async with self._in_flight:
             self.round_trips += 1
+            started = trio.current_time()
             with trio.fail_after(self.url.timeout):
-                return await self._scripts[script](keys=keys, args=args)
+                reply = await self._scripts[script](keys=keys, args=args)
+            if script == "reserve":
+                took = trio.current_time() - started
+                alpha = _RTT_UP if took > self.rtt else _RTT_DOWN
+                self.rtt += alpha * (took - self.rtt)
+            return reply
 
     async def _beat(self) -> bool:
         try:
@@ -507,7 +527,7 @@ class RedisQuotaStore(QuotaStore):
                     self.clock_arg(),
                     member,
                     cap,
-                    self.period_us,
+                    self._period_us(),
                     limits.tpm or 0,
                     limits.rpd or 0,
                     limits.tpd or 0,
