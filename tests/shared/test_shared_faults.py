@@ -153,7 +153,8 @@ async def test_a_dead_balancers_reservations_expire(
         # Dies without settling. Every key expires on its own, at the latest when full.
         for key in dead_scope_keys:
             ttl = int(redis_server.command("PTTL", key))
-            assert 0 < ttl <= (51_000 if key.endswith(":b") else 2_100), (key, ttl)
+            # A window entry counts for a period but is kept 2.5 s (any balancer's period).
+            assert 0 < ttl <= (51_000 if key.endswith(":b") else 3_600), (key, ttl)
         assert not (await alive.reserve("p", Cost(200, 0), trio.current_time())).granted
         await trio.sleep(50)  # 500 tokens at 10 a second
         assert (await alive.reserve("p", Cost(600, 0), trio.current_time())).granted
