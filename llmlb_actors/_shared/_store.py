@@ -503,8 +503,17 @@ class RedisQuotaStore(QuotaStore):
             hint.pending -= 1
 
     async def reserve(self, provider: str, cost: Cost, now: float) -> Admission:
-        """Settles one claim of ``provider`` (see `claim`) with one round trip."""
-        self._release_claim(provider)
+        """Settles one claim of ``provider`` (see `claim`) with one round trip.
+
+        The claim counts until the answer is in (and folded into the provider's hint):
+        local reads must not promise the room it may take while it is on the wire.
+        """
+        try:
+            return await self._reserve(provider, cost, now)
+        finally:
+            self._release_claim(provider)
+
+    async def _reserve(self, provider: str, cost: Cost, now: float) -> Admission:
         limits = self._limits.get(provider)
         reservation_id = next(self._ids)
         reservation = Reservation(provider=provider, id=reservation_id, cost=cost, at=now)
