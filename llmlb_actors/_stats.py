@@ -93,9 +93,10 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 0
     rerouted: int = 0
     quota_waits: int = 0
-    """Requests that waited for some provider's budget before being sent."""
+    """Requests that reached the head of the dispatcher's queue and waited there for a
+    budget (those queued behind one wait with it, and are not counted again)."""
     quota_wait_seconds: float = 0.0
-    """Time requests spent waiting for budget, summed."""
+    """Their waits at the head of the queue, summed."""
     rate_limited: int = 0
     """Requests refused at once with `RateLimitedError` (``on_overload="fail"`` or deadline)."""
 
