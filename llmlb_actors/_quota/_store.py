@@ -25,7 +25,9 @@ The contract, for implementers:
   again.
 - **In-process fast path.** A store whose state lives in this process sets
   ``local = True`` and implements the ``*_nowait`` twins; the balancer then
-  decides inline, without a task switch. A remote store leaves them raising.
+  decides inline, without a task switch. A remote store leaves `reserve_nowait`
+  raising; its ``reconcile_nowait``/``observe_nowait`` (the settling path, which
+  the provider actors call synchronously) queue the round trip in the background.
 - **Remote admission.** A store that is not ``local`` decides in two halves: the
   dispatcher `claim`s on its pick (never blocks), and the provider's worker
   calls `reserve` (the one round trip) right before sending; a refusal sends the
