@@ -31,19 +31,30 @@ from .._models import LLMRequest, LLMResponse, StreamChunk
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from .._quota._types import Cost, Reservation
+
 __all__ = ["Call", "Outcome", "Reroute", "StreamHandle"]
 
 
 class Reroute:
-    """The attempt never started (its provider left before running it): route again."""
+    """The attempt never started (its provider left before running it, or a shared
+    budget refused it): route again.
 
-    __slots__ = ("reason",)
+    ``counted`` re-routes are bounded per request; a shared budget's refusal is not
+    (the provider is then held until the budget's refill, so it cannot spin).
+    """
 
-    def __init__(self, reason: str) -> None:
+    __slots__ = ("counted", "reason")
+
+    def __init__(self, reason: str, *, counted: bool = True) -> None:
         self.reason = reason
+        self.counted = counted
 
 
 Outcome = Union[LLMResponse, LLMError, LoadBalancerError, Reroute, "StreamHandle"]
+
+
+_NO_DEADLINE = float("inf")
 
 
 class Call:
@@ -55,13 +66,17 @@ class Call:
         "abandoned",
         "assigned",
         "attempt",
+        "costs",
+        "deadline",
         "errors",
         "outcome",
         "provider",
         "request",
+        "reservation",
         "scope",
         "stream",
         "waiter",
+        "waiting_since",
     )
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
@@ -77,6 +92,13 @@ class Call:
         self._counts: dict[str, int] | None = None  # from the second attempt on
         self.errors: list[LLMError] | None = None  # each failed attempt's, once one failed
         self.waiter: trio.lowlevel.Task | None = None
+        # Quota: when the request must have an answer by (its deadline), what it is
+        # expected to cost per model, what the running attempt reserved, and since when
+        # it has waited for a budget (None while it has not).
+        self.deadline = _NO_DEADLINE
+        self.costs: dict[tuple[str | None, int | None], Cost] | None = None
+        self.reservation: Reservation | None = None
+        self.waiting_since: float | None = None
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""

@@ -110,6 +110,8 @@ class RequestLoop:
         call = Call(request, stream=stream)
         start = trio.current_time()
         limit = timeout if timeout is not None else self._request_timeout
+        if limit is not None:
+            call.deadline = start + limit
         self._requests += 1
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None
@@ -165,8 +167,9 @@ class RequestLoop:
             ):
                 if isinstance(outcome, LLMError):
                     errors.append(outcome)
-                reroutes += 1
-                self._rerouted += 1
+                if not isinstance(outcome, Reroute) or outcome.counted:
+                    reroutes += 1
+                    self._rerouted += 1
                 if reroutes > _MAX_REROUTES:
                     raise LoadBalancerError("All providers failed: too many re-routes", errors)
             else:

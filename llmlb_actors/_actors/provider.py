@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -14,8 +14,10 @@ from .._circuit import Circuit
 from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
+from .._quota._observe import install as install_observation_slot
 from .._secrets import Redactor
 from .._stats import ProviderStats, StatsRecorder
+from .._transport._base import ON_SEND
 from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 
     from .._config import BalancerConfig, ProviderConfig
     from .._models import LLMRequest
+    from .._quota._gate import QuotaGate
+    from .._quota._observe import ObservationSlot
+    from .._quota._types import Observation
     from ..providers._base import BaseProvider
 
 __all__ = ["ProviderActor"]
@@ -53,6 +58,7 @@ class ProviderActor:
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
         on_capacity: Callable[[], None],
+        quota: QuotaGate | None = None,
     ) -> None:
         self.provider_config = config = provider_config
         self.name = config.name
@@ -87,6 +93,7 @@ class ProviderActor:
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
+        self.quota = quota
 
     # -- what the dispatcher and strategies read ---------------------------------
 
@@ -161,7 +168,30 @@ class ProviderActor:
             streams_completed=s.streams_completed,
             streams_failed=s.streams_failed,
             average_ttft_ms=s.average_ttft_ms,
+            **self._quota_statistics(),
         )
+
+    def _quota_statistics(self) -> dict[str, Any]:
+        config = self.provider_config
+        out: dict[str, Any] = {
+            "rpm": config.rpm,
+            "tpm": config.tpm,
+            "rpd": config.rpd,
+            "tpd": config.tpd,
+            "throttled": self.stats.throttled,
+            "rate_limited": self.stats.rate_limited,
+        }
+        if self.quota is not None:
+            view = self.quota.store.view(self.name, trio.current_time())
+            out.update(
+                learned_rpm=view.learned_rpm,
+                learned_tpm=view.learned_tpm,
+                remaining_requests=view.remaining_requests,
+                remaining_tokens=view.remaining_tokens,
+                refill_in=view.refill_in,
+                quota_reason=view.reason,
+            )
+        return out
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -202,6 +232,9 @@ class ProviderActor:
         # that fired (an attempt timed out or was abandoned) is replaced.
         recv = self.mailbox_recv
         running = _Running()
+        if self.quota is not None:
+            running.slot = install_observation_slot()
+            ON_SEND.set(lambda: self._on_send(running))
         while True:
             with trio.CancelScope() as scope:
                 while True:
@@ -224,6 +257,8 @@ class ProviderActor:
                         self._spawn_worker()
                     if not call.abandoned:
                         await self._attempt(call, scope, running)
+                    elif call.reservation is not None:
+                        self._settle_quota(call, None, None)  # never sent: refund
                     # An idle worker must not keep its last call (and its response) alive.
                     del call
                     self._idle_workers += 1
@@ -272,6 +307,20 @@ class ProviderActor:
         call.scope = scope
         stream = _StreamState() if call.stream else None
         running.start(call, attempt, start, stream)
+        if running.slot is not None:
+            running.slot.observation = None
+        quota = self.quota
+        if quota is not None and quota.unconfirmed(call) and not await quota.confirm(call, start):
+            # A shared budget refused what local reads promised (another balancer got
+            # there first): nothing was sent; the dispatcher routes the call again.
+            self.held.discard(call)
+            self.active -= 1
+            running.clear()
+            call.scope = None
+            if self.circuit.state == "half-open":
+                self.circuit.record_neutral()
+            call.resolve(attempt, Reroute("quota", counted=False))
+            return
         response: LLMResponse | None = None
         error: LLMError | None = None
         try:
@@ -290,17 +339,44 @@ class ProviderActor:
             # On a crash or shutdown the caller must see a broken stream, not a clean end.
             if stream is not None and stream.handle is not None:
                 stream.handle.end()
+        slot = running.slot
         running.clear()
         call.scope = None  # from now on the caller's abandon must not reach this worker
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
+            usage = stream.usage if stream is not None else response.usage if response else None
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, response, error, stream, interrupted=False)
 
     def _settle_interrupted(self, running: _Running) -> None:
         call = running.call
         assert call is not None
         attempt, start, stream = running.attempt, running.started, running.stream
+        slot = running.slot
         running.clear()
         call.scope = None
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
+            usage = stream.usage if stream is not None and stream.handle is not None else None
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, None, None, stream, interrupted=True)
+
+    def _publish_health(self, reason: str, seconds: float) -> None:
+        """Tell the other balancers sharing our budgets (if any) that we took this
+        provider out of rotation, or put it back (``seconds <= 0``)."""
+        if self.quota is not None:
+            self.quota.health(self.name, reason, seconds, trio.current_time())
+
+    def _on_send(self, running: _Running) -> None:
+        """The transport is about to write the running attempt's request."""
+        call = running.call
+        if call is not None and self.quota is not None:
+            self.quota.sent(call, trio.current_time())
+
+    def _settle_quota(
+        self, call: Call, usage: Usage | None, observation: Observation | None
+    ) -> None:
+        """Settle the attempt's reservation with its usage and what its response said."""
+        assert self.quota is not None
+        self.quota.settle(call, usage, observation, trio.current_time(), provider=self.name)
 
     def _settle(
         self,
@@ -345,6 +421,8 @@ class ProviderActor:
 
     def _record_success(self, seconds: float, usage: Usage | None, retry: bool) -> None:
         self.stats.success(seconds, usage, retry=retry)
+        if self.circuit.state != "closed":
+            self._publish_health("circuit", 0.0)
         self.circuit.record_success()
         ewma = self.latency_ewma
         self.latency_ewma = seconds if ewma is None else ewma + _EWMA_ALPHA * (seconds - ewma)
@@ -355,6 +433,8 @@ class ProviderActor:
         self.redact.error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
+        if error.status == 429:
+            self.stats.rate_limited += 1
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
@@ -362,8 +442,13 @@ class ProviderActor:
                 now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
             )
             log.warning("provider %s left rotation: %s", self.name, error)
+            self._publish_health("disabled", self.balancer_config.cooldown)
         elif error.retryable:
+            was_open = self.circuit.state == "open"
             self.circuit.record_failure(now, str(error))
+            if self.circuit.state == "open" and not was_open and error.status != 429:
+                # A 429 is quota, shared through the budgets (Retry-After) already.
+                self._publish_health("circuit", self.circuit.open_until - now)
             if error.retry_after is not None:
                 wait = min(error.retry_after, self.balancer_config.max_retry_delay)
                 self.not_before = max(self.not_before, now + wait)
@@ -469,9 +554,11 @@ class ProviderActor:
         if ok:
             if self.circuit.state != "closed":
                 self.circuit.reset()
+                self._publish_health("circuit", 0.0)
             self.not_before = float("-inf")
         elif self.circuit.state != "open":
             self.circuit.trip(now, "health probe failed")
+            self._publish_health("circuit", self.circuit.open_until - now)
         return ok
 
     async def _health_loop(self) -> None:
@@ -490,6 +577,8 @@ class ProviderActor:
             else:
                 error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
             self.stats.failure(reason, retry=call.assigned > 1, cancelled=cancelled)
+            if call.reservation is not None:
+                self._settle_quota(call, None, None)
             call.resolve(call.attempt, error)
         self.active -= len(self.held)
         self.held.clear()
@@ -503,6 +592,8 @@ class ProviderActor:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             self.queued -= 1
+            if call.reservation is not None:
+                self._settle_quota(call, None, None)
             call.resolve(call.attempt, Reroute(reason))
         self._on_capacity()
         self._maybe_idle()
@@ -546,11 +637,15 @@ async def _singles(chunks: AsyncIterator[StreamChunk]) -> AsyncGenerator[list[St
 
 
 class _Running:
-    """The attempt a worker is running, for settling it if its scope fires."""
+    """The attempt a worker is running, for settling it if its scope fires.
 
-    __slots__ = ("attempt", "call", "started", "stream")
+    ``slot`` (quotas on) receives what the running attempt's response said.
+    """
+
+    __slots__ = ("attempt", "call", "slot", "started", "stream")
 
     def __init__(self) -> None:
+        self.slot: ObservationSlot | None = None
         self.clear()
 
     def start(self, call: Call, attempt: int, started: float, stream: _StreamState | None) -> None:
