@@ -6,6 +6,7 @@ import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from ._actors._call import StreamHandle
@@ -17,6 +18,9 @@ from ._config import BalancerConfig, ProviderConfig
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
+from ._quota._estimate import TiktokenEstimator, default_estimator, estimate_chars
+from ._quota._gate import QuotaGate
+from ._quota._store import InProcessQuotaStore
 from ._transport._base import Transport, TransportLimits
 from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
@@ -32,6 +36,41 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "open_balancer"]
 
 
+def _quota_gate(config: BalancerConfig) -> QuotaGate | None:
+    """The balancer's quota gate (``quota="on"``), over the configured or in-process store."""
+    if config.quota == "off":
+        return None
+    estimator = config.token_estimator
+    if estimator == "auto":
+        estimator = default_estimator()
+    elif estimator == "chars":
+        estimator = estimate_chars
+    elif estimator == "tiktoken":
+        estimator = TiktokenEstimator()
+    assert callable(estimator)
+    store = config.quota_store
+    if store is None and config.shared_state is not None:
+        from ._shared._store import RedisQuotaStore
+
+        store = RedisQuotaStore(config.shared_state)
+    if store is None:
+        store = InProcessQuotaStore()
+    return QuotaGate(
+        store, estimator, probe=config.quota_probe, max_retry_after=config.max_retry_delay
+    )
+
+
+async def _load_encodings(quota: QuotaGate, providers: list[ProviderConfig]) -> None:
+    """Load tiktoken vocabularies in a thread, for models with token budgets; until then
+    (and if it fails) the character estimate answers."""
+    estimator = quota.estimator
+    if not isinstance(estimator, TiktokenEstimator):
+        return
+    for provider in providers:
+        if (provider.tpm or provider.tpd) and estimator.needs_load(provider.model):
+            await trio.to_thread.run_sync(estimator.load, provider.model, abandon_on_cancel=True)
+
+
 class Balancer:
     """A running balancer. Get one from `open_balancer`; all methods are trio-only."""
 
@@ -44,12 +83,19 @@ class Balancer:
         self.config = config
         self._transports = transports
         self._rng = rng
+        self._quota = quota = _quota_gate(config)
         # The strategy draws from its own source, seeded like the balancer's: a test's
         # zero-jitter ``rng`` (constant draws) would make every P2C pair the same two.
         options = StrategyOptions.from_config(config, random.Random(config.seed))
+        if quota is not None:
+            options = msgspec.structs.replace(
+                options, headroom=lambda name: quota.headroom(name, trio.current_time())
+            )
         strategy = make_strategy(config.strategy, options=options)
-        self._dispatcher = Dispatcher(strategy, config.queue_size)
-        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
+        self._dispatcher = Dispatcher(
+            strategy, config.queue_size, quota, fail_fast=config.on_overload == "fail"
+        )
+        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng, quota)
         self._requests = RequestLoop(config, self._dispatcher, rng)
 
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
@@ -132,7 +178,16 @@ class Balancer:
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        return self._requests.totals()
+        totals = self._requests.totals()
+        quota = self._quota
+        if quota is None:
+            return totals
+        return msgspec.structs.replace(
+            totals,
+            quota_waits=quota.waits,
+            quota_wait_seconds=quota.wait_seconds,
+            rate_limited=quota.refused,
+        )
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed, in config order."""
@@ -214,8 +269,12 @@ async def open_balancer(
     balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
+            if balancer._quota is not None:
+                await nursery.start(balancer._quota.store.run)
             await nursery.start(balancer._dispatcher.run)
             await nursery.start(balancer._supervisor.run)
+            if balancer._quota is not None:
+                nursery.start_soon(_load_encodings, balancer._quota, list(config.providers))
             try:
                 for provider in config.providers:
                     await balancer._supervisor.add(provider)

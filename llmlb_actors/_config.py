@@ -19,6 +19,8 @@ import msgspec
 from ._circuit import CircuitState
 from ._errors import ConfigError
 from ._hedge import Hedge
+from ._quota._store import QuotaStore
+from ._quota._types import Limits
 from ._transport._base import Transport
 from ._transport._settings import (
     TRANSPORT_NAMES,
@@ -37,6 +39,7 @@ __all__ = [
     "StrategyName",
 ]
 
+TOKEN_ESTIMATORS = ("auto", "chars", "tiktoken")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 # What both transports can put in a header: printable ASCII and tab. Anything else
 # (non-ASCII, control characters) would only fail when sent, inside the provider actor.
@@ -91,6 +94,17 @@ def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None
         raise ConfigError(f"{owner}{field} must be >= {minimum}, got {value!r}", field=field)
 
 
+#: Budgets beyond this are not a real provider's (and would make pacing arithmetic absurd).
+MAX_BUDGET = 10**12
+
+
+def _check_positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}{field} must be a positive integer, got {value!r}", field=field)
+    if value > MAX_BUDGET:
+        raise ConfigError(f"{owner}{field} must be <= {MAX_BUDGET:.0e}, got {value!r}", field=field)
+
+
 class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One provider: who to call, with which key and model.
 
@@ -115,6 +129,13 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     api_version         None        API version header/path where the protocol has one
     proxy               None        ``http://[user:pass@]host:port`` for this provider
                                     only; wins over ``BalancerConfig.proxy``
+    rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in
+                                    any rolling 1-second window
+    tpm                 None        tokens per minute: a bucket of ``tpm`` refilling
+                                    ``tpm / 60`` per second
+    rpd, tpd            None        requests / tokens in any rolling 24 hours
+    default_max_tokens  None        completion tokens reserved for a request that sets
+                                    no ``max_tokens``
     ==================  ==========  ===================================================
     """
 
@@ -131,6 +152,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
     proxy: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    default_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -162,6 +188,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         _check_count(who, "max_concurrency", self.max_concurrency, minimum=1)
         if self.mailbox_size is not None:
             _check_count(who, "mailbox_size", self.mailbox_size, minimum=1)
+        for budget in ("rpm", "tpm", "rpd", "tpd", "default_max_tokens"):
+            value = getattr(self, budget)
+            if value is not None:
+                _check_positive_int(who, budget, value)
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
@@ -199,6 +229,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",
                 field="base_url",
             )
+
+    @property
+    def limits(self) -> Limits:
+        """The configured budgets (``rpm``, ``tpm``, ``rpd``, ``tpd``)."""
+        return Limits(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd, tpd=self.tpd)
 
     @property
     def protocol(self) -> str | type[BaseProvider]:
@@ -277,7 +312,9 @@ class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
 
 #: The strategy names a config may use. Each has a factory in the registry
 #: `llmlb_actors.strategies.STRATEGIES`, keyed by this type (a test checks both agree).
-StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+StrategyName = Literal[
+    "round-robin", "failover", "weighted", "least-busy", "latency", "quota", "custom"
+]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
@@ -326,6 +363,20 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     retry_budget            0.2           retries allowed, as a fraction of the requests
                                           of the last 10 s, on top of 10 per second;
                                           None: only ``max_retries`` limits them
+    quota                   on            ``on``: pace to providers' budgets (configured
+                                          and learned from headers); ``off``: send
+                                          blindly and back off on 429, as before
+    quota_store             None          a `QuotaStore` (default: in-process)
+    quota_probe             False         a provider with no configured limits takes
+                                          one attempt at a time until its first answer
+                                          (whose headers say its limits)
+    shared_state            None          ``redis://host:6379/0`` (or ``rediss://``):
+                                          budgets, cooldowns and learned limits
+                                          shared by every balancer pointed at that
+                                          Redis (see the README); password redacted
+    token_estimator         auto          ``auto`` (tiktoken if installed, else
+                                          characters), ``chars``, ``tiktoken``, or
+                                          callable(request, model) -> prompt tokens
     ======================  ============  ===============================================
     """
 
@@ -358,6 +409,11 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     latency_decay: float = 10.0
     hedge: Hedge | None = None
     retry_budget: float | None = 0.2
+    quota: Literal["on", "off"] = "on"
+    quota_store: QuotaStore | None = None
+    quota_probe: bool = False
+    shared_state: str | None = None
+    token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -438,6 +494,62 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 field="transport",
             )
         check_config(self)
+        self._check_quota()
+
+    def _check_quota(self) -> None:
+        if self.quota not in ("on", "off"):
+            raise ConfigError(f"quota must be 'on' or 'off', got {self.quota!r}", field="quota")
+        if not isinstance(self.quota_probe, bool):
+            raise ConfigError("quota_probe must be a boolean", field="quota_probe")
+        if self.quota_store is not None and not isinstance(self.quota_store, QuotaStore):
+            raise ConfigError(
+                f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",
+                field="quota_store",
+            )
+        self._check_shared_state()
+        estimator = self.token_estimator
+        if not callable(estimator) and estimator not in TOKEN_ESTIMATORS:
+            raise ConfigError(
+                f"token_estimator must be one of {', '.join(TOKEN_ESTIMATORS)} or a callable, "
+                f"got {estimator!r}",
+                field="token_estimator",
+            )
+        if estimator == "tiktoken":
+            try:
+                import tiktoken  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "token_estimator 'tiktoken' needs tiktoken: pip install 'llmlb-actors[tokens]'",
+                    field="token_estimator",
+                ) from None
+
+    def _check_shared_state(self) -> None:
+        url = self.shared_state
+        if url is None:
+            return
+        from ._shared._url import parse_shared_state
+
+        try:
+            parse_shared_state(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="shared_state") from None
+        try:
+            import coredis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "shared_state needs the Redis client coredis: pip install 'llmlb-actors[redis]'",
+                field="shared_state",
+            ) from None
+        if self.quota_store is not None:
+            raise ConfigError(
+                "give either shared_state or quota_store, not both", field="shared_state"
+            )
+        if self.quota == "off":
+            raise ConfigError(
+                "shared_state shares budgets and health through the quota gate: it needs "
+                "quota='on'",
+                field="shared_state",
+            )
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)

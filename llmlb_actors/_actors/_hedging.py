@@ -189,6 +189,8 @@ async def run_hedged(
     primary = HedgedCall(request, race, stream=stream)
     start = trio.current_time()
     limit = timeout if timeout is not None else host.request_timeout
+    if limit is not None:
+        primary.deadline = start + limit  # what a quota wait is measured against
     host.admit(primary, start)
     outcome: LLMResponse | StreamHandle | None = None
     try:
@@ -249,6 +251,7 @@ async def _run(
             continue
         hedge_at = _NEVER
         hedge = HedgedCall(primary.request, race, stream=stream, is_hedge=True)
+        hedge.deadline = primary.deadline
         hedge.next_attempt()
         busy = {c.provider for c in running if c.provider is not None}
         actor = host.route_hedge(hedge, busy, partial(host.may_hedge, now))

@@ -138,6 +138,8 @@ class RequestLoop:
         call = Call(request, stream=stream)
         start = trio.current_time()
         limit = timeout if timeout is not None else self._request_timeout
+        if limit is not None:
+            call.deadline = start + limit
         self._requests += 1
         if start >= self._deposit_due:
             self._deposit(start)
@@ -206,8 +208,9 @@ class RequestLoop:
         ):
             if isinstance(outcome, LLMError):
                 errors.append(outcome)
-            tries.reroutes += 1
-            self._rerouted += 1
+            if not isinstance(outcome, Reroute) or outcome.counted:
+                tries.reroutes += 1
+                self._rerouted += 1
             if tries.reroutes > _MAX_REROUTES:
                 raise LoadBalancerError("All providers failed: too many re-routes", errors)
             return 0.0

@@ -37,6 +37,7 @@ import httptools
 import trio
 
 from ._base import (
+    ON_SEND,
     ConnectError,
     ConnectTimeout,
     ContentEncodingError,
@@ -591,6 +592,9 @@ class TrioTransport:
         """
         if deadlines is not None:
             deadlines.writing()
+        on_send = ON_SEND.get()
+        if on_send is not None:
+            on_send()
         try:
             await conn.send_all(head)
             if body is not None:
@@ -846,6 +850,14 @@ class _BodyIterator:
 
     def __aiter__(self) -> _BodyIterator:
         return self
+
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived and was handed out: nothing is left to wait for
+        (a content-decoded body still has its decoder to finish: not complete)."""
+        response = self._response
+        reader = response._reader
+        return reader.complete and not reader.chunks and response._decoder is None
 
     async def __anext__(self) -> bytes:
         chunk = await self._response._next_chunk()
