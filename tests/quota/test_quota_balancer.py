@@ -418,3 +418,32 @@ async def test_streams_are_paced_and_reconciled(autojump_clock: MockClock) -> No
     assert sim.stats("a").rate_limited == 0
     assert sim.stats("a").streams == 3
     assert elapsed > 2.0  # one a second
+
+
+async def test_hedges_go_only_where_a_budget_admits_them(autojump_clock: MockClock) -> None:
+    # "slow" takes 1 s and has no limit; "fast" admits one request in any second. Every
+    # request is hedged after 0.1 s if it can be: a copy must take "fast"'s budget like
+    # a first attempt, or "fast" refuses the excess with 429s.
+    specs = [("slow", "openai", {}), ("fast", "openai", {"rpm": 60})]
+    async with (
+        open_simulator(sims(*specs)) as sim,
+        balancer(
+            sim,
+            ("slow", "fast"),
+            limits={"fast": {"rpm": 60}},
+            strategy="failover",
+            hedge=llmlb.Hedge(after=0.1, budget=1.0),
+        ) as lb,
+    ):
+        sim.set_behaviour("slow", Behaviour(latency=1.0))
+        start = trio.current_time()
+        results = [await lb.request(REQ) for _ in range(12)]
+        elapsed = trio.current_time() - start
+        totals, stats = lb.get_totals(), lb.get_stats()
+        fast = sim.stats("fast")
+    assert all(isinstance(r, llmlb.LLMResponse) for r in results)
+    assert fast.rate_limited == 0
+    assert stats["fast"].hedges_sent == totals.hedge_budget_used == fast.requests
+    # One copy a second at most, and some: hedging did not stop under the budget.
+    assert 2 <= fast.requests <= math.ceil(elapsed) + 1
+    assert sum(1 for r in results if r.provider == "fast") == stats["fast"].hedges_won > 0
