@@ -91,6 +91,25 @@ async def test_latency_strategy_keeps_a_slow_provider_out_of_the_tail(
     assert stats["slow"].latency_cost_ms / 1000 >= 0.2
 
 
+async def test_a_streams_cost_is_its_time_to_first_chunk(autojump_clock: MockClock) -> None:
+    # First chunk after 0.1 s, then 0.5 s between chunks: the stream lasts 1.6 s.
+    behaviours = {"a": Behaviour(latency=0.1, token_delay=0.5, chunks=4)}
+    async with (
+        open_simulator(_sims(**behaviours)) as sim,
+        _balancer(sim, ["a"], strategy="latency") as lb,
+    ):
+        start = trio.current_time()
+        costs = []
+        async with lb.stream(REQ) as stream:
+            async for _ in stream:
+                costs.append(lb.get_stats()["a"].latency_cost_ms)
+        elapsed = trio.current_time() - start
+        cost = lb.get_stats()["a"].latency_cost_ms
+    assert elapsed == pytest.approx(1.6)
+    assert costs[0] == pytest.approx(100.0, abs=2.0)
+    assert cost <= costs[0]  # the whole stream's 1.6 s never counts
+
+
 async def test_an_unmeasured_provider_gets_one_probe_at_a_time(
     autojump_clock: MockClock, script: Script
 ) -> None:
