@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .._balancer import open_balancer
 from .common import Redactor, console, open_target
-from .fleets import batch_fleet
+from .fleets import default_fleet
 
 if TYPE_CHECKING:
     import argparse
@@ -17,7 +17,7 @@ __all__ = ["run_health"]
 async def run_health(args: argparse.Namespace) -> int:
     """Probe every provider once; exit status 1 if any is down."""
     async with (
-        open_target(args, batch_fleet(), overrides={"health_check_interval": None}) as target,
+        open_target(args, default_fleet(), overrides={"health_check_interval": None}) as target,
         open_balancer(target.config) as lb,
     ):
         health = await lb.health_check()

@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import llmlb_actors as llmlb
-from llmlb_actors._cli.batch import _Resume, _Run
+from llmlb_actors._cli.batch_input import BadLine, classify
 from llmlb_actors._config import KNOWN_PROTOCOLS
 from llmlb_actors._transport._base import Transport
 from llmlb_actors._transport._http11 import encode_head, parse_url
@@ -389,14 +389,10 @@ def test_undecodable_batch_lines_are_reported_not_fatal(raw: bytes) -> None:
 
 
 def _check_line(raw: bytes) -> None:
-    run = _Run(output=None, resume=_Resume(answered=set(), bad_lines=set()))  # type: ignore[arg-type]
-    item = run._parse(1, raw)
-    if item is None:
-        raise AssertionError("a fresh run skipped a line")
-    if isinstance(item, tuple):
-        request, _ = item
-        assert isinstance(request, llmlb.LLMRequest)
+    item = classify(1, raw, {})
+    if not isinstance(item, BadLine):
+        assert isinstance(item.request, llmlb.LLMRequest)
         for protocol in ("openai", "anthropic"):
-            check_sendable(llmlb.ProviderConfig(name=protocol, model="m"), request)
+            check_sendable(llmlb.ProviderConfig(name=protocol, model="m"), item.request)
         return
     assert item.message.startswith("line 1: ")
