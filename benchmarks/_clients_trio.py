@@ -172,7 +172,7 @@ def _request() -> Any:
 async def _provider(spec: PointSpec) -> AsyncIterator[_Client]:
     """The adapter and transport without the actors: what the balancer wraps."""
     from llmlb_actors._transport import TransportLimits, TrioTransport
-    from llmlb_actors.providers._base import HTTPProvider
+    from llmlb_actors.providers._http import HTTPProvider
     from llmlb_actors.providers.openai import OpenAICompatibleAdapter
 
     config = _provider_config(spec, 0)

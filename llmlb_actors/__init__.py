@@ -10,6 +10,7 @@ from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
+from ._config import ProviderState as ProviderState
 from ._errors import BalancerClosedError as BalancerClosedError
 from ._errors import ConfigError as ConfigError
 from ._errors import LLMError as LLMError
@@ -23,7 +24,6 @@ from ._models import LLMResponse as LLMResponse
 from ._models import Message as Message
 from ._models import StreamChunk as StreamChunk
 from ._models import Usage as Usage
-from ._state import ProviderState as ProviderState
 from ._stats import BalancerTotals as BalancerTotals
 from ._stats import ProviderStats as ProviderStats
 from ._version import __version__ as __version__

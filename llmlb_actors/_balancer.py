@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from ._actors._call import Call, Reroute
-from ._actors._stream import StreamHandle
+from ._actors._call import Call, Reroute, StreamHandle
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
 from ._backoff import compute_backoff
@@ -29,12 +28,14 @@ from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._stats import BalancerTotals, ProviderStats
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
-from .providers._base import BaseProvider, HTTPProvider
+from .providers._http import HTTPProvider
 from .providers._registry import adapter_class
 from .strategies import make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+
+    from .providers._base import BaseProvider
 
 __all__ = ["Balancer", "open_balancer"]
 
@@ -147,7 +148,12 @@ class Balancer:
         what is unfinished. ``timeout`` applies to each request. See `BatchMap`.
         """
         return BatchMap(
-            self, requests, concurrency=concurrency, ordered=ordered, buffer=buffer, timeout=timeout
+            self.request,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            buffer=buffer,
+            timeout=timeout,
         )
 
     async def _run(

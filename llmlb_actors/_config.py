@@ -1,27 +1,31 @@
-"""Balancer and provider configuration, validated when built."""
+"""Balancer and provider configuration, validated when built.
+
+`ProviderState` lives here too: it is the argument type of
+``BalancerConfig.custom_strategy`` and holds a `ProviderConfig`, so keeping it
+beside both keeps the import graph acyclic.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
+from ._circuit import CircuitState
 from ._errors import ConfigError
 from ._transport._base import Transport
 from .providers._base import BaseProvider
-
-if TYPE_CHECKING:
-    from ._state import ProviderState
 
 __all__ = [
     "KNOWN_PROTOCOLS",
     "STRATEGIES",
     "BalancerConfig",
     "ProviderConfig",
+    "ProviderState",
     "infer_protocol",
 ]
 
@@ -213,8 +217,6 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     @property
     def protocol(self) -> str | type[BaseProvider]:
         """The wire protocol name, or the custom `BaseProvider` subclass."""
-        from .providers._base import BaseProvider
-
         who = f"provider {self.name!r}: "
         if self.provider is None:
             inferred = infer_protocol(self.name)
@@ -265,8 +267,30 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             return "?"
 
 
+class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a custom strategy may look at when it picks a provider.
+
+    A snapshot: changing it changes nothing. Return one of the snapshots you
+    were given.
+    """
+
+    name: str
+    config: ProviderConfig
+    index: int
+    """Position in configuration order (added providers come last)."""
+    weight: float
+    is_healthy: bool
+    circuit_state: CircuitState
+    in_flight: int
+    """Requests assigned and not finished (queued in its mailbox or running)."""
+    average_latency_ms: float
+    """Smoothed latency of recent successes (0 before the first)."""
+    consecutive_failures: int
+    total_requests: int
+
+
 StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
-CustomStrategy = Callable[[list["ProviderState"]], "ProviderState"]
+CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
 
 class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from ._config import ProviderState
 from ._errors import StrategyError
-from ._state import ProviderState
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

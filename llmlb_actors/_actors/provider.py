@@ -11,12 +11,11 @@ import msgspec
 import trio
 
 from .._circuit import Circuit
+from .._config import ProviderState
 from .._errors import LLMError
-from .._models import LLMResponse, Usage
-from .._state import ProviderState
+from .._models import LLMResponse, StreamChunk, Usage
 from .._stats import ProviderStats, StatsRecorder
-from ._call import Call, Reroute
-from ._stream import StreamHandle, StreamItem
+from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
@@ -399,7 +398,7 @@ class ProviderActor:
             self.stats.first_token(now - start)
             self.circuit.record_success()
             state.usage = first.usage
-            send, recv = trio.open_memory_channel[StreamItem](1)
+            send, recv = trio.open_memory_channel[StreamChunk](1)
             state.send = send
             state.handle = StreamHandle(first, recv, self.name, call)
             call.resolve(attempt, state.handle)
@@ -549,7 +548,7 @@ class _StreamState:
 
     def __init__(self) -> None:
         self.handle: StreamHandle | None = None
-        self.send: trio.MemorySendChannel[StreamItem] | None = None
+        self.send: trio.MemorySendChannel[StreamChunk] | None = None
         self.usage: Usage | None = None
 
 

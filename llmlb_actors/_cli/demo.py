@@ -1,5 +1,4 @@
-"""``llmlb demo``: the balancer against simulated providers, with live progress.
-Strictly private."""
+"""``llmlb demo``: the balancer against simulated providers, live progress. Strictly private."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._base import ProtocolAdapter
+    from ._adapter import ProtocolAdapter
 
 __all__ = ["adapter_class"]
 

@@ -17,7 +17,7 @@ import msgspec
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
 from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
+from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
     Secret,

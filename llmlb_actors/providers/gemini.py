@@ -19,8 +19,8 @@ import msgspec
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
 from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
-from ._http import classify_status, error_for_status
+from ._adapter import ProtocolAdapter, StreamDecoder
+from ._status import classify_status, error_for_status
 from ._wire import (
     ENCODER,
     Secret,

@@ -11,12 +11,13 @@ from adapter_testing import KEY, Handler, MakeProvider
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._transport._httpx import HttpxTransport
-from llmlb_actors.providers._base import HTTPProvider, ProtocolAdapter
+from llmlb_actors.providers._http import HTTPProvider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from llmlb_actors._transport._base import HTTPCall, HTTPResponse, StreamingHTTPResponse
+    from llmlb_actors.providers._adapter import ProtocolAdapter
 
 
 class _ReadToEndBody:

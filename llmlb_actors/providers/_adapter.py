@@ -1,0 +1,84 @@
+"""The sans-I/O adapter protocol: one wire protocol builds HTTP requests and parses answers.
+
+A `ProtocolAdapter` never sends anything; `HTTPProvider` (`_http`) sends what it
+builds through a `Transport`. Adding a protocol means writing one adapter and
+one registry entry (`_registry`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, ClassVar
+
+from ._status import error_for_status
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .._config import ProviderConfig
+    from .._errors import LLMError
+    from .._models import LLMRequest, LLMResponse, StreamChunk
+    from .._sse import SSEEvent
+    from .._transport._base import HTTPCall
+
+__all__ = ["ProtocolAdapter", "StreamDecoder"]
+
+
+class StreamDecoder(abc.ABC):
+    """Turns one protocol's SSE events into `StreamChunk`s. One instance per stream."""
+
+    done: bool = False
+    """True once the protocol's terminal event arrived."""
+
+    @abc.abstractmethod
+    def feed(self, event: SSEEvent) -> list[StreamChunk]:
+        """Chunks for one event; raises `LLMError` for an in-stream error event."""
+
+    @abc.abstractmethod
+    def finish(self) -> list[StreamChunk]:
+        """Called at end of body: final chunks, or `LLMError` if the stream was truncated."""
+
+
+class ProtocolAdapter(abc.ABC):
+    """One wire protocol, sans-I/O: build calls, parse answers. Never sends anything."""
+
+    protocol: ClassVar[str]
+    default_base_url: ClassVar[str]
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+
+    @abc.abstractmethod
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+        """The HTTP call for ``request`` (whole or streamed)."""
+
+    @abc.abstractmethod
+    def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
+        """Parse a 2xx body; raise `LLMError` (kind ``protocol``) if it is malformed."""
+
+    @abc.abstractmethod
+    def error_message(self, status: int, body: bytes) -> tuple[str, bool | None]:
+        """The provider's own error message from an error body, and a retryable override.
+
+        The override is ``None`` to follow the status rule, or a bool where the
+        body says more (e.g. a quota that will not refill).
+        """
+
+    @abc.abstractmethod
+    def health_request(self) -> HTTPCall:
+        """A cheap authenticated call that answers 2xx when the provider is usable."""
+
+    @abc.abstractmethod
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one stream."""
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        """An `LLMError` for a non-2xx answer, classified by the shared status rules."""
+        message, retryable = self.error_message(status, body)
+        return error_for_status(self.name, status, message, headers, retryable=retryable)
+
+    def extra_headers(self) -> list[tuple[str, str]]:
+        """The user's extra headers from the config, lower-cased."""
+        return [(k.lower(), v) for k, v in self.config.headers.items()]
