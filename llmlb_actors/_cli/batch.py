@@ -43,6 +43,7 @@ from .batch_output import (
 from .common import (
     SIMULATOR,
     Redactor,
+    Target,
     config_fingerprint,
     console,
     deadline_overrides,
@@ -217,6 +218,31 @@ def _check_same_providers(previous: Header, fingerprint: str, target: str, names
     )
 
 
+def _header(
+    args: argparse.Namespace, target: Target, resume: Resume, found: Survey, fingerprint: str
+) -> Header:
+    config = target.config
+    identity = found.identity
+    return Header(
+        version=_version.__version__,
+        started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        input=args.input,
+        target=target.label,
+        config_hash=config_fingerprint(config, simulated=target.label == SIMULATOR),
+        strategy=config.strategy,
+        seed=config.seed,
+        concurrency=args.concurrency,
+        ordered=args.ordered,
+        providers=[p.name for p in config.providers],
+        already_answered=len(resume.answered),
+        to_do=found.to_do,
+        input_path=identity.path,
+        input_size=identity.size,
+        input_sha256=identity.sha256,
+        providers_hash=fingerprint,
+    )
+
+
 def _open(args: argparse.Namespace) -> tuple[OutputFile, Resume, Survey]:
     """Check the paths, take the output, read what is done, survey the input, and check
     the job is the same one; on a refusal the output is released (and removed if this
@@ -280,34 +306,13 @@ async def run_batch(args: argparse.Namespace) -> int:
             overrides=deadline_overrides(args),
         ) as target:
             config = target.config
-            simulated = target.label == SIMULATOR
-            fingerprint = providers_fingerprint(config, simulated=simulated)
+            fingerprint = providers_fingerprint(config, simulated=target.label == SIMULATOR)
             names = ", ".join(p.name for p in config.providers)
             if resume.header is not None and not args.force_resume:
                 _check_same_providers(resume.header, fingerprint, target.label, names)
             redact = Redactor(config)
             output.redact = redact
-            identity = found.identity
-            output.write(
-                Header(
-                    version=_version.__version__,
-                    started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    input=input_path,
-                    target=target.label,
-                    config_hash=config_fingerprint(config, simulated=simulated),
-                    strategy=config.strategy,
-                    seed=config.seed,
-                    concurrency=args.concurrency,
-                    ordered=args.ordered,
-                    providers=[p.name for p in config.providers],
-                    already_answered=len(resume.answered),
-                    to_do=found.to_do,
-                    input_path=identity.path,
-                    input_size=identity.size,
-                    input_sha256=identity.sha256,
-                    providers_hash=fingerprint,
-                )
-            )
+            output.write(_header(args, target, resume, found, fingerprint))
             started_writing = True
             run = _Run(output, resume, args.max_errors)
             started = trio.current_time()
