@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,48 +19,22 @@ from ._circuit import CircuitState
 from ._errors import ConfigError
 from ._transport._base import Transport
 from .providers._base import BaseProvider
+from .providers._registry import PROTOCOLS, infer_protocol
 
 __all__ = [
-    "KNOWN_PROTOCOLS",
-    "STRATEGIES",
+    "STRATEGY_NAMES",
     "BalancerConfig",
     "ProviderConfig",
     "ProviderState",
-    "infer_protocol",
+    "StrategyName",
 ]
 
-KNOWN_PROTOCOLS = ("openai", "anthropic", "gemini", "cohere", "mistral", "openai-compatible")
-STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "custom")
-
-_NAME_HINTS: tuple[tuple[str, str], ...] = (
-    ("openai", "openai"),
-    ("anthropic", "anthropic"),
-    ("claude", "anthropic"),
-    ("gemini", "gemini"),
-    ("google", "gemini"),
-    ("cohere", "cohere"),
-    ("mistral", "mistral"),
-)
-_SEPARATOR = re.compile(r"[-_.:/0-9]")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 # What both transports can put in a header: printable ASCII and tab. Anything else
 # (non-ASCII, control characters) would only fail when sent, inside the provider actor.
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-
-
-def infer_protocol(name: str) -> str | None:
-    """The wire protocol a provider name implies, or ``None``.
-
-    ``"openai"``, ``"claude"``, ``"gemini-eu"`` and ``"mistral_2"`` imply a
-    protocol; ``"my-llm"`` does not.
-    """
-    low = name.lower()
-    for hint, protocol in _NAME_HINTS:
-        if low == hint or (low.startswith(hint) and _SEPARATOR.match(low, len(hint))):
-            return protocol
-    return None
 
 
 def _valid_port(url: str) -> bool:
@@ -202,8 +176,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ConfigError(f"{who}model must be a string", field="model")
         if self.model is not None:
             _check_unicode(who, "model", self.model)
-        if protocol == "openai-compatible" and not self.base_url:
-            raise ConfigError(f"{who}openai-compatible needs a base_url", field="base_url")
+        if isinstance(protocol, str) and PROTOCOLS[protocol].needs_base_url and not self.base_url:
+            raise ConfigError(f"{who}{protocol} needs a base_url", field="base_url")
         if self.base_url is not None and (
             not isinstance(self.base_url, str)
             or not _URL.match(self.base_url)
@@ -223,15 +197,15 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             if inferred is None:
                 raise ConfigError(
                     f"{who}cannot infer the protocol from the name; set provider= to one of "
-                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    f"{', '.join(PROTOCOLS)} or a BaseProvider subclass",
                     field="provider",
                 )
             return inferred
         if isinstance(self.provider, str):
-            if self.provider not in KNOWN_PROTOCOLS:
+            if self.provider not in PROTOCOLS:
                 raise ConfigError(
                     f"{who}unknown provider protocol {self.provider!r}; expected one of "
-                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    f"{', '.join(PROTOCOLS)} or a BaseProvider subclass",
                     field="provider",
                 )
             return self.provider
@@ -289,7 +263,10 @@ class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
     total_requests: int
 
 
+#: The strategy names a config may use. Each has a factory in the registry
+#: `llmlb_actors.strategies.STRATEGIES`, keyed by this type (a test checks both agree).
 StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
 
@@ -350,9 +327,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(
-                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}",
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGY_NAMES)}",
                 field="strategy",
             )
         if self.strategy == "custom" and not callable(self.custom_strategy):

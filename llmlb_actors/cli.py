@@ -18,14 +18,14 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING
 
-from ._config import STRATEGIES
+from ._config import STRATEGY_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = ["build_parser", "main"]
 
-_FILE_STRATEGIES = [s for s in STRATEGIES if s != "custom"]
+_FILE_STRATEGIES = [s for s in STRATEGY_NAMES if s != "custom"]
 
 
 class _HelpFormatter(argparse.HelpFormatter):

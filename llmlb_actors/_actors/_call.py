@@ -84,7 +84,7 @@ class Call:
         self.provider = None
         self.scope = None
 
-    async def wait(self) -> Outcome:
+    async def wait_outcome(self) -> Outcome:
         """The current attempt's outcome, once it is resolved (a checkpoint)."""
         if self.outcome is None:
             self.waiter = trio.lowlevel.current_task()

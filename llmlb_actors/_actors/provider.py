@@ -45,31 +45,33 @@ class ProviderActor:
 
     def __init__(
         self,
-        config: ProviderConfig,
+        provider_config: ProviderConfig,
         index: int,
-        settings: BalancerConfig,
+        balancer_config: BalancerConfig,
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
         on_capacity: Callable[[], None],
     ) -> None:
-        self.config = config
+        self.provider_config = config = provider_config
         self.name = config.name
         self.index = index
         self.weight = float(config.weight)
-        self.settings = settings
+        self.balancer_config = balancer_config
         self._factory = factory
         self._rng = rng
         self._on_capacity = on_capacity
         self.provider: BaseProvider = factory(config)
         self.supports_streaming = self.provider.supports_streaming
-        self.timeout = config.timeout if config.timeout is not None else settings.global_timeout
+        self.timeout = (
+            config.timeout if config.timeout is not None else balancer_config.global_timeout
+        )
         self.max_attempts = None if config.max_retries is None else config.max_retries + 1
         self.mailbox_size = config.mailbox_size or config.max_concurrency
         self.mailbox_send, self.mailbox_recv = trio.open_memory_channel[Call](self.mailbox_size)
         self.queued = 0
         self.active = 0
         self.held: set[Call] = set()
-        self.circuit = Circuit(settings.failure_threshold, settings.cooldown)
+        self.circuit = Circuit(balancer_config.failure_threshold, balancer_config.cooldown)
         self.stats = StatsRecorder()
         self.latency_ewma: float | None = None
         self.not_before = float("-inf")
@@ -104,7 +106,7 @@ class ProviderActor:
     def snapshot(self) -> ProviderState:
         return ProviderState(
             name=self.name,
-            config=self.config,
+            config=self.provider_config,
             index=self.index,
             weight=self.weight,
             is_healthy=self.is_healthy,
@@ -122,7 +124,7 @@ class ProviderActor:
         self.queued += 1
         self.mailbox_send.send_nowait(call)
 
-    def stats_snapshot(self) -> ProviderStats:
+    def statistics(self) -> ProviderStats:
         s = self.stats
         p50, p95, p99 = s.percentiles()
         reason = self.dead_reason or ("removed" if self.removed else None)
@@ -130,7 +132,7 @@ class ProviderActor:
             reason = self.circuit.reason
         return ProviderStats(
             name=self.name,
-            protocol=self.config.protocol_name,
+            protocol=self.provider_config.protocol_name,
             total_requests=s.total,
             successful_requests=s.successful,
             failed_requests=s.failed,
@@ -169,7 +171,7 @@ class ProviderActor:
                 self._workers = 0
                 self._idle_workers = 0
                 self._spawn_worker()
-                if self.settings.health_check_interval is not None:
+                if self.balancer_config.health_check_interval is not None:
                     nursery.start_soon(self._health_loop)
                 on_ready()
         finally:
@@ -182,7 +184,7 @@ class ProviderActor:
     def renew_provider(self) -> BaseProvider:
         """A fresh provider object after a crash; returns the old one for closing."""
         old = self.provider
-        self.provider = self._factory(self.config)
+        self.provider = self._factory(self.provider_config)
         return old
 
     def inject_crash(self, exc: BaseException) -> None:
@@ -225,7 +227,7 @@ class ProviderActor:
                     # at C=512 only ~50 attempts ran while the rest queued).
                     missing = min(
                         self.queued + 1 - self._idle_workers,
-                        self.config.max_concurrency - self._workers,
+                        self.provider_config.max_concurrency - self._workers,
                     )
                     for _ in range(missing):
                         self._spawn_worker()
@@ -248,7 +250,7 @@ class ProviderActor:
             self._idle_waiter = None
             waiter.set()
 
-    async def drained(self) -> None:
+    async def wait_drained(self) -> None:
         """Return once no attempt runs here any more, or the actor has stopped."""
         while self.active and not self.stopped.is_set():
             if self._idle_waiter is None:
@@ -256,7 +258,7 @@ class ProviderActor:
             await self._idle_waiter.wait()
 
     def release_drain(self) -> None:
-        """The actor stopped: a removal waiting in `drained` must not wait on."""
+        """The actor stopped: a removal waiting in `wait_drained` must not wait on."""
         waiter = self._idle_waiter
         if waiter is not None:
             self._idle_waiter = None
@@ -333,7 +335,7 @@ class ProviderActor:
         if response is not None:
             self._record_success(now - start, response.usage, retry)
             if not response.model:
-                response = msgspec.structs.replace(response, model=self.config.model or "")
+                response = msgspec.structs.replace(response, model=self.provider_config.model or "")
             call.resolve(attempt, response)
         else:
             assert error is not None
@@ -365,12 +367,14 @@ class ProviderActor:
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
-            self.circuit.trip(now, f"misconfigured: {error}", cooldown=self.settings.cooldown)
+            self.circuit.trip(
+                now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
+            )
             log.warning("provider %s left rotation: %s", self.name, error)
         elif error.retryable:
             self.circuit.record_failure(now, str(error))
             if error.retry_after is not None:
-                wait = min(error.retry_after, self.settings.max_retry_delay)
+                wait = min(error.retry_after, self.balancer_config.max_retry_delay)
                 self.not_before = max(self.not_before, now + wait)
         else:
             # The request's own fault (400, 422): says nothing about the provider's health.
@@ -384,7 +388,7 @@ class ProviderActor:
         Before the commit an `LLMError` propagates (the attempt failed and may be
         retried elsewhere); after it, errors reach the caller through the handle.
         """
-        idle = self.settings.stream_idle_timeout
+        idle = self.balancer_config.stream_idle_timeout
         async with self.provider.stream(call.request) as chunks:
             first = await anext(aiter(chunks), None)
             if first is None:
@@ -434,7 +438,7 @@ class ProviderActor:
             failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
         elif failure is None and interrupted:
             failure = LLMError(
-                f"stream stalled: no chunk for {self.settings.stream_idle_timeout:g}s",
+                f"stream stalled: no chunk for {self.balancer_config.stream_idle_timeout:g}s",
                 provider=self.name,
                 retryable=True,
                 kind="timeout",
@@ -474,7 +478,7 @@ class ProviderActor:
     async def probe(self) -> bool:
         """Probe now; a failed probe opens the circuit, a good one closes it."""
         ok = False
-        with trio.move_on_after(self.settings.health_check_timeout):
+        with trio.move_on_after(self.balancer_config.health_check_timeout):
             try:
                 ok = bool(await self.provider.check_health())
             except LLMError:
@@ -492,7 +496,7 @@ class ProviderActor:
         return ok
 
     async def _health_loop(self) -> None:
-        interval = self.settings.health_check_interval
+        interval = self.balancer_config.health_check_interval
         assert interval is not None
         while True:
             await trio.sleep(interval * (0.9 + 0.2 * self._rng.random()))

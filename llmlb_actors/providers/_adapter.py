@@ -2,14 +2,16 @@
 
 A `ProtocolAdapter` never sends anything; `HTTPProvider` (`_http`) sends what it
 builds through a `Transport`. Adding a protocol means writing one adapter and
-one registry entry (`_registry`).
+one registry entry (`_registry.PROTOCOLS`).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import TYPE_CHECKING, ClassVar
 
+from ._registry import PROTOCOLS
 from ._status import error_for_status
 
 if TYPE_CHECKING:
@@ -19,9 +21,9 @@ if TYPE_CHECKING:
     from .._errors import LLMError
     from .._models import LLMRequest, LLMResponse, StreamChunk
     from .._sse import SSEEvent
-    from .._transport._base import HTTPCall
+    from .._transport._base import HTTPRequest
 
-__all__ = ["ProtocolAdapter", "StreamDecoder"]
+__all__ = ["ProtocolAdapter", "StreamDecoder", "adapter_class"]
 
 
 class StreamDecoder(abc.ABC):
@@ -51,8 +53,8 @@ class ProtocolAdapter(abc.ABC):
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
 
     @abc.abstractmethod
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
-        """The HTTP call for ``request`` (whole or streamed)."""
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
+        """The HTTP request for ``request`` (whole or streamed)."""
 
     @abc.abstractmethod
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
@@ -67,8 +69,8 @@ class ProtocolAdapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def health_request(self) -> HTTPCall:
-        """A cheap authenticated call that answers 2xx when the provider is usable."""
+    def health_request(self) -> HTTPRequest:
+        """A cheap authenticated request that answers 2xx when the provider is usable."""
 
     @abc.abstractmethod
     def stream_decoder(self) -> StreamDecoder:
@@ -82,3 +84,14 @@ class ProtocolAdapter(abc.ABC):
     def extra_headers(self) -> list[tuple[str, str]]:
         """The user's extra headers from the config, lower-cased."""
         return [(k.lower(), v) for k, v in self.config.headers.items()]
+
+
+def adapter_class(protocol: str) -> type[ProtocolAdapter]:
+    """The adapter class of a built-in protocol (the name was validated by the config).
+
+    Raises:
+        KeyError: not a built-in protocol.
+    """
+    module, _, name = PROTOCOLS[protocol].adapter.partition(":")
+    cls: type[ProtocolAdapter] = getattr(importlib.import_module(f".{module}", __package__), name)
+    return cls

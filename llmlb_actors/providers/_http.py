@@ -120,9 +120,9 @@ class HTTPProvider(BaseProvider):
         return True
 
     async def make_request(self, request: LLMRequest) -> LLMResponse:
-        call = self.adapter.build_request(request, stream=False)
+        http_request = self.adapter.build_request(request, stream=False)
         try:
-            response = await self.transport.request(call)
+            response = await self.transport.request(http_request)
         except TransportError as exc:  # not map_transport_errors: 3 objects per request
             raise transport_error(self.name, exc) from exc
         if 200 <= response.status < 300:
@@ -141,9 +141,9 @@ class HTTPProvider(BaseProvider):
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
-        call = self.adapter.build_request(request, stream=True)
+        http_request = self.adapter.build_request(request, stream=True)
         with map_transport_errors(self.name):
-            cm = self.transport.stream(call)
+            cm = self.transport.stream(http_request)
             response = await cm.__aenter__()
         try:
             if not 200 <= response.status < 300:
@@ -196,10 +196,10 @@ class HTTPProvider(BaseProvider):
             yield chunk
 
     async def check_health(self) -> bool:
-        call = self.adapter.health_request()
+        http_request = self.adapter.health_request()
         try:
             with map_transport_errors(self.name):
-                response = await self.transport.request(call)
+                response = await self.transport.request(http_request)
         except LLMError:
             return False
         return 200 <= response.status < 300

@@ -43,7 +43,7 @@ _FORBIDDEN = ("\r", "\n", "\0")
 
 
 class Secret(str):
-    """A header value that hides itself in reprs (an `HTTPCall` may be logged).
+    """A header value that hides itself in reprs (an `HTTPRequest` may be logged).
 
     It is still a ``str`` for transports; only ``repr`` is redacted.
     """

@@ -14,7 +14,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
+from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status
 from ._wire import (
@@ -174,7 +174,7 @@ class AnthropicAdapter(ProtocolAdapter):
         self._health_url = f"{self.base_url}/v1/models"
         self._model = config.model or ""
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         messages = request.as_messages()
         system = request.system or None
         if any(m.role == "system" for m in messages):
@@ -193,7 +193,7 @@ class AnthropicAdapter(ProtocolAdapter):
             stream=stream,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         msg = decode(_MESSAGE, body, self.name, _LABEL)
@@ -211,8 +211,8 @@ class AnthropicAdapter(ProtocolAdapter):
             return body_text(body), None
         return _describe(view.error), None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

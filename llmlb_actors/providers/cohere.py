@@ -16,7 +16,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
+from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
@@ -155,7 +155,7 @@ class CohereAdapter(ProtocolAdapter):
         self._health_url = f"{self.base_url}/v1/models"
         self._model = config.model or ""
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         messages = request.as_messages()
         if request.system:
             messages = (Message(role="system", content=request.system), *messages)
@@ -169,7 +169,7 @@ class CohereAdapter(ProtocolAdapter):
             stop_sequences=request.stop_sequences,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         chat = decode(_CHAT, body, self.name, _LABEL)
@@ -192,8 +192,8 @@ class CohereAdapter(ProtocolAdapter):
             return body_text(body), None
         return view.message, None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

@@ -18,7 +18,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
-from .._transport._base import HTTPCall
+from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status, error_for_status
 from ._wire import (
@@ -228,7 +228,7 @@ class GeminiAdapter(ProtocolAdapter):
         self._stream_url = f"{root}:streamGenerateContent?alt=sse"
         self._health_url = root
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         system: list[_Part] = [_Part(request.system)] if request.system else []
         contents: list[_Content] = []
         for m in request.as_messages():
@@ -255,8 +255,8 @@ class GeminiAdapter(ProtocolAdapter):
             generation_config=config,
         )
         if stream:
-            return HTTPCall("POST", self._stream_url, self._stream_headers, ENCODER.encode(body))
-        return HTTPCall("POST", self._url, self._headers, ENCODER.encode(body))
+            return HTTPRequest("POST", self._stream_url, self._stream_headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, self._headers, ENCODER.encode(body))
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         resp = decode(_RESPONSE, body, self.name, _LABEL)
@@ -299,8 +299,8 @@ class GeminiAdapter(ProtocolAdapter):
             error.retry_after = _retry_delay(err)
         return error
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

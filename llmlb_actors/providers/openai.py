@@ -13,7 +13,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
+from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
@@ -233,7 +233,7 @@ class OpenAIAdapter(ProtocolAdapter):
         self._health_url = f"{self.base_url}/models"
         self._model = config.model or ""
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         messages = request.as_messages()
         if request.system:
             messages = (Message(role="system", content=request.system), *messages)
@@ -250,7 +250,7 @@ class OpenAIAdapter(ProtocolAdapter):
             stream_options=_INCLUDE_USAGE if stream and self.sends_stream_options else None,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         completion = decode(_COMPLETION, body, self.name, self.label)
@@ -274,8 +274,8 @@ class OpenAIAdapter(ProtocolAdapter):
         quota = "insufficient_quota" in (code, type_)  # retrying will not refill it
         return _describe(message, code or type_), False if quota else None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self)

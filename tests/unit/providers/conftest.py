@@ -16,7 +16,7 @@ from llmlb_actors.providers._http import HTTPProvider
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from llmlb_actors._transport._base import HTTPCall, HTTPResponse, StreamingHTTPResponse
+    from llmlb_actors._transport._base import HTTPRequest, HTTPResponse, StreamingHTTPResponse
     from llmlb_actors.providers._adapter import ProtocolAdapter
 
 
@@ -73,11 +73,11 @@ class DrainingTransport:
     def __init__(self, inner: HttpxTransport) -> None:
         self._inner = inner
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
+    async def request(self, call: HTTPRequest) -> HTTPResponse:
         return await self._inner.request(call)
 
     @asynccontextmanager
-    async def stream(self, call: HTTPCall) -> AsyncIterator[_ReadToEnd]:
+    async def stream(self, call: HTTPRequest) -> AsyncIterator[_ReadToEnd]:
         async with self._inner.stream(call) as response:
             wrapped = _ReadToEnd(response)
             try:
