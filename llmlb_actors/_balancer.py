@@ -15,7 +15,7 @@ from ._actors.supervisor import Supervisor
 from ._batch import BatchMap
 from ._config import BalancerConfig, ProviderConfig
 from ._errors import BalancerClosedError, ConfigError
-from ._groups import collapse_group
+from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
@@ -222,6 +222,8 @@ async def open_balancer(
         return make_transport(config.transport, limits)
 
     balancer = Balancer(config, build_transport, rng)
+    body: BaseException | None = None  # what the caller's block raised
+    failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
@@ -229,15 +231,21 @@ async def open_balancer(
             try:
                 for provider in config.providers:
                     await balancer._supervisor.add(provider)
-                yield balancer
+                try:
+                    yield balancer
+                except BaseException as exc:
+                    body = exc
+                    raise
             finally:
                 balancer._requests.close()
                 balancer._supervisor.cancel()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise collapse_group(group) from None
+        failure = unwrap_group(group, body)
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
             if owned and balancer._transport is not None:
                 await balancer._transport.aclose()
+    if failure is not None:
+        raise failure  # outside the except clause: see unwrap_group
