@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
+import trio.lowlevel
 
 import llmlb_actors as llmlb
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 class Echo(llmlb.BaseProvider):
     async def make_request(self, request: llmlb.LLMRequest) -> llmlb.LLMResponse:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return llmlb.LLMResponse(
             content=request.prompt or "", model="echo", usage=llmlb.Usage(), finish_reason="stop"
         )
@@ -35,11 +36,10 @@ async def balancer() -> AsyncIterator[llmlb.Balancer]:
 @asynccontextmanager
 async def mapped() -> AsyncIterator[llmlb.Balancer]:
     """The same block, inside ``lb.map`` as well."""
-    async with balancer() as lb:
-        async with lb.map([llmlb.LLMRequest(prompt="x")]) as results:
-            async for _ in results:
-                pass
-            yield lb
+    async with balancer() as lb, lb.map([llmlb.LLMRequest(prompt="x")]) as results:
+        async for _ in results:
+            pass
+        yield lb
 
 
 async def two_failures() -> None:
@@ -86,7 +86,7 @@ async def test_the_same_exception_with_context_cause_and_traceback(block: object
             raised.append(error)
             raise error from ConnectionError("the cause")
 
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(RuntimeError) as info:  # noqa: PT012 - the block is the subject
         async with block() as lb:  # type: ignore[operator]
             await lb.request(llmlb.LLMRequest(prompt="hi"))
             fail()
@@ -98,7 +98,7 @@ async def test_the_same_exception_with_context_cause_and_traceback(block: object
 
 
 async def test_context_without_a_cause_is_shown_too() -> None:
-    with pytest.raises(ValueError, match="second") as info:
+    with pytest.raises(ValueError, match="second") as info:  # noqa: PT012 - the block is the subject
         async with balancer():
             try:
                 raise KeyError("first")
