@@ -49,6 +49,9 @@ def _valid_port(url: str) -> bool:
 #: Probing more often than this is a mistake (a probe is an API call to the provider;
 #: the circuit breaker already reacts to failures at once).
 MIN_HEALTH_CHECK_INTERVAL = 1.0
+#: No request runs longer by default: room for a retry after a whole attempt at the
+#: default ``global_timeout``, and nothing silently stuck for more than two minutes.
+DEFAULT_REQUEST_TIMEOUT = 120.0
 #: A backoff or Retry-After wait longer than a day is a mistake, not a policy.
 MAX_RETRY_DELAY = 86_400.0
 
@@ -281,7 +284,8 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     providers               required      at least one `ProviderConfig`, unique names
     custom_strategy         None          callable(list[ProviderState]) -> ProviderState
     global_timeout          30.0 s        per attempt (a provider's ``timeout`` wins)
-    request_timeout         None          overall deadline per request, retries included
+    request_timeout         120.0 s       overall deadline per request, retries, backoff
+                                          and queueing included; None: no deadline
     max_retries             3             retries after the first attempt
     retry_delay             1.0 s         base of exponential backoff (full jitter), <= 1 day
     max_retry_delay         30.0 s        cap on one backoff wait and on Retry-After, <= 1 day
@@ -307,7 +311,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     strategy: StrategyName = "round-robin"
     custom_strategy: CustomStrategy | None = None
     global_timeout: float = 30.0
-    request_timeout: float | None = None
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     max_retries: int = 3
     retry_delay: float = 1.0
     max_retry_delay: float = 30.0

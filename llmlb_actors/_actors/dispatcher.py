@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
+from .._errors import (
+    ALL_REFUSED,
+    BalancerClosedError,
+    LoadBalancerError,
+    OverloadedError,
+    StrategyError,
+)
 from ._call import Call
 
 if TYPE_CHECKING:
@@ -23,6 +29,13 @@ class _Saturated:
 _SATURATED = _Saturated()
 
 
+class _Refused:
+    """Every candidate refused requests (401/403/404) and is cooling down."""
+
+    def __init__(self, actors: list[ProviderActor]) -> None:
+        self.actors = actors
+
+
 class Dispatcher:
     """Receives calls from callers and forwards each to one provider's mailbox.
 
@@ -31,7 +44,10 @@ class Dispatcher:
     preferring ones this request has not tried yet; among those, the healthy
     ones (circuit available, no Retry-After pending) with mailbox room. When
     none is healthy, the least recently failed one is tried rather than failing
-    without trying. When all have full mailboxes, the dispatcher stops
+    without trying, unless it refused requests (401/403/404: see
+    `ProviderActor.refusal`): a refusal is not retried, and when every
+    candidate refused, the call fails at once with their reasons instead of
+    being sent. When all have full mailboxes, the dispatcher stops
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
     in the caller's task instead (`route_now`). The request loop reaches it
@@ -133,6 +149,10 @@ class Dispatcher:
             return True
         if isinstance(choice, _Saturated):
             return False
+        if isinstance(choice, _Refused):
+            reasons = "; ".join(str(a.refusal) for a in choice.actors)
+            call.resolve(call.attempt, LoadBalancerError(f"{ALL_REFUSED}: {reasons}"))
+            return True
         if choice is None:
             call.resolve(
                 call.attempt,
@@ -145,9 +165,10 @@ class Dispatcher:
         choice.enqueue(call, trio.current_time())
         return True
 
-    def route(self, call: Call) -> ProviderActor | _Saturated | None:
+    def route(self, call: Call) -> ProviderActor | _Saturated | _Refused | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
+        refused: list[ProviderActor] = []
         if call.assigned == 0 and not call.stream:
             pool = self.rotation  # a first attempt: every provider is eligible and untried
         else:
@@ -156,18 +177,24 @@ class Dispatcher:
             for actor in self.rotation:
                 if not _can_take(actor, call):
                     continue
+                if actor.refusal is not None and call.attempts_at(actor.name):
+                    refused.append(actor)  # it refused this very request: never again
+                    continue
                 eligible.append(actor)
                 if not call.attempts_at(actor.name):
                     untried.append(actor)
             pool = untried or eligible
         if not pool:
-            return None
+            return _Refused(refused) if refused else None
         ready = [a for a in pool if a.queued < a.mailbox_size and a.available(now)]
         if ready:
             return self.strategy.select(ready)  # type: ignore[return-value]
         healthy = [a for a in pool if a.available(now)]
         if not healthy:
-            healthy = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
+            standing = [a for a in pool if a.refusal is None]
+            if not standing:
+                return _Refused(refused + pool)
+            healthy = [min(standing, key=lambda a: (a.circuit.last_failure_time, a.index))]
         with_room = [a for a in healthy if a.queued < a.mailbox_size]
         if not with_room:
             return _SATURATED

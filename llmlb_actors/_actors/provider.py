@@ -79,6 +79,7 @@ class ProviderActor:
         self.restarts = 0
         self.removed = False
         self.dead_reason: str | None = None
+        self._refusal: LLMError | None = None
         self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
         self._secrets = _secrets(config)
@@ -102,6 +103,12 @@ class ProviderActor:
 
     def available(self, now: float) -> bool:
         return now >= self.not_before and self.circuit.available(now)
+
+    @property
+    def refusal(self) -> LLMError | None:
+        """The 401/403/404 that took this provider out, while its circuit is still open
+        for it: retrying there cannot help until the cool-down's trial says otherwise."""
+        return self._refusal if self.circuit.state != "closed" else None
 
     def snapshot(self) -> ProviderState:
         return ProviderState(
@@ -367,11 +374,14 @@ class ProviderActor:
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
+            if self.refusal is None:  # once per refusal, not once per request it fails
+                log.warning("provider %s left rotation: %s", self.name, error)
+            self._refusal = error
             self.circuit.trip(
                 now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
             )
-            log.warning("provider %s left rotation: %s", self.name, error)
         elif error.retryable:
+            self._refusal = None  # its latest failure is a transient one
             self.circuit.record_failure(now, str(error))
             if error.retry_after is not None:
                 wait = min(error.retry_after, self.balancer_config.max_retry_delay)

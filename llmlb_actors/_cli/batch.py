@@ -18,7 +18,7 @@ import trio
 
 from .. import _version
 from .._balancer import open_balancer
-from .._errors import BalancerClosedError, LoadBalancerError
+from .._errors import ALL_REFUSED, BalancerClosedError, LoadBalancerError
 from .batch_input import (
     BadLine,
     InputIdentity,
@@ -86,6 +86,7 @@ class _Run:
         self.skipped = 0
         self.failed_in_a_row = 0
         self.last_failure = ""
+        self.all_refused = False
         self.by_provider: dict[str, int] = {}
         self.errors_by_provider: dict[str, int] = {}
 
@@ -115,7 +116,18 @@ class _Run:
 
     @property
     def must_stop(self) -> bool:
-        return self.failed_in_a_row >= self.max_errors
+        """Going on would only burn requests: every provider refused us, or
+        ``--max-errors`` prompts failed in a row."""
+        return self.all_refused or self.failed_in_a_row >= self.max_errors
+
+    def why_stopped(self, max_errors_flag: int) -> str:
+        """``aborted ...``: why `must_stop` became true."""
+        if self.all_refused:
+            return f"aborted: {self.last_failure}"
+        return (
+            f"aborted after {self.failed_in_a_row} failed prompts in a row "
+            f"(--max-errors {max_errors_flag}; last: {self.last_failure})"
+        )
 
     def record(self, result: BatchResult) -> bool:
         """Write the line for one result; True if it is an error."""
@@ -157,6 +169,10 @@ class _Run:
         self.failed += 1
         self.failed_in_a_row += 1
         self.last_failure = _failure_text(result)
+        error = result.error
+        self.all_refused = isinstance(error, LoadBalancerError) and error.message.startswith(
+            ALL_REFUSED
+        )
         provider = result.provider or "-"
         self.errors_by_provider[provider] = self.errors_by_provider.get(provider, 0) + 1
         summary = result.error_summary() or {"type": "Error", "message": "unknown"}
@@ -177,6 +193,8 @@ class _Run:
 def _failure_text(result: BatchResult) -> str:
     error = result.error
     if isinstance(error, LoadBalancerError) and error.errors:
+        if error.message.startswith(ALL_REFUSED):
+            return error.message  # it already names every provider's reason
         return f"{error.message} ({error.errors[-1]})"
     return str(error)
 
@@ -351,8 +369,7 @@ async def run_batch(args: argparse.Namespace) -> int:
         left = found.to_do - run.answered - run.failed - run.input_errors
         print(
             redact(
-                f"llmlb batch: aborted after {run.failed_in_a_row} failed prompts in a row "
-                f"(--max-errors {args.max_errors}; last: {run.last_failure}); "
+                f"llmlb batch: {run.why_stopped(args.max_errors)}; "
                 f"{plural(left, 'prompt')} not sent yet; fix the cause and rerun the same "
                 "command to resume"
             ),

@@ -1,0 +1,158 @@
+"""Fatal errors stop the spending: a provider that refused a request (401/403/404) is not
+asked again by it, and when every provider has refused, requests fail at once with the
+reasons instead of being sent. A request also ends within a default overall deadline."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+import llmlb_actors as llmlb
+from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
+
+if TYPE_CHECKING:
+    from trio.testing import MockClock
+
+REFUSED = "All providers are out of rotation"
+
+
+def guarded(*names: str) -> list[SimProvider]:
+    return [SimProvider(name=n, protocol="openai", api_key=f"sk-right-{n}") for n in names]
+
+
+def requests_seen(sim: llmlb.sim.Simulator) -> int:
+    return sum(sim.stats(name).requests for name in sim.names)
+
+
+async def test_one_provider_with_a_wrong_key_is_asked_once(autojump_clock: MockClock) -> None:
+    async with open_simulator(guarded("only")) as sim:
+        config = sim.provider_config("only", api_key="sk-wrong-key")
+        async with llmlb.open_balancer(providers=[config], max_retries=3) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert sim.stats("only").requests == 1  # not 4: a 401 is not retried there
+            assert [e.status for e in info.value.errors] == [401]
+            assert info.value.message.startswith(REFUSED)
+            assert "[only] HTTP 401" in info.value.message
+
+            # The next request is not sent at all while the refusal stands.
+            with pytest.raises(llmlb.LoadBalancerError) as again:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert sim.stats("only").requests == 1
+            assert again.value.errors == []
+            assert again.value.message.startswith(REFUSED)
+            assert "HTTP 401" in again.value.message
+            assert "sk-wrong-key" not in again.value.message
+
+            # Streams too.
+            with pytest.raises(llmlb.LoadBalancerError):
+                async with lb.stream(llmlb.LLMRequest(prompt="hi")):
+                    pass
+            assert sim.stats("only").requests == 1
+
+
+async def test_every_provider_refused_then_requests_fail_at_once(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_simulator(guarded("a", "b", "c")) as sim:
+        providers = [sim.provider_config(n, api_key="sk-wrong") for n in sim.names]
+        async with llmlb.open_balancer(providers=providers, max_retries=5) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert sorted(e.provider for e in info.value.errors) == ["a", "b", "c"]
+            assert requests_seen(sim) == 3  # each asked once, none twice
+            for _ in range(20):
+                with pytest.raises(llmlb.LoadBalancerError) as later:
+                    await lb.request(llmlb.LLMRequest(prompt="hi"))
+                for name in ("[a] HTTP 401", "[b] HTTP 401", "[c] HTTP 401"):
+                    assert name in later.value.message
+            assert requests_seen(sim) == 3
+
+
+async def test_a_refusing_provider_is_left_out_and_the_others_answer(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_simulator(guarded("bad", "good")) as sim:
+        providers = [
+            sim.provider_config("bad", api_key="sk-wrong"),
+            sim.provider_config("good"),
+        ]
+        async with llmlb.open_balancer(providers=providers, strategy="round-robin") as lb:
+            for _ in range(20):
+                response = await lb.request(llmlb.LLMRequest(prompt="hi"))
+                assert response.provider == "good"
+        assert sim.stats("bad").requests == 1
+        assert sim.stats("good").requests == 20
+
+
+async def test_a_refusal_lasts_one_cooldown_then_a_trial_goes(autojump_clock: MockClock) -> None:
+    async with open_simulator([SimProvider(name="p", protocol="openai")]) as sim:
+        sim.script("p", ["403"])  # a one-off refusal: the next request would be answered
+        async with llmlb.open_balancer(providers=[sim.provider_config("p")], cooldown=30) as lb:
+            with pytest.raises(llmlb.LoadBalancerError):
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            with pytest.raises(llmlb.LoadBalancerError, match=REFUSED):
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert sim.stats("p").requests == 1
+            await trio.sleep(31)
+            response = await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert response.provider == "p"
+            # Answered again: the refusal is over.
+            assert (await lb.request(llmlb.LLMRequest(prompt="hi"))).provider == "p"
+
+
+async def test_transient_failures_still_retry_the_only_provider(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_simulator([SimProvider(name="p", protocol="openai")]) as sim:
+        sim.script("p", ["503", "503", "ok"])
+        async with llmlb.open_balancer(providers=[sim.provider_config("p")]) as lb:
+            response = await lb.request(llmlb.LLMRequest(prompt="hi"))
+        assert response.attempts == 3
+
+
+async def test_leaving_rotation_is_logged_once_not_per_request(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_simulator(guarded("only")) as sim:
+        config = sim.provider_config("only", api_key="sk-wrong-key")
+        with caplog.at_level(logging.WARNING, logger="llmlb_actors"):
+            async with llmlb.open_balancer(providers=[config]) as lb:
+                requests = [llmlb.LLMRequest(prompt=f"q{i}") for i in range(200)]
+                async with lb.map(requests, concurrency=64) as results:
+                    failed = [r async for r in results if not r.ok]
+        assert len(failed) == 200
+        assert sim.stats("only").requests <= 64  # the first wave; none after it
+    left = [r for r in caplog.records if "left rotation" in r.getMessage()]
+    assert len(left) == 1, [r.getMessage() for r in left]
+
+
+# -- a default overall deadline -------------------------------------------------------------
+
+
+def test_request_timeout_has_a_default() -> None:
+    config = llmlb.BalancerConfig(
+        providers=[llmlb.ProviderConfig(name="openai", model="m", api_key="k")]
+    )
+    assert config.request_timeout == 120.0
+    assert (
+        llmlb.BalancerConfig(providers=config.providers, request_timeout=None).request_timeout
+        is None
+    )
+
+
+async def test_a_hung_upstream_ends_at_the_default_deadline(autojump_clock: MockClock) -> None:
+    hung = SimProvider(name="hung", protocol="openai", behaviour=Behaviour(faults={"hang": 1}))
+    async with (
+        open_simulator([hung]) as sim,
+        llmlb.open_balancer(
+            providers=[sim.provider_config("hung")], global_timeout=100, max_retries=10
+        ) as lb,
+    ):
+        start = trio.current_time()
+        with pytest.raises(llmlb.LoadBalancerError, match="timed out after 120s"):
+            await lb.request(llmlb.LLMRequest(prompt="hi"))
+        assert trio.current_time() - start == pytest.approx(120, abs=1)
