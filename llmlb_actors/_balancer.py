@@ -13,7 +13,7 @@ from ._actors._requests import RequestLoop
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
 from ._batch import BatchMap
-from ._config import BalancerConfig, ProviderConfig
+from ._config import BalancerConfig, ProviderConfig, resolve_api_key, with_api_keys
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
@@ -153,12 +153,16 @@ class Balancer:
     # -- membership ---------------------------------------------------------------------
 
     async def add_provider(self, config: ProviderConfig) -> None:
-        """Start a provider at runtime; it joins rotation once its actor is ready."""
+        """Start a provider at runtime; it joins rotation once its actor is ready.
+
+        Raises:
+            ConfigError: not a `ProviderConfig`, or its ``api_key_env`` is not set.
+        """
         if not isinstance(config, ProviderConfig):
             raise ConfigError("add_provider needs a ProviderConfig", field="config")
         if self._requests.closed:
             raise BalancerClosedError("the balancer is closed")
-        await self._supervisor.add(config)
+        await self._supervisor.add(resolve_api_key(config))
 
     async def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats.
@@ -206,6 +210,7 @@ async def open_balancer(
         raise ConfigError("pass either a BalancerConfig or keyword fields, not both")
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
+    config = with_api_keys(config)  # api_key_env is read now, before anything starts
     rng = rng or random.Random(config.seed)
     owned = isinstance(config.transport, str)
 

@@ -47,6 +47,8 @@ def config_toml(providers: list[SimProvider], sim: Simulator) -> str:
         ]
         if p.api_key is not None:
             lines.append('api_key_env = "LLMLB_SIM_KEY"  # export the key you gave in --providers')
+        else:
+            lines.append("api_key_required = false  # it takes any key, or none")
         lines.append("")
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+import llmlb_actors as llmlb
 from llmlb_actors.cli import main
 from tests.cli.clitools import ROOT, cli_env, command, read_jsonl, write_prompts
 
@@ -116,6 +117,9 @@ async def test_sim_stdout_is_a_config_and_ctrl_c_exits_130(tmp_path: Path) -> No
     assert run.code == 130
     config = tomllib.loads(run.stdout)  # nothing but the config on stdout
     assert config["providers"][0]["name"] == "solo"
+    path = tmp_path / "solo.toml"
+    path.write_text(run.stdout)
+    assert llmlb.load_config(path).providers[0].name == "solo"  # loads as it is
     assert "1 provider on 127.0.0.1" in run.stderr  # singular
     assert "simulator stopped" in run.stderr
     assert "Traceback" not in run.stderr

@@ -38,7 +38,7 @@ def write(tmp_path: Path, data: dict[str, Any], fmt: str) -> Path:
 
 def base(**provider_two: Any) -> dict[str, Any]:
     two = {"name": "local", "provider": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"}
-    two.update({"model": "llama"}, **provider_two)
+    two.update({"model": "llama", "api_key_required": False}, **provider_two)
     return {
         "strategy": "weighted",
         "global_timeout": 5,

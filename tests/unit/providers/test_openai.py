@@ -128,7 +128,12 @@ def test_stream_request_asks_for_usage() -> None:
 
 
 def test_compatible_sends_max_tokens_and_uses_base_url() -> None:
-    a = adapter(OpenAICompatibleAdapter, base_url="http://127.0.0.1:11434/v1/", api_key=None)
+    a = adapter(
+        OpenAICompatibleAdapter,
+        base_url="http://127.0.0.1:11434/v1/",
+        api_key=None,
+        api_key_required=False,
+    )
     call = a.build_request(LLMRequest(prompt="Hi", max_tokens=5), stream=True)
     assert call.url == "http://127.0.0.1:11434/v1/chat/completions"
     body = decoded(call.body)
