@@ -17,6 +17,7 @@ from ._config import BalancerConfig, ProviderConfig, resolve_api_key, with_api_k
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
+from ._stats import ProviderHealth
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
 from .providers._adapter import adapter_class
@@ -140,15 +141,29 @@ class Balancer:
 
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
-        results: dict[str, bool] = {}
+        return {name: health.healthy for name, health in (await self.health_report()).items()}
+
+    async def health_report(self) -> dict[str, ProviderHealth]:
+        """Probe every provider now, concurrently; ``{name: ProviderHealth}`` says for each
+        whether it is up and, if not, why (the HTTP status and the provider's message, a
+        timeout, a refused connection, TLS) and how long the probe took. A provider out of
+        rotation (crashed too often, being removed) is reported down without a probe.
+        """
+        reports: dict[str, ProviderHealth] = {}
 
         async def probe(name: str, actor: Any) -> None:
-            results[name] = await actor.probe() and actor.in_rotation
+            reports[name] = await actor.probe()
 
         async with trio.open_nursery() as nursery:
             for name, actor in list(self._supervisor.actors.items()):
-                nursery.start_soon(probe, name, actor)
-        return {name: results[name] for name in self._supervisor.actors if name in results}
+                if actor.in_rotation:
+                    nursery.start_soon(probe, name, actor)
+                else:
+                    why = actor.dead_reason or "removed"
+                    reports[name] = ProviderHealth(
+                        name=name, status="down", reason=f"out of rotation: {why}"
+                    )
+        return {name: reports[name] for name in self._supervisor.actors if name in reports}
 
     # -- membership ---------------------------------------------------------------------
 

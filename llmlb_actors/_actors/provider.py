@@ -14,7 +14,7 @@ from .._circuit import Circuit
 from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
-from .._stats import ProviderStats, StatsRecorder
+from .._stats import ProviderHealth, ProviderStats, StatsRecorder
 from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
@@ -485,25 +485,45 @@ class ProviderActor:
 
     # -- health ---------------------------------------------------------------------
 
-    async def probe(self) -> bool:
+    async def probe(self) -> ProviderHealth:
         """Probe now; a failed probe opens the circuit, a good one closes it."""
+        timeout = self.balancer_config.health_check_timeout
+        start = trio.current_time()
         ok = False
-        with trio.move_on_after(self.balancer_config.health_check_timeout):
+        error: LLMError | None = None
+        reason = "the probe said no"
+        with trio.move_on_after(timeout) as scope:
             try:
                 ok = bool(await self.provider.check_health())
-            except LLMError:
-                ok = False
+            except LLMError as exc:
+                error = exc
             except Exception as exc:  # a probe that raises is a failed probe, not a crash
                 log.warning("health probe of %s raised %s", self.name, type(exc).__name__)
-                ok = False
+                reason = f"the probe raised {type(exc).__name__}"
         now = trio.current_time()
         if ok:
             if self.circuit.state != "closed":
                 self.circuit.reset()
             self.not_before = float("-inf")
-        elif self.circuit.state != "open":
-            self.circuit.trip(now, "health probe failed")
-        return ok
+            return ProviderHealth(name=self.name, status="up", latency=now - start)
+        kind: str | None = None
+        status: int | None = None
+        if scope.cancelled_caught:
+            reason, kind = f"no answer within {timeout:g}s (health_check_timeout)", "timeout"
+        elif error is not None:
+            self.redact_error(error)
+            kind, status = error.kind, error.status
+            reason = error.message if status is None else f"HTTP {status}: {error.message}"
+        if self.circuit.state != "open":
+            self.circuit.trip(now, f"health probe failed: {reason}")
+        return ProviderHealth(
+            name=self.name,
+            status="down",
+            reason=reason,
+            http_status=status,
+            kind=kind,
+            latency=now - start,
+        )
 
     async def _health_loop(self) -> None:
         interval = self.balancer_config.health_check_interval

@@ -149,7 +149,9 @@ async def test_health_exit_status_and_secrets(tmp_path: Path, run_cli: RunCli) -
     assert "2/2 up" in healthy.stdout
     assert unhealthy.returncode == 1, unhealthy.stderr
     assert "2/3 up; down: down" in unhealthy.stdout
-    assert "DOWN" in unhealthy.stdout
+    down_row = next(line for line in unhealthy.stdout.splitlines() if "│ down" in line)
+    assert "DOWN" in down_row
+    assert "connect" in down_row.lower()  # why, not just "health probe failed"
     assert bench.returncode == 0, bench.stderr
     report = json.loads(bench.stdout)
     assert report["succeeded"] == 100
@@ -157,3 +159,22 @@ async def test_health_exit_status_and_secrets(tmp_path: Path, run_cli: RunCli) -
     assert report["providers"]["flaky"]["failed_attempts"] > 0  # retried elsewhere
     for done in (healthy, unhealthy, bench):
         assert SECRET not in done.stdout + done.stderr
+
+
+async def test_health_says_why_a_provider_is_down(tmp_path: Path, run_cli: RunCli) -> None:
+    guarded = SimProvider(name="guarded", protocol="openai", api_key=SECRET)
+    async with open_simulator([guarded]) as sim:
+        entry = {
+            "name": "guarded",
+            "provider": "openai",
+            "model": sim.provider("guarded").model_id,
+            "base_url": sim.base_url("guarded"),
+            "api_key_env": "LLMLB_TEST_KEY",
+        }
+        config = write_config(tmp_path / "c.toml", [entry])
+        done = await run_cli(
+            "health", "--config", str(config), env=cli_env(LLMLB_TEST_KEY="sk-wrong-key-0001")
+        )
+    assert done.returncode == 1, done.stderr
+    assert "HTTP 401: Incorrect API key" in done.stdout
+    assert "sk-wrong-key-0001" not in done.stdout + done.stderr

@@ -476,4 +476,6 @@ async def test_health_check(make_provider: MakeProvider) -> None:
         return json_response({"data": []}, 200 if ok else 401)
 
     assert await make_provider(OpenAIAdapter, handler).check_health() is True
-    assert await make_provider(OpenAIAdapter, handler, api_key="wrong").check_health() is False
+    with pytest.raises(LLMError) as refused:  # the reason, for lb.health_report()
+        await make_provider(OpenAIAdapter, handler, api_key="wrong").check_health()
+    assert refused.value.status in (400, 401, 403)
