@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ from .._circuit import Circuit
 from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
+from .._secrets import Redactor
 from .._stats import ProviderHealth, ProviderStats, StatsRecorder
 from ._call import Call, Reroute, StreamHandle
 
@@ -82,7 +82,7 @@ class ProviderActor:
         self._refusal: LLMError | None = None
         self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
-        self._secrets = _secrets(config)
+        self.redact = Redactor.for_provider(config, balancer_config)
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
@@ -368,7 +368,7 @@ class ProviderActor:
     def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
         if not error.provider:
             error.provider = self.name
-        self.redact_error(error)
+        self.redact.error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
         if cancelled:
@@ -463,26 +463,6 @@ class ProviderActor:
         self._record_failure(failure, now, retry)
         state.handle.fail(failure)
 
-    # -- secrets ----------------------------------------------------------------------
-
-    def redact(self, text: str) -> str:
-        """``text`` without this provider's credentials.
-
-        Upstreams echo what they were sent ("Incorrect API key provided: sk-..."),
-        and a crash message may quote anything: every message that leaves the
-        actor (errors, stats, logs, crash reasons) goes through here first.
-        """
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def redact_error(self, error: LLMError) -> None:
-        message = self.redact(error.message)
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-
     # -- health ---------------------------------------------------------------------
 
     async def probe(self) -> ProviderHealth:
@@ -511,7 +491,7 @@ class ProviderActor:
         if scope.cancelled_caught:
             reason, kind = f"no answer within {timeout:g}s (health_check_timeout)", "timeout"
         elif error is not None:
-            self.redact_error(error)
+            self.redact.error(error)
             kind, status = error.kind, error.status
             reason = error.message if status is None else f"HTTP {status}: {error.message}"
         if self.circuit.state != "open":
@@ -557,22 +537,6 @@ class ProviderActor:
             call.resolve(call.attempt, Reroute(reason))
         self._on_capacity()
         self._maybe_idle()
-
-
-_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
-
-
-def _secrets(config: ProviderConfig) -> tuple[str, ...]:
-    """The provider's key and credential-looking header values, longest first."""
-    found = {config.api_key} if config.api_key else set()
-    for name, value in config.headers.items():
-        if _CREDENTIAL_HEADER.search(name):
-            found.add(value)
-            scheme, _, token = value.partition(" ")  # "Bearer <token>": the token alone too
-            if token and scheme.isalpha():
-                found.add(token)
-    # Very short values would blank out ordinary words; they are not real credentials.
-    return tuple(sorted((s for s in found if len(s) >= 6), key=len, reverse=True))
 
 
 class _StreamState:

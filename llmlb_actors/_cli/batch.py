@@ -19,6 +19,7 @@ import trio
 from .. import _version
 from .._balancer import open_balancer
 from .._errors import ALL_REFUSED, BalancerClosedError, LoadBalancerError
+from .._secrets import Redactor
 from .batch_input import (
     BadLine,
     InputIdentity,
@@ -42,7 +43,6 @@ from .batch_output import (
 )
 from .common import (
     SIMULATOR,
-    Redactor,
     Target,
     config_fingerprint,
     console,
@@ -328,7 +328,7 @@ async def run_batch(args: argparse.Namespace) -> int:
             names = ", ".join(p.name for p in config.providers)
             if resume.header is not None and not args.force_resume:
                 _check_same_providers(resume.header, fingerprint, target.label, names)
-            redact = Redactor(config)
+            redact = Redactor.for_balancer(config)
             output.redact = redact
             output.write(_header(args, target, resume, found, fingerprint))
             started_writing = True

@@ -30,7 +30,7 @@ from .batch_input import UNDECODABLE
 from .errors import CommandError
 
 if TYPE_CHECKING:
-    from .common import Redactor
+    from .._secrets import Redactor
 
 __all__ = [
     "INPUT_ERROR",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._balancer import open_balancer
-from .common import Redactor, console, open_target
+from .._secrets import Redactor
+from .common import console, open_target
 from .fleets import default_fleet
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ async def run_health(args: argparse.Namespace) -> int:
         report = await lb.health_report()
     from rich.table import Table
 
-    redact = Redactor(target.config)
+    redact = Redactor.for_balancer(target.config)
     table = Table(title=f"Health of {target.label}", title_justify="left")
     for column in ("provider", "protocol", "model", "base_url", "status", "probe ms", "reason"):
         table.add_column(column, justify="right" if column == "probe ms" else "left")

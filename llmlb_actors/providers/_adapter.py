@@ -11,6 +11,7 @@ import abc
 import importlib
 from typing import TYPE_CHECKING, ClassVar
 
+from .._secrets import Secret, is_credential_header
 from ._registry import PROTOCOLS
 from ._status import error_for_status
 
@@ -82,8 +83,11 @@ class ProtocolAdapter(abc.ABC):
         return error_for_status(self.name, status, message, headers, retryable=retryable)
 
     def extra_headers(self) -> list[tuple[str, str]]:
-        """The user's extra headers from the config, lower-cased."""
-        return [(k.lower(), v) for k, v in self.config.headers.items()]
+        """The user's extra headers from the config, lower-cased; credentials as `Secret`."""
+        return [
+            (k.lower(), Secret(v) if is_credential_header(k) else v)
+            for k, v in self.config.headers.items()
+        ]
 
 
 def adapter_class(protocol: str) -> type[ProtocolAdapter]:

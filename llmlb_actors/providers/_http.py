@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import LLMError
+from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
     RemoteProtocolError,
@@ -114,6 +115,7 @@ class HTTPProvider(BaseProvider):
         super().__init__(config)
         self.adapter = adapter
         self.transport = transport
+        self._redact = Redactor.for_provider(config)
 
     @property
     def supports_streaming(self) -> bool:
@@ -133,11 +135,15 @@ class HTTPProvider(BaseProvider):
         raise self._parse_error(response.status, response.headers, response.body)
 
     def _parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        # Upstreams echo the key they were sent; redacting the body before the
+        # adapter reads it means no excerpt of it can end inside a key.
+        body = self._redact.bytes(body)
         try:
-            return self.adapter.parse_error(status, headers, body)
+            error = self.adapter.parse_error(status, headers, body)
         except RecursionError:
             # The status still says what happened; only the body's message is lost.
-            return error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
+            error = error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
+        return self._redact.error(error)  # a redirect's Location may carry it too
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:

@@ -16,11 +16,11 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
+from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
-    Secret,
     body_text,
     check_header_value,
     decode,

@@ -18,12 +18,12 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
+from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status, error_for_status
 from ._wire import (
     ENCODER,
-    Secret,
     body_text,
     check_header_value,
     decode,
