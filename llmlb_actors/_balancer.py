@@ -151,18 +151,21 @@ class Balancer:
         """
         reports: dict[str, ProviderHealth] = {}
 
+        def out_of_rotation(name: str, actor: Any) -> ProviderHealth:
+            why = actor.dead_reason or "removed"
+            return ProviderHealth(name=name, status="down", reason=f"out of rotation: {why}")
+
         async def probe(name: str, actor: Any) -> None:
-            reports[name] = await actor.probe()
+            health = await actor.probe()
+            # It may have left rotation while the probe ran (a removal, a last crash).
+            reports[name] = health if actor.in_rotation else out_of_rotation(name, actor)
 
         async with trio.open_nursery() as nursery:
             for name, actor in list(self._supervisor.actors.items()):
                 if actor.in_rotation:
                     nursery.start_soon(probe, name, actor)
                 else:
-                    why = actor.dead_reason or "removed"
-                    reports[name] = ProviderHealth(
-                        name=name, status="down", reason=f"out of rotation: {why}"
-                    )
+                    reports[name] = out_of_rotation(name, actor)
         return {name: reports[name] for name in self._supervisor.actors if name in reports}
 
     # -- membership ---------------------------------------------------------------------
