@@ -218,7 +218,7 @@ def _balancer_details(lb: Balancer) -> dict[str, Any]:
 def _balancer_probe(lb: Balancer) -> Callable[[], dict[str, float]]:
     """Where the requests in flight are, sampled during the window: the achieved
     concurrency at the HTTP layer (running attempts) versus waiting in mailboxes."""
-    actors = [lb._provider_actor(p.name) for p in lb.config.providers]
+    actors = [lb._supervisor.actors[p.name] for p in lb.config.providers]
     dispatcher = lb._dispatcher
 
     def probe() -> dict[str, float]:

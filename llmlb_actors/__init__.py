@@ -1,8 +1,9 @@
 """llmlb_actors: load-balance LLM API calls with a trio actor system.
 
 The public surface is re-exported here; everything else lives in private
-``_modules``. ``llmlb_actors.sim`` (the loopback simulator) and
-``llmlb_actors.strategies`` are public submodules.
+``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
+``llmlb_actors.strategies`` and ``llmlb_actors.testing`` (helpers for your
+tests) are public submodules.
 """
 
 from ._balancer import Balancer as Balancer

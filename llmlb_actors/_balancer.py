@@ -196,10 +196,6 @@ class Balancer:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
-    def _provider_actor(self, name: str) -> Any:
-        """The live actor (tests and chaos tooling only)."""
-        return self._supervisor.actors[name]
-
 
 @asynccontextmanager
 async def open_balancer(

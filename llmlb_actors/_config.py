@@ -452,7 +452,7 @@ class BalancerConfig(
                 )
         interval = self.health_check_interval
         if interval is not None and interval < MIN_HEALTH_CHECK_INTERVAL:
-            # A period the clock cannot even represent (1e-300 s) made the health loop
+            # A period the clock cannot represent (1e-300 s) would make the health loop
             # spin without time passing; a tiny one would flood the provider with probes.
             raise ConfigError(
                 f"health_check_interval must be >= {MIN_HEALTH_CHECK_INTERVAL} s "

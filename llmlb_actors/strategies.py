@@ -5,16 +5,16 @@ candidates for one attempt: providers in rotation, healthy, with mailbox room
 and not yet tried by this request (when any untried remain), in configuration
 order. Strategies are synchronous and never block, so a decision is atomic.
 
-========== ==================================================================
-name       picks
-========== ==================================================================
+=========== =================================================================
+name        picks
+=========== =================================================================
 round-robin the next candidate after the previous pick, in config order
 failover    the first candidate in config order
 weighted    smooth weighted round-robin (nginx): exact proportions per window
 least-busy  the fewest requests in flight; ties in config order
 latency     the lowest smoothed latency x (1 + in flight); unmeasured first
 custom      your callable over read-only `ProviderState` snapshots
-========== ==================================================================
+=========== =================================================================
 """
 
 from __future__ import annotations

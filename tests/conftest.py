@@ -1,21 +1,14 @@
-"""Shared fixtures. Simulator fixtures start the server in the test's own trio run."""
+"""Suite-wide settings: hypothesis profiles (HYPOTHESIS_PROFILE=soak for long runs).
+
+Test helpers live in modules (``llmlb_actors.testing``, ``tests.<dir>.<module>``),
+never here: nothing imports from a conftest.
+"""
 
 from __future__ import annotations
 
-import random
+import os
 
-
-class ZeroJitter(random.Random):
-    """A Random whose ``random()`` is always 0: backoff waits hit their exact upper bound."""
-
-    def random(self) -> float:
-        return 0.0
-
-
-# -- hypothesis profiles (tests/reliability): HYPOTHESIS_PROFILE=soak for long runs ------------
-import os  # noqa: E402
-
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -194,16 +194,6 @@ class ProviderActor:
         self.provider = self._factory(self.provider_config)
         return old
 
-    def inject_crash(self, exc: BaseException) -> None:
-        """Make the actor crash as if a worker raised ``exc`` (tests and chaos runs)."""
-        if self._nursery is None:
-            raise RuntimeError(f"provider actor {self.name!r} is not running")
-
-        async def crash() -> None:
-            raise exc
-
-        self._nursery.start_soon(crash)
-
     def _spawn_worker(self) -> None:
         assert self._nursery is not None
         self._workers += 1
@@ -212,9 +202,9 @@ class ProviderActor:
 
     async def _worker(self) -> None:
         # One cancel scope serves every attempt this worker runs, its deadline moved
-        # per attempt: entering a fresh scope per attempt cost ~16 µs here (a quarter
-        # of the actor layer's instructions), moving a deadline ~5 µs. A scope that
-        # fired (an attempt timed out or was abandoned) is replaced.
+        # per attempt: entering a scope costs several times what moving a deadline
+        # does, and per attempt it would be the actor layer's largest cost. A scope
+        # that fired (an attempt timed out or was abandoned) is replaced.
         recv = self.mailbox_recv
         running = _Running()
         while True:
@@ -229,9 +219,8 @@ class ProviderActor:
                     self._on_capacity()
                     # Keep one idle worker ready, plus one per call waiting beyond the
                     # idle ones, spawned at once: a spawned worker only starts on the
-                    # next scheduler pass, so spawning one per receive ramped a burst up
-                    # by one attempt per pass (10k queued calls ran ~1-2k at a time, and
-                    # at C=512 only ~50 attempts ran while the rest queued).
+                    # next scheduler pass, so spawning one per receive would ramp a
+                    # burst up by one attempt per pass, far below max_concurrency.
                     missing = min(
                         self.queued + 1 - self._idle_workers,
                         self.provider_config.max_concurrency - self._workers,

@@ -1,4 +1,5 @@
-"""``llmlb batch``: JSONL prompts in, JSONL answers out. Strictly private.
+"""``llmlb batch``: JSONL prompts in, JSONL answers out. Strictly private; the formats
+are documented in README.md ("Batch files").
 
 A batch spends the user's money, so before anything is sent it makes sure it
 is the only writer of its output (`batch_output`), that a resume continues the

@@ -1,9 +1,9 @@
 """The default transport: HTTP/1.1 over trio sockets, httptools parsing, a keep-alive pool.
 
-Why not httpx here: its client layer alone costs ~440 µs per request and its
-pool degrades with concurrency (``reference/transport-experiments.md``). This
-transport does one exchange in ~150 µs of CPU, flat in concurrency, by doing
-only what an LLM API call needs:
+Why not httpx here: its client layer costs several times this transport's CPU
+per request, and its pool degrades as concurrency grows (measured side by side
+in ``benchmarks/``; figures in ``benchmarks/RESULTS.md``). This transport stays
+cheap and flat in concurrency by doing only what an LLM API call needs:
 
 * one write of head and body (``os.write`` on the socket for plain TCP, see
   `_Connection`); one parser and one small callback object per exchange; no
@@ -136,16 +136,16 @@ def _closed_by_peer(conn: _Connection) -> bool:
 
 
 # poll(), not select(): select() refuses descriptors >= FD_SETSIZE (1024) with a
-# ValueError, which made every pooled connection past the 1024th look dead (at
-# 2,048 in flight, a third of all requests opened a new connection). Windows has
-# no poll(), and its select() has no such limit on descriptor values.
+# ValueError, which would make every pooled connection past the 1024th look dead
+# and be replaced. Windows has no poll(), and its select() has no such limit on
+# descriptor values.
 _poll = getattr(select, "poll", None)
 
 
 def _happy_eyeballs(host: str) -> float | None:
     """No connection racing for an IP literal: it has one address, and each connect's
     racing timer (which fires whenever a connect takes over 0.25 s, as under a burst)
-    costs ~8 % of a cold connection's CPU."""
+    is pure cost there."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -164,8 +164,8 @@ class _Connection:
     ``os.write`` on its descriptor, waiting with `trio.lowlevel.wait_readable`
     / ``wait_writable`` only when the socket would block. trio's own socket
     methods wrap each call in a cancellation check, a forced scheduler pass and
-    three nested coroutines: at 2,048 in flight that machinery (and the garbage
-    collector walking it while it waits) cost more than the HTTP exchange. TLS
+    three nested coroutines: with thousands in flight that machinery (and the
+    garbage collector walking it while it waits) costs more than the exchange. TLS
     connections, and Windows (no ``os.read`` on sockets), use the trio stream.
     """
 
@@ -230,7 +230,7 @@ class _Deadlines:
     """The one cancel scope of an exchange when read/write timeouts are configured.
 
     Its deadline moves with the phase instead of nesting a scope around every
-    socket operation (each scope costs ~15-20 µs).
+    socket operation (entering a scope costs several times moving a deadline).
     """
 
     __slots__ = ("phase", "read", "scope", "write")

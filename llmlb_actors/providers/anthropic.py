@@ -1,6 +1,6 @@
 """Anthropic Messages API (``POST {base}/v1/messages``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 2. The API requires
+Shapes from https://docs.anthropic.com/en/api/messages. The API requires
 ``max_tokens`` and takes the system prompt at top level only, so system turns
 in ``messages`` are lifted out. Streams are typed events ending with
 ``message_stop``; ``output_tokens`` in ``message_delta`` is cumulative.

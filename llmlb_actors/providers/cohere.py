@@ -1,6 +1,6 @@
 """Cohere Chat v2 (``POST {base}/v2/chat``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 4: ``p`` for top_p,
+Shapes from https://docs.cohere.com/reference/chat: ``p`` for top_p,
 ``stop_sequences``, an explicit ``stream`` flag, two usage buckets (we report
 ``usage.tokens``, what the model processed, and fall back to ``billed_units``).
 Streams are typed events; ``message-end`` is terminal and a trailing

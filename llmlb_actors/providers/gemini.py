@@ -1,6 +1,6 @@
 """Google Gemini API (generativelanguage ``generateContent``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 3: camelCase bodies,
+Shapes from https://ai.google.dev/api/generate-content: camelCase bodies,
 roles ``user``/``model``, the system prompt in ``systemInstruction``. Streams
 (``:streamGenerateContent?alt=sse``) have no terminal event, so a stream is
 complete only if some chunk carried a ``finishReason`` before the body ended.

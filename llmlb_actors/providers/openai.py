@@ -1,7 +1,7 @@
 """OpenAI Chat Completions, and the many servers that copy it ("openai-compatible").
 
 Sans-I/O: builds ``POST {base}/chat/completions`` and parses its JSON and SSE
-answers (see ``reference/provider-wire-formats.md`` section 1). Mistral reuses
+answers (https://platform.openai.com/docs/api-reference/chat). Mistral reuses
 this adapter with a few switches (`llmlb_actors.providers.mistral`).
 """
 

@@ -23,7 +23,7 @@ from llmlb_actors.strategies import (
     WeightedStrategy,
     make_strategy,
 )
-from tests.actors.scripted import Scripted
+from llmlb_actors.testing import Script
 
 if TYPE_CHECKING:
     from llmlb_actors._config import ProviderState
@@ -132,6 +132,9 @@ def test_least_busy_picks_fewest_in_flight_first_in_order(loads: list[int]) -> N
     chosen = LeastBusyStrategy().select(providers)
     assert chosen.in_flight == min(loads)
     assert chosen.index == loads.index(min(loads))
+
+
+Scripted = Script().provider
 
 
 def _actors(names: list[str], settings_: BalancerConfig) -> list[ProviderActor]:

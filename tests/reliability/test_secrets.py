@@ -28,7 +28,7 @@ import trustme
 
 import llmlb_actors as llmlb
 from llmlb_actors.sim import SimProvider, Simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter, provider_instance
 from tests.reliability import _servers as srv
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ async def test_no_observable_carries_the_key(
             seen.texts.append(("get_totals json", msgspec.json.encode(lb.get_totals()).decode()))
             seen.add("get_healthy_providers", lb.get_healthy_providers())
             seen.add("balancer", lb)
-            seen.add("provider object", lb._provider_actor("echo").provider)
+            seen.add("provider object", provider_instance(lb, "echo"))
         nursery.cancel_scope.cancel()
     # The upstream really did receive (and echo) the key: the test is not vacuous.
     assert any(KEY.encode() in r.head for r in server.requests)

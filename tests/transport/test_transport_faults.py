@@ -20,13 +20,13 @@ from llmlb_actors._transport import (
     TrioTransport,
     WriteTimeout,
 )
-from tests.transport.conftest import httpx_abandons_generators
+from tests.transport.helpers import httpx_abandons_generators
 from tests.transport.servers import ServerConn, chunk, fixed, response
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 async def test_reset_mid_body_is_a_read_error(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from trio.testing import MockClock
 
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 async def test_sequential_requests_share_one_connection(
