@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Call", "Outcome", "Reroute", "StreamHandle"]
 
+_NEVER = float("inf")
+
 
 class Reroute:
     """The attempt never started (its provider left before running it): route again."""
@@ -54,6 +56,7 @@ class Call:
         "abandoned",
         "assigned",
         "attempt",
+        "deadline",
         "errors",
         "outcome",
         "provider",
@@ -76,6 +79,8 @@ class Call:
         self._counts: dict[str, int] | None = None  # from the second attempt on
         self.errors: list[LLMError] | None = None  # each failed attempt's, once one failed
         self.waiter: trio.lowlevel.Task | None = None
+        # When the whole request must end (trio time); the worker cuts an attempt there.
+        self.deadline = _NEVER
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""

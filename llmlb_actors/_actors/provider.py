@@ -273,7 +273,9 @@ class ProviderActor:
         self.held.add(call)
         self.active += 1
         start = trio.current_time()
-        scope.deadline = start + self.timeout
+        # The request's overall deadline cuts the attempt too: the caller waits for it
+        # without a cancel scope of its own on the happy path (see RequestLoop.run).
+        scope.deadline = min(start + self.timeout, call.deadline)
         call.scope = scope
         stream = _StreamState() if call.stream else None
         running.start(call, attempt, start, stream)
@@ -341,6 +343,15 @@ class ProviderActor:
     def _cancel_error(self, call: Call, start: float) -> LLMError:
         if call.abandoned:
             return LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
+        now = trio.current_time()
+        if now >= call.deadline:
+            # The request ran out of time, not this attempt: nothing against the provider
+            # (not retryable, so the circuit records it as neutral).
+            return LLMError(
+                f"the request's deadline passed after {now - start:.3g}s of this attempt",
+                provider=self.name,
+                kind="timeout",
+            )
         return LLMError(
             f"attempt timed out after {trio.current_time() - start:.3g}s",
             provider=self.name,

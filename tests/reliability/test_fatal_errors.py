@@ -156,3 +156,49 @@ async def test_a_hung_upstream_ends_at_the_default_deadline(autojump_clock: Mock
         with pytest.raises(llmlb.LoadBalancerError, match="timed out after 120s"):
             await lb.request(llmlb.LLMRequest(prompt="hi"))
         assert trio.current_time() - start == pytest.approx(120, abs=1)
+
+
+async def test_the_config_deadline_cuts_a_long_attempt_without_blaming_the_provider(
+    autojump_clock: MockClock,
+) -> None:
+    hung = SimProvider(name="hung", protocol="openai", behaviour=Behaviour(faults={"hang": 1}))
+    async with (
+        open_simulator([hung]) as sim,
+        llmlb.open_balancer(
+            providers=[sim.provider_config("hung")],
+            global_timeout=30,
+            request_timeout=5,
+            failure_threshold=1,
+        ) as lb,
+    ):
+        start = trio.current_time()
+        with pytest.raises(llmlb.LoadBalancerError, match="timed out after 5s") as info:
+            await lb.request(llmlb.LLMRequest(prompt="hi"))
+        assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+        assert [e.kind for e in info.value.errors] == ["timeout"]
+        # The request ran out of time; the provider did nothing wrong.
+        assert lb.get_stats()["hung"].circuit_state == "closed"
+
+
+async def test_the_config_deadline_holds_for_queued_requests_too(
+    autojump_clock: MockClock,
+) -> None:
+    hung = SimProvider(name="hung", protocol="openai", behaviour=Behaviour(faults={"hang": 1}))
+    async with open_simulator([hung]) as sim:
+        one_at_a_time = sim.provider_config("hung", max_concurrency=1, mailbox_size=1)
+        async with llmlb.open_balancer(
+            providers=[one_at_a_time], request_timeout=5, queue_size=8
+        ) as lb:
+            ended: list[float] = []
+
+            async def ask() -> None:
+                with pytest.raises(llmlb.LoadBalancerError, match="timed out after 5s"):
+                    await lb.request(llmlb.LLMRequest(prompt="hi"))
+                ended.append(trio.current_time())
+
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):  # running, in the mailbox, queued, queued
+                    nursery.start_soon(ask)
+    assert len(ended) == 4
+    assert max(ended) - start == pytest.approx(5, abs=0.01)
