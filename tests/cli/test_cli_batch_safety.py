@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from llmlb_actors.cli import main
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
 from tests.cli.clitools import (
     ROOT,
@@ -28,6 +29,8 @@ from tests.cli.clitools import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
+
+    import pytest
 
     RunCli = Callable[..., Awaitable[subprocess.CompletedProcess[str]]]
 
@@ -311,7 +314,11 @@ async def test_timeout_and_max_retries_flags(tmp_path: Path, run_cli: RunCli) ->
 # -- item 7: exit codes and messages --------------------------------------------------------
 
 
-async def test_unusable_paths_exit_2_with_one_line(tmp_path: Path, run_cli: RunCli) -> None:
+def test_unusable_paths_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process through the entry point (``main`` is what the console script runs):
+    the checks happen before anything starts."""
     source = tmp_path / "in.jsonl"
     write_prompts(source, 2)
     directory = tmp_path / "somedir"
@@ -323,12 +330,20 @@ async def test_unusable_paths_exit_2_with_one_line(tmp_path: Path, run_cli: RunC
         (str(tmp_path / "missing.jsonl"), str(tmp_path / "o.jsonl")): "does not exist",
     }
     for (input_path, output_path), expected in cases.items():
-        done = await run_cli("batch", input_path, "-o", output_path)
-        assert done.returncode == 2, (input_path, output_path, done.stderr)
-        (line,) = done.stderr.splitlines()
+        assert main(["batch", input_path, "-o", output_path]) == 2, (input_path, output_path)
+        (line,) = capsys.readouterr().err.splitlines()
         assert line.startswith("llmlb batch: error: ")
         assert expected in line
     assert not (tmp_path / "o.jsonl").exists()
+
+
+async def test_an_unusable_output_from_the_command_line(tmp_path: Path, run_cli: RunCli) -> None:
+    source = tmp_path / "in.jsonl"
+    write_prompts(source, 2)
+    done = await run_cli("batch", str(source), "-o", str(tmp_path))
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()  # one line, no traceback
+    assert "is a directory" in line
 
 
 def bad_input(path: Path) -> None:
