@@ -49,6 +49,11 @@ def measure(spec: PointSpec) -> PointResult:
 
 def main() -> None:
     spec = msgspec.json.decode(sys.argv[1], type=PointSpec)
+    # Every client measured honours HTTP(S)_PROXY (httpx, LiteLLM, llmlb's trust_env):
+    # a proxy from the machine's environment must not sit between it and the upstream.
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            del os.environ[name]
     if spec.pin_core is not None:
         pin(spec.pin_core)
     raise_fd_limit()

@@ -2,10 +2,11 @@
 
 The public surface is re-exported here; everything else lives in private
 ``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
-``llmlb_actors.strategies`` and ``llmlb_actors.testing`` (helpers for your
-tests) are public submodules.
+``llmlb_actors.strategies``, ``llmlb_actors.transports`` and ``llmlb_actors.testing``
+(helpers for your tests) are public submodules.
 """
 
+from . import transports as transports
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult

@@ -18,8 +18,8 @@ from ._errors import BalancerClosedError, ConfigError
 from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._stats import ProviderHealth
-from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
 from .strategies import StrategyOptions, make_strategy
@@ -39,12 +39,11 @@ class Balancer:
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
         strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
         self._dispatcher = Dispatcher(strategy, config.queue_size)
@@ -54,11 +53,10 @@ class Balancer:
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(provider_config.proxy)
             adapter = adapter_class(protocol)(provider_config)
-            return HTTPProvider(provider_config, adapter, self._transport)
+            return HTTPProvider(provider_config, adapter, transport)
         return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
@@ -226,21 +224,14 @@ async def open_balancer(
         raise ConfigError("config must be a BalancerConfig")
     config = with_api_keys(config)  # api_key_env is read now, before anything starts
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     body: BaseException | None = None  # what the caller's block raised
     failure: BaseException | None = None
     try:
@@ -264,7 +255,6 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()
     if failure is not None:
         raise failure  # outside the except clause: see unwrap_group

@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -20,6 +21,12 @@ import msgspec
 from ._circuit import CircuitState
 from ._errors import ConfigError
 from ._transport._base import Transport
+from ._transport._settings import (
+    TRANSPORT_NAMES,
+    check_config,
+    check_provider_proxy,
+    proxy_label,
+)
 from .providers._base import BaseProvider
 from .providers._registry import PROTOCOLS, infer_protocol
 
@@ -154,6 +161,8 @@ class ProviderConfig(
     mailbox_size        None        requests queued for it (default: max_concurrency)
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
+    proxy               None        ``http://[user:pass@]host:port`` for this provider
+                                    only; wins over ``BalancerConfig.proxy``
     ==================  ==========  ===================================================
     """
 
@@ -171,6 +180,7 @@ class ProviderConfig(
     mailbox_size: int | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -219,6 +229,7 @@ class ProviderConfig(
                     f"{who}headers: the value of {key!r} must be printable ASCII",
                     field="headers",
                 )
+        check_provider_proxy(who, self.proxy)
         protocol = self.protocol  # raises ConfigError when unknown
         custom = not isinstance(protocol, str)
         if not custom and (not isinstance(self.model, str) or not self.model.strip()):
@@ -380,8 +391,15 @@ class BalancerConfig(
     stream_idle_timeout     30.0 s        longest gap between stream chunks
     transport               default       ``default`` (trio + httptools) or ``httpx``,
                                           or a `Transport` instance
-    max_response_bytes      16 MiB        cap on one response body
+    max_response_bytes      16 MiB        cap on one response body (decoded)
     verify_tls              True          turning it off logs a warning
+    proxy                   None          ``http://[user:pass@]host:port`` for every
+                                          provider (CONNECT for https origins)
+    trust_env               True          honour HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+                                          NO_PROXY, SSL_CERT_FILE, SSL_CERT_DIR
+    ca_bundle               None          PEM file (or directory) of CAs to trust
+                                          instead of the system store
+    ssl_context             None          an ``ssl.SSLContext`` used as given
     seed                    None          seeds jitter and weighted picks (reproducible)
     ======================  ============  ===============================================
     """
@@ -407,6 +425,10 @@ class BalancerConfig(
     transport: str | Transport = "default"
     max_response_bytes: int = 16 * 1024 * 1024
     verify_tls: bool = True
+    proxy: str | None = None
+    trust_env: bool = True
+    ca_bundle: str | None = None
+    ssl_context: ssl.SSLContext | None = None
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -473,17 +495,24 @@ class BalancerConfig(
         ):
             raise ConfigError("seed must be an integer", field="seed")
         if not isinstance(self.transport, str | Transport) or (
-            isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx")
+            isinstance(self.transport, str) and self.transport not in TRANSPORT_NAMES
         ):
             raise ConfigError(
                 f"transport must be 'default', 'trio', 'httpx' or a Transport, "
                 f"got {self.transport!r}",
                 field="transport",
             )
+        check_config(self)
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)
         return f"BalancerConfig(strategy={self.strategy!r}, providers=[{names}])"
+
+    def __rich_repr__(self) -> Any:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            # A proxy URL may carry a password: shown as http://host:port only.
+            yield name, proxy_label(value) if name == "proxy" and value is not None else value
 
 
 def resolve_api_key(

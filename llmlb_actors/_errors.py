@@ -36,7 +36,9 @@ __all__ = [
 ErrorKind = Literal[
     "http",  # the provider answered with an error status
     "timeout",  # the attempt, a connect, a read or a stream stall timed out
-    "connection",  # connect refused, reset, closed early
+    "connection",  # connect refused, reset, closed early, DNS
+    "tls",  # the server's certificate or host name did not verify (a misconfiguration)
+    "proxy",  # the proxy is unreachable, or refused the request or tunnel (403, 407, 502)
     "protocol",  # the answer was malformed: bad JSON, wrong shape, oversized, broken stream
     "crash",  # the provider actor crashed or was removed while holding the attempt
     "cancelled",  # the caller gave up (deadline or cancellation)

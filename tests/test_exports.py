@@ -59,3 +59,13 @@ def test_error_tree() -> None:
     assert issubclass(llmlb_actors.ConfigError, llmlb_actors.LLMLBError)
     assert issubclass(llmlb_actors.ConfigError, ValueError)
     assert issubclass(llmlb_actors.StrategyError, llmlb_actors.LoadBalancerError)
+
+
+def test_public_transports_module() -> None:
+    """Users who pass a transport import it from here, never from ``_transport``."""
+    from llmlb_actors import transports
+
+    assert transports.__all__ == ["HttpxTransport", "Transport", "TransportLimits", "TrioTransport"]
+    assert issubclass(transports.TransportLimits, msgspec.Struct)
+    for name in ("HttpxTransport", "Transport", "TrioTransport"):
+        assert getattr(transports, name).__module__ == "llmlb_actors.transports", name

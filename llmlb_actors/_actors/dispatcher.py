@@ -9,6 +9,7 @@ import trio
 from .._errors import (
     ALL_REFUSED,
     BalancerClosedError,
+    LLMError,
     LoadBalancerError,
     OverloadedError,
     StrategyError,
@@ -158,7 +159,8 @@ class Dispatcher:
                 call.attempt,
                 LoadBalancerError(
                     "No provider available: every provider is removed, disabled, at its "
-                    "attempt limit for this request" + (" or cannot stream" if call.stream else "")
+                    "attempt limit or misconfigured for this request"
+                    + (" or cannot stream" if call.stream else "")
                 ),
             )
             return True
@@ -213,8 +215,24 @@ class Dispatcher:
 
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
-    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap)?"""
+    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap, and
+    no failure there that another attempt would only repeat)?"""
     if call.stream and not actor.supports_streaming:
         return False
     cap = actor.max_attempts
-    return cap is None or call.attempts_at(actor.name) < cap
+    if cap is not None and call.attempts_at(actor.name) >= cap:
+        return False
+    errors = call.errors
+    return not errors or not any(_repeats_at(error, actor.name) for error in errors)
+
+
+def _repeats_at(error: LLMError, provider: str) -> bool:
+    """A failure at ``provider`` that no retry there can fix: a misconfiguration found
+    without any HTTP answer (a certificate that does not verify, a proxy refusing us,
+    a content coding we cannot decode). Such a request fails over, never retries there."""
+    return (
+        error.provider == provider
+        and error.disables_provider
+        and not error.retryable
+        and error.status is None
+    )

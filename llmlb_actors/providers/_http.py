@@ -16,8 +16,11 @@ from .._errors import LLMError
 from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
+    ContentEncodingError,
+    ProxyError,
     RemoteProtocolError,
     ResponseTooLarge,
+    TLSError,
     TransportError,
     TransportTimeout,
 )
@@ -76,25 +79,43 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
 
 
 def transport_error(provider: str, exc: TransportError) -> LLMError:
-    """The retryable (or not) `LLMError` for a transport exception, in one place."""
+    """The retryable (or not) `LLMError` for a transport exception, in one place.
+
+    Transport messages already say what happened in words (``connection
+    refused (https://host:443)``); they are used as they are. A certificate
+    failure (kind ``tls``), a proxy refusing us (kind ``proxy``, 403/407) and
+    a content coding we cannot decode are misconfigurations: not retried on
+    the same provider, which leaves rotation as after a 401.
+    """
+    message = str(exc) or type(exc).__name__
     if isinstance(exc, TransportTimeout):
+        return LLMError(message, provider=provider, retryable=True, kind="timeout")
+    if isinstance(exc, TLSError):
         return LLMError(
-            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            message, provider=provider, retryable=False, kind="tls", disables_provider=True
+        )
+    if isinstance(exc, ProxyError):
+        refused = exc.status is not None and exc.status < 500
+        return LLMError(
+            message,
             provider=provider,
-            retryable=True,
-            kind="timeout",
+            retryable=not refused,
+            kind="proxy",
+            disables_provider=refused,
         )
     if isinstance(exc, ResponseTooLarge):
         return LLMError(
-            f"response too large: {exc}", provider=provider, retryable=False, kind="protocol"
+            f"response too large: {message}", provider=provider, retryable=False, kind="protocol"
+        )
+    if isinstance(exc, ContentEncodingError):
+        return LLMError(
+            message, provider=provider, retryable=False, kind="protocol", disables_provider=True
         )
     if isinstance(exc, RemoteProtocolError):
         return LLMError(
-            f"protocol error: {exc}", provider=provider, retryable=True, kind="protocol"
+            f"protocol error: {message}", provider=provider, retryable=True, kind="protocol"
         )
-    return LLMError(
-        f"{type(exc).__name__}: {exc}", provider=provider, retryable=True, kind="connection"
-    )
+    return LLMError(message, provider=provider, retryable=True, kind="connection")
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 import trustme
 
@@ -29,7 +28,6 @@ def kind(request: pytest.FixtureRequest) -> str:
 async def make_transport(kind: str) -> AsyncIterator[MakeTransport]:
     """Builds transports of the parametrized kind and closes them after the test."""
     transports: list[Transport] = []
-    clients: list[httpx.AsyncClient] = []
 
     def make(
         limits: TransportLimits | None = None, *, ssl_context: ssl.SSLContext | None = None
@@ -37,22 +35,14 @@ async def make_transport(kind: str) -> AsyncIterator[MakeTransport]:
         transport: Transport
         if kind == "trio":
             transport = TrioTransport(limits, ssl_context=ssl_context)
-        elif ssl_context is None:
-            transport = HttpxTransport(limits)
         else:
-            # HttpxTransport takes a custom SSL context through a client of
-            # your own (which you then own and close).
-            client = httpx.AsyncClient(verify=ssl_context, follow_redirects=False, trust_env=False)
-            clients.append(client)
-            transport = HttpxTransport(limits, client=client)
+            transport = HttpxTransport(limits, ssl_context=ssl_context)
         transports.append(transport)
         return transport
 
     yield make
     for transport in transports:
         await transport.aclose()
-    for client in clients:
-        await client.aclose()
 
 
 @pytest.fixture
