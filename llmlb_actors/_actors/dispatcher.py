@@ -177,10 +177,10 @@ class Dispatcher:
             eligible: list[ProviderActor] = []
             untried: list[ProviderActor] = []
             for actor in self.rotation:
-                if not _can_take(actor, call):
-                    continue
                 if actor.refusal is not None and call.attempts_at(actor.name):
                     refused.append(actor)  # it refused this very request: never again
+                    continue
+                if not _can_take(actor, call):
                     continue
                 eligible.append(actor)
                 if not call.attempts_at(actor.name):
