@@ -33,6 +33,10 @@ LABELS = {
     "llmlb-1-httpx": "llmlb_actors, 1 provider, httpx transport",
     "llmlb-stream": "llmlb_actors stream (1 provider)",
     "aiohttp-stream": "aiohttp on asyncio, raw SSE",
+    "llmlb-aio": "llmlb_actors.aio on asyncio (trio thread), 1 provider",
+    "llmlb-aio-guest": "llmlb_actors.aio, runner='guest', 1 provider",
+    "llmlb-sync": "llmlb_actors.sync from C threads, 1 provider",
+    "litellm-sync": "LiteLLM Router.completion from C threads",
 }
 
 

@@ -17,7 +17,7 @@ import msgspec
 from ._common import pin, raise_fd_limit
 from ._results import PointResult, PointSpec
 
-__all__ = ["ASYNCIO_NAMES", "TRIO_NAMES", "measure"]
+__all__ = ["ASYNCIO_NAMES", "FRONTEND_NAMES", "TRIO_NAMES", "measure"]
 
 TRIO_NAMES = frozenset(
     {
@@ -32,6 +32,8 @@ TRIO_NAMES = frozenset(
     }
 )
 ASYNCIO_NAMES = frozenset({"aiohttp", "aiohttp-stream", "litellm"})
+#: The asyncio and sync front-ends (and LiteLLM's sync Router): `_clients_frontends`.
+FRONTEND_NAMES = frozenset({"llmlb-aio", "llmlb-aio-guest", "llmlb-sync", "litellm-sync"})
 
 
 def measure(spec: PointSpec) -> PointResult:
@@ -44,6 +46,10 @@ def measure(spec: PointSpec) -> PointResult:
         from ._clients_asyncio import run_asyncio_point
 
         return run_asyncio_point(spec)
+    if spec.config in FRONTEND_NAMES:
+        from ._clients_frontends import run_frontend_point
+
+        return run_frontend_point(spec)
     raise ValueError(f"unknown configuration {spec.config!r}")
 
 

@@ -57,11 +57,34 @@ DEFAULT_CONFIGS = [
     "llmlb-provider",
     "llmlb-1",
     "llmlb-3",
+    "llmlb-aio",
+    "llmlb-sync",
+    "litellm-sync",
 ]
 DEFAULT_CONCURRENCY = [1, 64, 512, 2048]
 #: Too slow to run at high concurrency in a 15-minute budget: the naive httpx pool
 #: takes minutes to finish its first 2048 requests, LiteLLM ~45 s.
-SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx"})
+SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx", "litellm-sync"})
+#: One caller thread per request in flight: capped like the slow ones (2048 threads
+#: measure the operating system more than the client).
+THREADED_CONFIGS = frozenset({"llmlb-sync", "litellm-sync"})
+#: LiteLLM is measured over a fixed number of requests, not a time window.
+LITELLM_CONFIGS = frozenset({"litellm", "litellm-sync"})
+#: Named subsets (``--scenario NAME``): configurations, concurrencies, and no streaming,
+#: scale or profile runs. ``frontends``: the asyncio and sync front-ends (issue 17).
+SCENARIOS: dict[str, dict[str, list[Any]]] = {
+    "frontends": {
+        "configs": [
+            "aiohttp",
+            "llmlb-1",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+            "litellm-sync",
+        ],
+        "concurrency": [64, 512],
+    },
+}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -69,6 +92,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
+    p.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        help="a named subset: its configurations and concurrencies, no stream/scale/profile "
+        "(frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, litellm-sync "
+        "at C=64,512)",
+    )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
     p.add_argument(
@@ -96,13 +126,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
     args = p.parse_args(argv)
+    if args.scenario is not None:
+        scenario = SCENARIOS[args.scenario]
+        args.configs = args.configs or list(scenario["configs"])
+        args.concurrency = args.concurrency or list(scenario["concurrency"])
+        args.no_stream = args.no_scale = args.no_profile = True
     quick = args.quick
     args.reps = args.reps or (1 if quick else 3)
     args.concurrency = args.concurrency or ([1, 64] if quick else DEFAULT_CONCURRENCY)
     args.full = args.configs is None and not quick and args.reps >= 3
     args.full = args.full and args.concurrency == DEFAULT_CONCURRENCY
     if args.configs is None:
-        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c == "litellm")]
+        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c in LITELLM_CONFIGS)]
     args.measure = args.measure or (1.0 if quick else 3.0)
     args.warmup = args.warmup or (0.3 if quick else 1.0)
     args.litellm_requests = args.litellm_requests or (30 if quick else 150)
@@ -196,14 +231,14 @@ def run_point(spec: PointSpec, timeout: float) -> PointResult | None:
 
 
 def _spec_for(args: argparse.Namespace, up: Upstream, config: str, c: int, rep: int) -> PointSpec:
-    max_requests = args.litellm_requests if config == "litellm" else None
+    max_requests = args.litellm_requests if config in LITELLM_CONFIGS else None
     return PointSpec(
         config=config,
         concurrency=c,
         upstream=up,
         rep=rep,
         warmup_s=args.warmup,
-        measure_s=max(args.measure, 60.0) if config == "litellm" else args.measure,
+        measure_s=max(args.measure, 60.0) if config in LITELLM_CONFIGS else args.measure,
         max_requests=max_requests,
         pin_core=CLIENT_CORE,
     )
@@ -235,7 +270,8 @@ def interleaved(
     for rep in range(args.reps):
         for c in concurrency:
             for config in configs:
-                if config in SLOW_CONFIGS and c > args.slow_max_concurrency:
+                capped = config in SLOW_CONFIGS or config in THREADED_CONFIGS
+                if capped and c > args.slow_max_concurrency:
                     continue
                 spec = _spec_for(args, up, config, c, rep)
                 timeout = spec.warmup_s + spec.measure_s + (240 if config in SLOW_CONFIGS else 90)
@@ -425,7 +461,17 @@ def report(
     order = [c for c in DEFAULT_CONFIGS + sorted(LABELS) if c in args.configs]
     order = list(dict.fromkeys(order))
     subjects = [
-        c for c in ("llmlb-3", "llmlb-1", "llmlb-provider", "llmlb-transport") if c in args.configs
+        c
+        for c in (
+            "llmlb-3",
+            "llmlb-1",
+            "llmlb-provider",
+            "llmlb-transport",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+        )
+        if c in args.configs
     ]
     cs = sorted({p.concurrency for p in points})
     md: list[str] = []
@@ -474,11 +520,15 @@ def report(
     md.append("| subject | vs | metric | " + " | ".join(f"C={c}" for c in cs) + " |")
     md.append("|---|---|---|" + "---:|" * len(cs))
     for subject in subjects:
-        for ref in ("aiohttp", "litellm"):
-            if ref not in args.configs:
+        for ref in ("aiohttp", "litellm", "litellm-sync", "llmlb-aio"):
+            if ref not in args.configs or ref == subject:
                 continue
+            if ref == "litellm-sync" and subject != "llmlb-sync":
+                continue  # LiteLLM's sync Router: the sync front-end's counterpart
+            if ref == "llmlb-aio" and subject != "llmlb-aio-guest":
+                continue  # the two asyncio runners, against each other
             rows: list[tuple[str, Any]] = [("throughput", lambda r: r.rps)]
-            if ref == "aiohttp":
+            if ref in ("aiohttp", "llmlb-aio"):
                 rows.append(("p99 latency", lambda r: r.p99_ms))
                 rows.append(("CPU/request", lambda r: r.cpu_us_per_req))
             for name, metric in rows:
@@ -490,7 +540,7 @@ def report(
                     + " |"
                 )
 
-    md.append("\n## What llmlb adds over its own transport (CPU µs per request, paired)\n")
+    md.append("\n## What each layer adds (CPU µs per request, paired)\n")
     md.append("| layer | " + " | ".join(f"C={c}" for c in cs) + " |")
     md.append("|---|" + "---:|" * len(cs))
     layers = [
@@ -498,6 +548,9 @@ def report(
         ("balancer, 3 providers − transport alone", "llmlb-3", "llmlb-transport"),
         ("adapter + provider − transport alone", "llmlb-provider", "llmlb-transport"),
         ("actors (balancer, 1 provider − provider alone)", "llmlb-1", "llmlb-provider"),
+        ("asyncio front-end (llmlb-aio − trio, 1 provider)", "llmlb-aio", "llmlb-1"),
+        ("asyncio guest run (llmlb-aio-guest − trio, 1 provider)", "llmlb-aio-guest", "llmlb-1"),
+        ("sync front-end (llmlb-sync − trio, 1 provider)", "llmlb-sync", "llmlb-1"),
     ]
     for label, subject, base in layers:
         if subject in args.configs and base in args.configs:

@@ -2,8 +2,9 @@
 
 The public surface is re-exported here; everything else lives in private
 ``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
-``llmlb_actors.strategies``, ``llmlb_actors.transports`` and ``llmlb_actors.testing``
-(helpers for your tests) are public submodules.
+``llmlb_actors.strategies``, ``llmlb_actors.transports``, ``llmlb_actors.testing``
+(helpers for your tests), and the front-ends for asyncio and synchronous code,
+``llmlb_actors.aio`` and ``llmlb_actors.sync``, are public submodules.
 """
 
 from . import transports as transports

@@ -69,3 +69,16 @@ def test_public_transports_module() -> None:
     assert issubclass(transports.TransportLimits, msgspec.Struct)
     for name in ("HttpxTransport", "Transport", "TrioTransport"):
         assert getattr(transports, name).__module__ == "llmlb_actors.transports", name
+
+
+def test_front_end_modules_are_deliberate() -> None:
+    from llmlb_actors import aio, sync
+
+    assert aio.__all__ == ["Balancer", "BatchMap", "BatchResults", "Stream", "open_balancer"]
+    assert sync.__all__ == ["Balancer", "BatchIterator", "Stream", "open_balancer"]
+    for module in (aio, sync):
+        for name in module.__all__:
+            assert getattr(module, name).__module__ == module.__name__, name
+    # Both front-ends raise the library's own exception types, exported once.
+    assert not hasattr(aio, "LoadBalancerError")
+    assert not hasattr(sync, "LoadBalancerError")

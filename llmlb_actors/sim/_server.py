@@ -192,6 +192,7 @@ class ProviderServer:
 
     async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
         self.stats.connections += 1
+        self.stats.open_connections += 1
         parser = RequestParser()
         with conn:
             try:
@@ -214,6 +215,8 @@ class ProviderServer:
                             return
             except OSError:
                 return  # the client went away; nothing to answer
+            finally:
+                self.stats.open_connections -= 1
 
     def _answer_bytes(self, answer: Answer, seq: int, *, keep_alive: bool) -> bytes:
         head = response_head(

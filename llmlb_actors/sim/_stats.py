@@ -18,6 +18,8 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
         streams: those that asked for a stream.
         health_probes: requests to the health endpoints (model listings).
         connections: TCP connections accepted (keep-alive reuse keeps it low).
+        open_connections: of those, the ones open now (a client that closes
+            its end, or cancels a request, brings it down).
         outcomes: how many chat requests ended in each outcome (``"ok"``,
             ``"429"``, ``"reset"``...; auth failures count as ``"401"`` or
             Gemini's ``"400"``, bad bodies as ``"400"``/``"422"``).
@@ -32,6 +34,7 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
     streams: int = 0
     health_probes: int = 0
     connections: int = 0
+    open_connections: int = 0
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
     last_headers: dict[str, str] = msgspec.field(default_factory=dict)
     last_body: bytes | None = None
@@ -70,6 +73,7 @@ class StatsRecorder:
         "last_body",
         "last_headers",
         "last_target",
+        "open_connections",
         "outcomes",
         "requests",
         "streams",
@@ -80,6 +84,7 @@ class StatsRecorder:
         self.streams = 0
         self.health_probes = 0
         self.connections = 0
+        self.open_connections = 0
         self.outcomes: dict[str, int] = {}
         self.last_headers: dict[bytes, bytes] | None = None
         self.last_body: bytes | None = None
@@ -95,6 +100,7 @@ class StatsRecorder:
             streams=self.streams,
             health_probes=self.health_probes,
             connections=self.connections,
+            open_connections=self.open_connections,
             outcomes=dict(self.outcomes),
             last_headers={
                 name.decode("latin-1"): _redact_header(name, value)
