@@ -345,12 +345,12 @@ class ProviderActor:
             return LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
         now = trio.current_time()
         if now >= call.deadline:
-            # The request ran out of time, not this attempt: nothing against the provider
-            # (not retryable, so the circuit records it as neutral).
+            # The request ran out of time, not this attempt: counted as the caller's
+            # cancellation, as if its own cancel scope had fired (nothing against the provider).
             return LLMError(
-                f"the request's deadline passed after {now - start:.3g}s of this attempt",
+                f"cut at the request's deadline after {now - start:.3g}s",
                 provider=self.name,
-                kind="timeout",
+                kind="cancelled",
             )
         return LLMError(
             f"attempt timed out after {trio.current_time() - start:.3g}s",
