@@ -29,6 +29,10 @@ TRIO_NAMES = frozenset(
         "llmlb-3",
         "llmlb-1-httpx",
         "llmlb-stream",
+        "llmlb-stream-3",
+        "llmlb-stream-3-anthropic",
+        "llmlb-stream-3-gemini",
+        "llmlb-stream-provider",
     }
 )
 ASYNCIO_NAMES = frozenset({"aiohttp", "aiohttp-stream", "litellm"})

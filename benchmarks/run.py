@@ -2,11 +2,13 @@
 
 One interleaved run (rep 1: A B C …, rep 2: A B C …) of every configuration
 at every concurrency, each point in a fresh process pinned to the client
-core while the upstream owns the other core; then a streaming run and the
-scale checks against the simulator, and a profile of the llmlb hot path.
-Writes ``benchmarks/out/latest.md``, ``latest.json`` and ``bench.png``; a
-full default run also refreshes the committed ``benchmarks/bench.png``.
+core while the upstream owns the other core; then an interleaved streaming
+run (fixed SSE bodies from nginx), the scale checks against the simulator,
+and profiles of the llmlb hot paths. Writes ``benchmarks/out/latest.md``,
+``latest.json``, ``bench.png`` and ``stream.png``; a full default run also
+refreshes the committed ``benchmarks/bench.png`` and ``benchmarks/stream.png``.
 
+``--scenario stream`` runs the streaming part alone (and its profile);
 ``--quick`` is a smoke run of well under a minute; see ``--help``.
 """
 
@@ -41,6 +43,13 @@ from ._report import (
 )
 from ._results import PointResult, PointSpec
 from ._scale import ScaleSpec
+from ._streaming import (
+    STREAM_CONCURRENCY,
+    STREAM_CONFIGS,
+    run_streams,
+    stream_plot,
+    stream_report,
+)
 from ._upstream import Upstream, nginx_path, run_nginx, run_simulator
 
 if TYPE_CHECKING:
@@ -94,10 +103,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
     p.add_argument(
         "--scenario",
-        choices=sorted(SCENARIOS),
-        help="a named subset: its configurations and concurrencies, no stream/scale/profile "
-        "(frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, litellm-sync "
-        "at C=64,512)",
+        choices=sorted([*SCENARIOS, "stream", "whole"]),
+        help="a named subset. stream: the streaming run and its profile only; whole: no "
+        "streaming run; frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, "
+        "litellm-sync at C=64,512, no stream/scale/profile",
     )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
@@ -120,13 +129,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--simulator", action="store_true", help="use the simulator even if nginx exists"
     )
     p.add_argument("--no-stream", action="store_true", help="skip the streaming run")
+    p.add_argument(
+        "--stream-configs",
+        type=_names,
+        help=f"streaming configurations (default {','.join(STREAM_CONFIGS)})",
+    )
+    p.add_argument(
+        "--stream-concurrency",
+        type=_ints,
+        help=f"streaming C values (default {','.join(map(str, STREAM_CONCURRENCY))})",
+    )
     p.add_argument("--no-scale", action="store_true", help="skip the scale checks")
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
     p.add_argument("--inflight", type=int, help="requests in flight at once (default 10000)")
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
     args = p.parse_args(argv)
-    if args.scenario is not None:
+    if args.scenario in SCENARIOS:
         scenario = SCENARIOS[args.scenario]
         args.configs = args.configs or list(scenario["configs"])
         args.concurrency = args.concurrency or list(scenario["concurrency"])
@@ -136,6 +155,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.concurrency = args.concurrency or ([1, 64] if quick else DEFAULT_CONCURRENCY)
     args.full = args.configs is None and not quick and args.reps >= 3
     args.full = args.full and args.concurrency == DEFAULT_CONCURRENCY
+    args.stream_full = (
+        not quick
+        and args.reps >= 3
+        and args.stream_configs is None
+        and args.stream_concurrency in (None, STREAM_CONCURRENCY)
+    )
+    args.stream_configs = args.stream_configs or STREAM_CONFIGS
+    args.stream_concurrency = args.stream_concurrency or ([1, 64] if quick else STREAM_CONCURRENCY)
+    if args.scenario == "stream":
+        args.full = False
+        args.no_scale = True
+    elif args.scenario == "whole":
+        args.no_stream = True
+        args.stream_full = False
+    args.stream_full = args.stream_full and not args.no_stream
     if args.configs is None:
         args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c in LITELLM_CONFIGS)]
     args.measure = args.measure or (1.0 if quick else 3.0)
@@ -340,29 +374,6 @@ def upstream_capacity(args: argparse.Namespace, up: Upstream) -> dict[str, Any]:
 # -- streaming, scale, profile ------------------------------------------------------------
 
 
-def streaming(args: argparse.Namespace) -> list[PointResult]:
-    print("\nStreaming (simulator in its own process, 64 deltas per answer, no pacing):")
-    results: list[PointResult] = []
-    with run_simulator(1, chunks=64) as sim:
-        for rep in range(args.reps):
-            for c in (1, 64):
-                for config in ("llmlb-stream", "aiohttp-stream"):
-                    spec = PointSpec(
-                        config=config,
-                        concurrency=c,
-                        upstream=sim,
-                        rep=rep,
-                        warmup_s=args.warmup,
-                        measure_s=args.measure,
-                        pin_core=CLIENT_CORE,
-                    )
-                    result = run_point(spec, spec.measure_s + 90)
-                    if result is not None:
-                        results.append(result)
-                        print(_progress(result, args.reps), flush=True)
-    return results
-
-
 def _run_scale(spec: ScaleSpec, timeout: float) -> dict[str, Any] | None:
     cmd = [sys.executable, "-m", "benchmarks._scale", msgspec.json.encode(spec).decode()]
     try:
@@ -411,14 +422,16 @@ def scale(args: argparse.Namespace, up: Upstream) -> dict[str, Any]:
     return out
 
 
-def profile(args: argparse.Namespace, up: Upstream, out_dir: str) -> dict[str, str]:
-    """pyinstrument and cProfile of llmlb_actors (3 providers) at C=64."""
+def profile(
+    args: argparse.Namespace, up: Upstream, out_dir: str, config: str = "llmlb-3"
+) -> dict[str, str]:
+    """pyinstrument and cProfile of ``config`` at C=64."""
     paths: dict[str, str] = {}
-    print("\nProfiling llmlb-3 at C=64:")
+    print(f"\nProfiling {config} at C=64:")
     for kind in ("pyinstrument", "cprofile"):
-        path = os.path.join(out_dir, f"profile-{kind}-llmlb-3-c64.txt")
+        path = os.path.join(out_dir, f"profile-{kind}-{config}-c64.txt")
         spec = PointSpec(
-            config="llmlb-3",
+            config=config,
             concurrency=64,
             upstream=up,
             warmup_s=args.warmup,
@@ -428,7 +441,7 @@ def profile(args: argparse.Namespace, up: Upstream, out_dir: str) -> dict[str, s
         )
         result = run_point(spec, spec.measure_s + 120)
         if result is not None:
-            paths[kind] = path
+            paths[f"{kind}-{config}"] = path
             print(f"  {kind}: {path} ({result.cpu_us_per_req:,.0f} µs/req under the profiler)")
     return paths
 
@@ -448,15 +461,10 @@ def _fmt_delta(r: tuple[float, float, float] | None) -> str:
     return f"{r[0]:+,.0f} µs ({r[1]:+,.0f} to {r[2]:+,.0f})"
 
 
-def report(
-    args: argparse.Namespace,
-    env: dict[str, Any],
-    up: Upstream,
-    capacity: dict[str, Any],
-    points: list[PointResult],
-    streams: list[PointResult],
-    scaled: dict[str, Any],
-) -> tuple[str, dict[str, Any]]:
+def _whole_report(
+    args: argparse.Namespace, points: list[PointResult], md: list[str], data: dict[str, Any]
+) -> None:
+    """The whole-response tables: the run, ratios, added CPU and CPU against C."""
     summaries = summarize(points)
     order = [c for c in DEFAULT_CONFIGS + sorted(LABELS) if c in args.configs]
     order = list(dict.fromkeys(order))
@@ -474,40 +482,6 @@ def report(
         if c in args.configs
     ]
     cs = sorted({p.concurrency for p in points})
-    md: list[str] = []
-    md.append(f"# llmlb_actors benchmark — {env['date']}\n")
-    md.append(
-        f"- Machine: {env['machine']}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_start'])}, at end "
-        f"{', '.join(f'{x:.1f}' for x in env['load_average_end'])}"
-    )
-    md.append(f"- Python: {env['python']}")
-    md.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
-    if up.kind == "nginx":
-        md.append(
-            f"- Upstream: nginx {env['nginx']} (1 worker, fixed chat.completion reply), "
-            f"pinned to core {UPSTREAM_CORE}; clients pinned to core {CLIENT_CORE}"
-        )
-    else:
-        md.append(
-            "- Upstream: **the llmlb_actors simulator in its own process (nginx is not "
-            "installed)**: it may limit throughput; check the upstream CPU column"
-        )
-    cap = "; ".join(
-        f"C={c}: {capacity[c]['rps']:,.0f} req/s "
-        f"(upstream CPU {capacity[c]['upstream_cpu_pct']:.0f}%)"
-        for c in ("1", "64")
-        if c in capacity
-    )
-    md.append(f"- Upstream alone ({capacity.get('tool')} on the client core): {cap}")
-    md.append(
-        f"- Interleaved: {args.reps} repetitions × C in {args.concurrency} × "
-        f"{len(args.configs)} configurations, each point a fresh process; "
-        f"warm-up {args.warmup:g} s, window {args.measure:g} s "
-        f"(LiteLLM: {args.litellm_requests} requests); httpx and LiteLLM only up to "
-        f"C={args.slow_max_concurrency}"
-    )
-    md.append("- Command: `" + " ".join(["python -m benchmarks.run", *sys.argv[1:]]) + "`\n")
     md.append(
         "Medians over repetitions, (min–max). *achieved C* = throughput × mean latency "
         "(Little's law): the concurrency really sustained. *upstream CPU* = the upstream "
@@ -515,7 +489,6 @@ def report(
     )
     md.append(markdown_table(summaries, order))
 
-    data: dict[str, Any] = {"ratios": {}, "added_cpu": {}, "cpu_flatness": {}}
     md.append("\n## Ratios (paired within each repetition; median (min–max))\n")
     md.append("| subject | vs | metric | " + " | ".join(f"C={c}" for c in cs) + " |")
     md.append("|---|---|---|" + "---:|" * len(cs))
@@ -578,25 +551,57 @@ def report(
             + f" | {flat['max_over_min']:.2f} |"
         )
 
-    if streams:
-        ss = summarize(streams)
-        md.append("\n## Streaming (simulator, 64 deltas per answer, no pacing)\n")
+
+def report(
+    args: argparse.Namespace,
+    env: dict[str, Any],
+    up: Upstream,
+    capacity: dict[str, Any],
+    points: list[PointResult],
+    streams: list[PointResult],
+    scaled: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    summaries = summarize(points)
+    md: list[str] = []
+    md.append(f"# llmlb_actors benchmark — {env['date']}\n")
+    md.append(
+        f"- Machine: {env['machine']}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average_start'])}, at end "
+        f"{', '.join(f'{x:.1f}' for x in env['load_average_end'])}"
+    )
+    md.append(f"- Python: {env['python']}")
+    md.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))
+    if up.kind == "nginx":
         md.append(
-            "| client | C | streams/s | chunks/s | time to first chunk p50 / p99 ms "
-            "| CPU µs/stream | simulator CPU % |"
+            f"- Upstream: nginx {env['nginx']} (1 worker, fixed chat.completion reply), "
+            f"pinned to core {UPSTREAM_CORE}; clients pinned to core {CLIENT_CORE}"
         )
-        md.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in sorted(ss, key=lambda k: (k[0] != "llmlb-stream", k[1])):
-            s = ss[key]
-            md.append(
-                f"| {LABELS.get(key[0], key[0])} | {key[1]} "
-                f"| {s.median(lambda r: r.rps):,.0f} "
-                f"| {s.median(lambda r: r.extra.get('chunks_per_s', 0.0)):,.0f} "
-                f"| {s.median(lambda r: r.extra.get('ttfc_p50_ms', 0.0)):.2f} / "
-                f"{s.median(lambda r: r.extra.get('ttfc_p99_ms', 0.0)):.2f} "
-                f"| {s.median(lambda r: r.cpu_us_per_req):,.0f} "
-                f"| {s.median(lambda r: r.upstream_cpu_pct):.0f} |"
-            )
+    else:
+        md.append(
+            "- Upstream: **the llmlb_actors simulator in its own process (nginx is not "
+            "installed)**: it may limit throughput; check the upstream CPU column"
+        )
+    cap = "; ".join(
+        f"C={c}: {capacity[c]['rps']:,.0f} req/s "
+        f"(upstream CPU {capacity[c]['upstream_cpu_pct']:.0f}%)"
+        for c in ("1", "64")
+        if c in capacity
+    )
+    md.append(f"- Upstream alone ({capacity.get('tool')} on the client core): {cap}")
+    md.append(
+        f"- Interleaved: {args.reps} repetitions × C in {args.concurrency} × "
+        f"{len(args.configs)} configurations, each point a fresh process; "
+        f"warm-up {args.warmup:g} s, window {args.measure:g} s "
+        f"(LiteLLM: {args.litellm_requests} requests); httpx and LiteLLM only up to "
+        f"C={args.slow_max_concurrency}"
+    )
+    md.append("- Command: `" + " ".join(["python -m benchmarks.run", *sys.argv[1:]]) + "`\n")
+    data: dict[str, Any] = {"ratios": {}, "added_cpu": {}, "cpu_flatness": {}}
+    if points:
+        _whole_report(args, points, md, data)
+    if streams:
+        text, data["streaming"] = stream_report(streams, up.kind)
+        md.append(text)
 
     if scaled:
         md.append("\n## Scale\n")
@@ -686,11 +691,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for c in ("1", "64")
             )
         )
-        print(f"\nInterleaved run: {args.reps} reps × C={args.concurrency} × {args.configs}")
-        points = interleaved(args, up, args.configs, args.concurrency)
-        streams = [] if args.no_stream else streaming(args)
+        points: list[PointResult] = []
+        if args.scenario != "stream":
+            print(f"\nInterleaved run: {args.reps} reps × C={args.concurrency} × {args.configs}")
+            points = interleaved(args, up, args.configs, args.concurrency)
+        streams = [] if args.no_stream else run_streams(args, up, run_point, _progress)
         scaled = {} if args.no_scale else scale(args, up)
-        profiles = {} if args.no_profile else profile(args, up, args.out)
+        profiles: dict[str, str] = {}
+        if not args.no_profile:
+            if args.scenario != "stream":
+                profiles.update(profile(args, up, args.out))
+            if streams:
+                profiles.update(profile(args, up, args.out, "llmlb-stream-3"))
     env["load_average_end"] = os.getloadavg()
     env["wall_seconds"] = time.perf_counter() - started
     md, data = report(args, env, up, capacity, points, streams, scaled)
@@ -731,6 +743,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.full:
             shutil.copyfile(png, os.path.join(HERE, "bench.png"))
             print("full run: copied the plot to benchmarks/bench.png")
+    if streams:
+        stream_png = os.path.join(args.out, "stream.png")
+        stream_plot(
+            summarize(streams),
+            stream_png,
+            f"{env['date']} · {env['machine']} · {env['python'].split(' (')[0]} · "
+            f"upstream {up.kind}, SSE",
+        )
+        print(f"wrote {args.out}/stream.png")
+        if args.stream_full and up.kind == "nginx":
+            shutil.copyfile(stream_png, os.path.join(HERE, "stream.png"))
+            print("full streaming run: copied the plot to benchmarks/stream.png")
     return 0
 
 

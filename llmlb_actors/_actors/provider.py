@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -19,9 +20,10 @@ from ._call import Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from .._config import BalancerConfig, ProviderConfig
+    from .._models import LLMRequest
     from ..providers._base import BaseProvider
 
 __all__ = ["ProviderActor"]
@@ -295,8 +297,8 @@ class ProviderActor:
             error = exc
         finally:
             # On a crash or shutdown the caller must see a broken stream, not a clean end.
-            if stream is not None and stream.send is not None:
-                stream.send.close()
+            if stream is not None and stream.handle is not None:
+                stream.handle.end()
         running.clear()
         call.scope = None  # from now on the caller's abandon must not reach this worker
         self._settle(call, attempt, start, response, error, stream, interrupted=False)
@@ -393,15 +395,28 @@ class ProviderActor:
     async def _stream(
         self, call: Call, attempt: int, scope: trio.CancelScope, start: float, state: _StreamState
     ) -> None:
-        """Open the stream, commit on the first chunk, then pump chunks to the caller.
+        """Open the stream, commit on the first chunk, then hand chunks to the caller.
 
-        Before the commit an `LLMError` propagates (the attempt failed and may be
-        retried elsewhere); after it, errors reach the caller through the handle.
+        Chunks travel in batches: all that one read of the body completed, in one
+        hand-over and one wake-up of the caller, with the idle deadline moved once
+        per read. Before the commit an `LLMError` propagates (the attempt failed
+        and may be retried elsewhere); after it, errors reach the caller through
+        the handle.
         """
         idle = self.balancer_config.stream_idle_timeout
-        async with self.provider.stream(call.request) as chunks:
-            first = await anext(aiter(chunks), None)
-            if first is None:
+        provider = self.provider
+        # `HTTPProvider.stream_batches` hands over what each read completed, with the
+        # chunks already stamped with this provider's name; any other provider
+        # streams one chunk at a time.
+        by_read = getattr(provider, "stream_batches", None)
+        opened = (
+            by_read(call.request, self.name)
+            if by_read is not None
+            else _one_per_batch(provider, call.request)
+        )
+        async with opened as batches:
+            first = await anext(batches, None)
+            if not first:
                 raise LLMError(
                     "stream ended before its first chunk",
                     provider=self.name,
@@ -411,22 +426,18 @@ class ProviderActor:
             now = trio.current_time()
             self.stats.first_token(now - start)
             self.circuit.record_success()
-            state.usage = first.usage
-            send, recv = trio.open_memory_channel[StreamChunk](1)
-            state.send = send
-            state.handle = StreamHandle(first, recv, self.name, call)
-            call.resolve(attempt, state.handle)
+            handle = state.handle = StreamHandle(first, self.name, call)
+            _take_usage(state, first)
+            call.resolve(attempt, handle)
             scope.deadline = now + idle
             try:
-                async for chunk in chunks:
+                async for batch in batches:
                     scope.deadline = trio.current_time() + idle
-                    if chunk.usage is not None:
-                        state.usage = chunk.usage
-                    try:
-                        send.send_nowait(chunk)  # no scheduler pass while the caller keeps up
-                    except trio.WouldBlock:
-                        await send.send(chunk)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if batch:
+                        _take_usage(state, batch)
+                        await handle.put(batch)
+                await handle.complete()
+            except trio.ClosedResourceError:
                 call.abandon()  # the caller left early: close the upstream now
 
     def _end_stream(
@@ -439,7 +450,6 @@ class ProviderActor:
         retry: bool,
     ) -> None:
         assert state.handle is not None
-        assert state.send is not None
         now = trio.current_time()
         self.held.discard(call)
         self.active -= 1
@@ -542,12 +552,38 @@ class ProviderActor:
 class _StreamState:
     """What a streamed attempt left behind for `ProviderActor._end_stream`."""
 
-    __slots__ = ("handle", "send", "usage")
+    __slots__ = ("handle", "usage")
 
     def __init__(self) -> None:
         self.handle: StreamHandle | None = None
-        self.send: trio.MemorySendChannel[StreamChunk] | None = None
         self.usage: Usage | None = None
+
+
+def _take_usage(state: _StreamState, batch: list[StreamChunk]) -> None:
+    """The stream's usage is the last one any chunk reported (the built-in
+    protocols put it on the final chunk, the last of its batch)."""
+    for chunk in reversed(batch):
+        if chunk.usage is not None:
+            state.usage = chunk.usage
+            return
+
+
+@asynccontextmanager
+async def _one_per_batch(
+    provider: BaseProvider, request: LLMRequest
+) -> AsyncIterator[AsyncIterator[list[StreamChunk]]]:
+    """A provider's own `stream`, one chunk per batch (it says nothing about reads)."""
+    async with provider.stream(request) as chunks:
+        batches = _singles(chunks)
+        try:
+            yield batches
+        finally:
+            await batches.aclose()
+
+
+async def _singles(chunks: AsyncIterator[StreamChunk]) -> AsyncGenerator[list[StreamChunk], None]:
+    async for chunk in chunks:
+        yield [chunk]
 
 
 class _Running:

@@ -847,6 +847,14 @@ class _BodyIterator:
     def __aiter__(self) -> _BodyIterator:
         return self
 
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived and was handed out: nothing is left to wait for
+        (a content-decoded body still has its decoder to finish: not complete)."""
+        response = self._response
+        reader = response._reader
+        return reader.complete and not reader.chunks and response._decoder is None
+
     async def __anext__(self) -> bytes:
         chunk = await self._response._next_chunk()
         if chunk is None:

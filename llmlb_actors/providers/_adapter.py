@@ -33,9 +33,24 @@ class StreamDecoder(abc.ABC):
     done: bool = False
     """True once the protocol's terminal event arrived."""
 
+    provider: str = ""
+    """The provider name its chunks carry: set for the balancer's streams, which
+    stamp every chunk with it (building it so is cheaper than a copy per chunk)."""
+
     @abc.abstractmethod
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         """Chunks for one event; raises `LLMError` for an in-stream error event."""
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        """Append to ``out`` the chunks for the events one read completed, given only
+        their ``data`` (undecoded), in order; stop at the terminal event.
+
+        Optional: a decoder that reads nothing but ``data`` (every built-in one)
+        implements it, and `HTTPProvider` then hands it whole reads instead of one
+        `SSEEvent` at a time. An error event raises `LLMError` after the chunks of
+        the events before it were appended.
+        """
+        raise NotImplementedError
 
     @abc.abstractmethod
     def finish(self) -> list[StreamChunk]:

@@ -24,6 +24,7 @@ from .._transport._base import (
     TransportError,
     TransportTimeout,
 )
+from ._adapter import StreamDecoder
 from ._base import BaseProvider
 from ._status import error_for_status
 
@@ -65,7 +66,19 @@ def _too_deep(provider: str) -> LLMError:
     )
 
 
+async def _flatten(
+    batches: AsyncIterator[list[StreamChunk]],
+) -> AsyncGenerator[StreamChunk, None]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
+
+
 async def _drain(body: AsyncIterator[bytes]) -> None:
+    if getattr(body, "complete", False):
+        # The trio transport knows the body ended (it usually ends in the same read
+        # as the terminal event): no timed wait, whose cancel scope costs ~10 µs.
+        return
     seen = 0
     with trio.move_on_after(_DRAIN_SECONDS):
         try:
@@ -168,21 +181,39 @@ class HTTPProvider(BaseProvider):
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        async with self.stream_batches(request) as batches:
+            chunks = _flatten(batches)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+
+    @asynccontextmanager
+    async def stream_batches(
+        self, request: LLMRequest, provider: str = ""
+    ) -> AsyncIterator[AsyncIterator[list[StreamChunk]]]:
+        """`stream`, one list per read of the body: every chunk the read completed.
+
+        Chunks carry ``provider`` as their provider name. What the balancer's
+        streams read: one hand-over per read instead of one per chunk.
+        """
         http_request = self.adapter.build_request(request, stream=True)
-        with map_transport_errors(self.name):
+        try:
             cm = self.transport.stream(http_request)
             response = await cm.__aenter__()
+        except TransportError as exc:  # not map_transport_errors: no generator per stream
+            raise transport_error(self.name, exc) from exc
         try:
             if not 200 <= response.status < 300:
                 with map_transport_errors(self.name):
                     body = await response.aread()
                 raise self._parse_error(response.status, response.headers, body)
             stream = response.aiter_bytes()
-            chunks = self._chunks(stream)
+            batches = self._batches(stream, provider)
             try:
-                yield chunks
+                yield batches
             finally:
-                await chunks.aclose()
+                await batches.aclose()
                 # Close the body iterator too: async generators left to the GC warn under trio.
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
@@ -191,36 +222,56 @@ class HTTPProvider(BaseProvider):
         finally:
             await cm.__aexit__(None, None, None)
 
-    async def _chunks(self, body: AsyncIterator[bytes]) -> AsyncGenerator[StreamChunk, None]:
+    async def _batches(
+        self, body: AsyncIterator[bytes], provider: str
+    ) -> AsyncGenerator[list[StreamChunk], None]:
         decoder = self.adapter.stream_decoder()
+        decoder.provider = provider
         sse = SSEDecoder(max_line_bytes=MAX_SSE_LINE_BYTES, max_event_bytes=MAX_SSE_EVENT_BYTES)
-        try:
-            while not decoder.done:
-                with map_transport_errors(self.name):
-                    data = await anext(body, None)
-                if data is None:
-                    for event in sse.close():
-                        for chunk in decoder.feed(event):
-                            yield chunk
-                    break
-                for event in sse.feed(data):
-                    for chunk in decoder.feed(event):
-                        yield chunk
-                    if decoder.done:
-                        break
-        except ValueError as exc:  # the SSE decoder's size limits
-            raise LLMError(
-                f"malformed event stream: {exc}",
-                provider=self.name,
-                retryable=True,
-                kind="protocol",
-            ) from exc
-        except RecursionError:
-            raise _too_deep(self.name) from None
+        # Decoders that read only `data` take every event of a read at once.
+        by_data = type(decoder).feed_data is not StreamDecoder.feed_data
+        name = self.name
+        while not decoder.done:
+            try:
+                data = await anext(body, None)
+            except TransportError as exc:
+                raise transport_error(name, exc) from exc
+            if data is None:
+                sse.close()  # an event the body left unfinished is dropped
+                break
+            out: list[StreamChunk] = []
+            error: LLMError | None = None
+            try:
+                if by_data:
+                    datas = sse.feed_data(data)
+                    if datas:
+                        decoder.feed_data(datas, out)
+                else:
+                    for event in sse.feed(data):
+                        out += decoder.feed(event)
+                        if decoder.done:
+                            break
+            except LLMError as exc:
+                error = exc
+            except ValueError as exc:  # the SSE decoder's size limits
+                error = LLMError(
+                    f"malformed event stream: {exc}",
+                    provider=name,
+                    retryable=True,
+                    kind="protocol",
+                )
+            except RecursionError:
+                error = _too_deep(name)
+            # The chunks of the events before a failing one still reach the caller.
+            if out:
+                yield out
+            if error is not None:
+                raise error
         if decoder.done:
             await _drain(body)
-        for chunk in decoder.finish():
-            yield chunk
+        final = decoder.finish()
+        if final:
+            yield final
 
     async def check_health(self) -> bool:
         """True if the API answers its cheapest authenticated call; a failure raises the

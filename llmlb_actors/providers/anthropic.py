@@ -23,6 +23,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     protocol_error,
     truncated_error,
@@ -232,38 +233,48 @@ class _StreamDecoder(StreamDecoder):
         self._stop: str | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        if not event.data.strip():
-            return []
-        ev = decode(_EVENT, event.data, self._name, _LABEL)
-        kind = ev.type
-        if kind == "content_block_delta":
-            delta = ev.delta
-            if delta is not None and delta.type == "text_delta" and delta.text:
-                return [StreamChunk(delta=delta.text)]
-            return []  # input_json_delta, thinking_delta, signature_delta: not text
-        if kind == "message_delta":
-            if ev.delta is not None and ev.delta.stop_reason is not None:
-                self._stop = ev.delta.stop_reason
-            self._take_usage(ev.usage)
-            return []
-        if kind == "message_start":
-            if ev.message is None:
-                raise protocol_error(self._name, _LABEL, "message_start without a message")
-            self._model = ev.message.model or self._model
-            self._take_usage(ev.message.usage)
-            return []
-        if kind == "message_stop":
-            self.done = True
-            return [
-                StreamChunk(
-                    finish_reason=_finish(self._stop),
-                    usage=usage(self._input, self._output),
-                    model=self._model,
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                ev = _EVENT.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+            kind = ev.type
+            if kind == "content_block_delta":
+                delta = ev.delta
+                if delta is not None and delta.type == "text_delta" and delta.text:
+                    out.append(StreamChunk(delta=delta.text, provider=provider))
+                # input_json_delta, thinking_delta, signature_delta: not text
+            elif kind == "message_delta":
+                if ev.delta is not None and ev.delta.stop_reason is not None:
+                    self._stop = ev.delta.stop_reason
+                self._take_usage(ev.usage)
+            elif kind == "message_start":
+                if ev.message is None:
+                    raise protocol_error(name, _LABEL, "message_start without a message")
+                self._model = ev.message.model or self._model
+                self._take_usage(ev.message.usage)
+            elif kind == "message_stop":
+                self.done = True
+                out.append(
+                    StreamChunk(
+                        finish_reason=_finish(self._stop),
+                        usage=usage(self._input, self._output),
+                        model=self._model,
+                        provider=provider,
+                    )
                 )
-            ]
-        if kind == "error":
-            raise self._error(ev.error)
-        return []  # ping, content_block_start/stop, and types added later
+                return
+            elif kind == "error":
+                raise self._error(ev.error)
+            # ping, content_block_start/stop, and types added later: nothing to say
 
     def _take_usage(self, u: _Usage | None) -> None:
         if u is None:

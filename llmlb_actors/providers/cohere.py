@@ -24,6 +24,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     protocol_error,
     truncated_error,
@@ -212,34 +213,44 @@ class _StreamDecoder(StreamDecoder):
         self._usage: _Usage | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = event.data
-        if data.startswith("[DONE]"):
-            return self._end()
-        if not data.strip():
-            return []
-        ev = decode(_EVENT, data, self._name, _LABEL)
-        kind = ev.type
-        delta = ev.delta
-        if kind == "content-delta":
-            if delta is None or delta.message is None:
-                raise protocol_error(self._name, _LABEL, "content-delta without delta.message")
-            content = delta.message.content
-            if isinstance(content, _DeltaContent) and content.text:
-                return [StreamChunk(delta=content.text)]
-            return []
-        if kind == "message-end":
-            if delta is not None:
-                if delta.error:
-                    raise LLMError(
-                        f"error in stream: {delta.error}",
-                        provider=self._name,
-                        retryable=True,
-                        kind="http",
-                    )
-                self._finish = delta.finish_reason
-                self._usage = delta.usage
-            return self._end()
-        return []  # message-start, content-start/-end, tool and citation events, debug
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            if data.startswith(b"[DONE]"):
+                out += self._end()
+                return
+            try:
+                ev = _EVENT.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+            kind = ev.type
+            delta = ev.delta
+            if kind == "content-delta":
+                if delta is None or delta.message is None:
+                    raise protocol_error(name, _LABEL, "content-delta without delta.message")
+                content = delta.message.content
+                if isinstance(content, _DeltaContent) and content.text:
+                    out.append(StreamChunk(delta=content.text, provider=provider))
+            elif kind == "message-end":
+                if delta is not None:
+                    if delta.error:
+                        raise LLMError(
+                            f"error in stream: {delta.error}",
+                            provider=name,
+                            retryable=True,
+                            kind="http",
+                        )
+                    self._finish = delta.finish_reason
+                    self._usage = delta.usage
+                out += self._end()
+                return
+            # message-start, content-start/-end, tool and citation events, debug: nothing
 
     def _end(self) -> list[StreamChunk]:
         self.done = True
@@ -248,6 +259,7 @@ class _StreamDecoder(StreamDecoder):
                 finish_reason=_finish(self._finish),
                 usage=None if self._usage is None else self._usage.to_usage(),
                 model=self._model,
+                provider=self.provider,
             )
         ]
 

@@ -27,6 +27,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     protocol_error,
     truncated_error,
@@ -328,25 +329,43 @@ class _StreamDecoder(StreamDecoder):
         self._usage: _UsageMetadata | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        if not event.data.strip():
-            return []
-        resp = decode(_RESPONSE, event.data, self._name, _LABEL)
-        if resp.error is not None:
-            raise self._error(resp.error)
-        if resp.usage_metadata is not None:
-            self._usage = resp.usage_metadata  # cumulative: keep the last
-        if resp.model_version:
-            self._model = resp.model_version
-        if not resp.candidates:
-            feedback = resp.prompt_feedback
-            if feedback is not None and feedback.block_reason:
-                self._finish = "content_filter"
-            return []
-        candidate = resp.candidates[0]
-        if candidate.finish_reason is not None:
-            self._finish = _finish(candidate.finish_reason)
-        text = _text(candidate)
-        return [StreamChunk(delta=text)] if text else []
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                resp = _RESPONSE.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                resp = decode(_RESPONSE, data.decode("utf-8", "replace"), name, _LABEL)
+            if resp.error is not None:
+                raise self._error(resp.error)
+            if resp.usage_metadata is not None:
+                self._usage = resp.usage_metadata  # cumulative: keep the last
+            if resp.model_version:
+                self._model = resp.model_version
+            candidates = resp.candidates
+            if not candidates:
+                feedback = resp.prompt_feedback
+                if feedback is not None and feedback.block_reason:
+                    self._finish = "content_filter"
+                continue
+            candidate = candidates[0]
+            if candidate.finish_reason is not None:
+                self._finish = _finish(candidate.finish_reason)
+            content = candidate.content
+            if content is not None:
+                parts = content.parts
+                if len(parts) == 1 and not parts[0].thought:
+                    text = parts[0].text
+                else:
+                    text = "".join([p.text for p in parts if not p.thought])
+                if text:
+                    out.append(StreamChunk(delta=text, provider=provider))
 
     def finish(self) -> list[StreamChunk]:
         if self._finish is None:
@@ -357,6 +376,7 @@ class _StreamDecoder(StreamDecoder):
                 finish_reason=self._finish,
                 usage=None if self._usage is None else self._usage.to_usage(),
                 model=self._model,
+                provider=self.provider,
             )
         ]
 

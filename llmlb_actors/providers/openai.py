@@ -21,6 +21,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     protocol_error,
     truncated_error,
@@ -307,37 +308,54 @@ class _StreamDecoder(StreamDecoder):
         self._usage: _Usage | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = event.data
-        if data.startswith("[DONE]"):
-            self.done = True
-            return [
-                StreamChunk(
-                    finish_reason=_finish(self._finish),
-                    usage=None if self._usage is None else self._usage.to_usage(),
-                    model=self._model,
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                chunk = _CHUNK.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # Off the hot path: the terminal marker, keep-alives, invalid UTF-8
+                # (read as the replacement character, as the event decoder does).
+                if data.startswith(b"[DONE]"):
+                    self.done = True
+                    out.append(
+                        StreamChunk(
+                            finish_reason=_finish(self._finish),
+                            usage=None if self._usage is None else self._usage.to_usage(),
+                            model=self._model,
+                            provider=provider,
+                        )
+                    )
+                    return
+                if not data.strip():
+                    continue  # an empty keep-alive event carries nothing to parse
+                chunk = decode(_CHUNK, data.decode("utf-8", "replace"), name, self._label)
+            if chunk.error is not None:
+                raise self._error(chunk.error)
+            if chunk.object == "error":
+                raise self._error(
+                    _ErrorInfo(message=chunk.message, type=chunk.type, code=chunk.code)
                 )
-            ]
-        if not data.strip():
-            return []  # an empty keep-alive event carries nothing to parse
-        chunk = decode(_CHUNK, data, self._name, self._label)
-        if chunk.error is not None:
-            raise self._error(chunk.error)
-        if chunk.object == "error":
-            raise self._error(_ErrorInfo(message=chunk.message, type=chunk.type, code=chunk.code))
-        if chunk.usage is not None:
-            self._usage = chunk.usage  # some servers send a running total on every chunk
-        if chunk.model:
-            self._model = chunk.model
-        if not chunk.choices:
-            return []
-        choice = chunk.choices[0]
-        if choice.finish_reason is not None:
-            self._finish = choice.finish_reason
-        if choice.delta is not None:
-            text = _text(choice.delta.content)
-            if text:
-                return [StreamChunk(delta=text)]
-        return []
+            if chunk.usage is not None:
+                self._usage = chunk.usage  # some servers send a running total on every chunk
+            if chunk.model:
+                self._model = chunk.model
+            choices = chunk.choices
+            if not choices:
+                continue
+            choice = choices[0]
+            if choice.finish_reason is not None:
+                self._finish = choice.finish_reason
+            delta = choice.delta
+            if delta is not None:
+                content = delta.content
+                if content:
+                    text = content if type(content) is str else _text(content)
+                    if text:
+                        out.append(StreamChunk(delta=text, provider=provider))
 
     def finish(self) -> list[StreamChunk]:
         if not self.done:

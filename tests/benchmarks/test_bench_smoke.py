@@ -14,6 +14,7 @@ import pytest
 
 from benchmarks._report import added_cpu, markdown_table, ratios, summarize
 from benchmarks._results import PointResult, PointSpec, percentile
+from benchmarks._streaming import cpu_per_chunk, stream_report
 from benchmarks._upstream import run_simulator
 from benchmarks._worker import measure
 from benchmarks.run import DEFAULT_CONCURRENCY, parse_args
@@ -81,6 +82,23 @@ def test_stream_point_reports_chunks(simulator: Upstream) -> None:
     assert result.extra["chunks"] >= 2 * result.requests
     assert 0 < result.extra["ttfc_p50_ms"] <= result.extra["ttfc_p99_ms"] <= result.p99_ms
     assert result.extra["chunks_per_s"] > result.rps
+
+
+def test_streaming_run_reports_cpu_per_chunk_and_ratios(simulator: Upstream) -> None:
+    # The streaming configurations against the simulator (nginx-only shapes are skipped
+    # by the runner): the reference and llmlb's 3-provider stream, and the report.
+    results = [
+        measure(_spec(config, simulator, concurrency=4))
+        for config in ("aiohttp-stream", "llmlb-stream-3", "llmlb-stream-provider")
+    ]
+    for r in results:
+        _check_sane(r, r.config, 4)
+        assert r.extra["chunks"] >= 2 * r.requests
+        assert cpu_per_chunk(r) == pytest.approx(r.cpu_us_per_req * r.requests / r.extra["chunks"])
+    text, data = stream_report(results, "simulator")
+    assert "| aiohttp on asyncio, raw SSE (reference) | 4 |" in text
+    assert "llmlb-stream-3/aiohttp-stream/CPU/chunk" in data["ratios"]
+    assert set(data["summaries"]) == {f"{r.config}@4" for r in results}
 
 
 @pytest.mark.parametrize("config", ["llmlb-aio", "llmlb-aio-guest"])
@@ -165,6 +183,13 @@ def test_quick_and_full_arguments() -> None:
     assert {"llmlb-aio", "llmlb-sync", "litellm-sync"} <= set(full.configs)
     assert "litellm-sync" not in quick.configs
     assert not parse_args(["--reps", "1"]).full
+    stream = parse_args(["--scenario", "stream"])
+    assert stream.stream_full
+    assert not stream.full
+    assert stream.no_scale
+    assert stream.stream_concurrency == [1, 64, 512]
+    assert "aiohttp-stream" in stream.stream_configs
+    assert parse_args(["--scenario", "whole"]).no_stream
     frontends = parse_args(["--scenario", "frontends"])
     assert frontends.configs == [
         "aiohttp",
