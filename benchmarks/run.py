@@ -10,6 +10,8 @@ refreshes the committed ``benchmarks/bench.png`` and ``benchmarks/stream.png``.
 
 ``--scenario stream`` runs the streaming part alone (and its profile);
 ``--quick`` is a smoke run of well under a minute; see ``--help``.
+``--scenario quota [its options]`` runs the quota scenario (``benchmarks/quota.py``)
+instead; a full default run ends with it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ SCENARIOS: dict[str, dict[str, list[Any]]] = {
         "concurrency": [64, 512],
     },
 }
+#: Scenarios with their own runner (``--scenario NAME [its options]``): a module with
+#: ``main(argv) -> int`` each. ``quota``: pooled quota, side by side (issue 14).
+MODULE_SCENARIOS = {"quota": "benchmarks.quota"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -103,10 +108,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
     p.add_argument(
         "--scenario",
-        choices=sorted([*SCENARIOS, "stream", "whole"]),
+        choices=sorted([*SCENARIOS, "stream", "whole", *MODULE_SCENARIOS]),
         help="a named subset. stream: the streaming run and its profile only; whole: no "
         "streaming run; frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, "
-        "litellm-sync at C=64,512, no stream/scale/profile",
+        "litellm-sync at C=64,512, no stream/scale/profile; quota: its own runner "
+        "(benchmarks/quota.py, its options after it)",
     )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
@@ -141,6 +147,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-scale", action="store_true", help="skip the scale checks")
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
+    p.add_argument(
+        "--no-scenarios",
+        action="store_true",
+        help=f"a full run skips {', '.join(MODULE_SCENARIOS)}",
+    )
     p.add_argument("--inflight", type=int, help="requests in flight at once (default 10000)")
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
@@ -667,7 +678,23 @@ def _upstream(args: argparse.Namespace) -> Iterator[Upstream]:
         yield up
 
 
+def run_scenario(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    if name not in MODULE_SCENARIOS:
+        print(f"unknown scenario {name!r}; expected one of {', '.join(MODULE_SCENARIOS)}")
+        return 2
+    scenario_main = importlib.import_module(MODULE_SCENARIOS[name]).main
+    return int(scenario_main(list(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scenario" in argv:
+        at = argv.index("--scenario")
+        name = argv[at + 1] if at + 1 < len(argv) else ""
+        if name in MODULE_SCENARIOS:
+            return run_scenario(name, argv[:at] + argv[at + 2 :])
     args = parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("!! fewer than 2 cores: client and upstream will share one core")
@@ -755,6 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.stream_full and up.kind == "nginx":
             shutil.copyfile(stream_png, os.path.join(HERE, "stream.png"))
             print("full streaming run: copied the plot to benchmarks/stream.png")
+    if args.full and not args.no_scenarios:
+        for name in MODULE_SCENARIOS:
+            run_scenario(name, ["--out", args.out])
     return 0
 
 

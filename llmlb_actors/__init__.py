@@ -20,6 +20,7 @@ from ._errors import LLMError as LLMError
 from ._errors import LLMLBError as LLMLBError
 from ._errors import LoadBalancerError as LoadBalancerError
 from ._errors import OverloadedError as OverloadedError
+from ._errors import RateLimitedError as RateLimitedError
 from ._errors import StrategyError as StrategyError
 from ._loading import load_config as load_config
 from ._models import LLMRequest as LLMRequest
@@ -52,6 +53,7 @@ __all__ = [
     "ProviderHealth",
     "ProviderState",
     "ProviderStats",
+    "RateLimitedError",
     "StrategyError",
     "StreamChunk",
     "Usage",

@@ -6,6 +6,7 @@ import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from ._actors._call import StreamHandle
@@ -17,6 +18,9 @@ from ._config import BalancerConfig, ProviderConfig, resolve_api_key, with_api_k
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
+from ._quota._estimate import TiktokenEstimator, default_estimator, estimate_chars
+from ._quota._gate import QuotaGate
+from ._quota._store import InProcessQuotaStore
 from ._stats import ProviderHealth
 from ._transport._base import Transport, TransportLimits
 from ._transport._settings import TransportSet
@@ -33,6 +37,35 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "open_balancer"]
 
 
+def _quota_gate(config: BalancerConfig) -> QuotaGate | None:
+    """The balancer's quota gate (``quota="on"``), over the configured or in-process store."""
+    if config.quota == "off":
+        return None
+    estimator = config.token_estimator
+    if estimator == "auto":
+        estimator = default_estimator()
+    elif estimator == "chars":
+        estimator = estimate_chars
+    elif estimator == "tiktoken":
+        estimator = TiktokenEstimator()
+    assert callable(estimator)
+    store = config.quota_store or InProcessQuotaStore()
+    return QuotaGate(
+        store, estimator, probe=config.quota_probe, max_retry_after=config.max_retry_delay
+    )
+
+
+async def _load_encodings(quota: QuotaGate, providers: list[ProviderConfig]) -> None:
+    """Load tiktoken vocabularies in a thread, for models with token budgets; until then
+    (and if it fails) the character estimate answers."""
+    estimator = quota.estimator
+    if not isinstance(estimator, TiktokenEstimator):
+        return
+    for provider in providers:
+        if (provider.tpm or provider.tpd) and estimator.needs_load(provider.model):
+            await trio.to_thread.run_sync(estimator.load, provider.model, abandon_on_cancel=True)
+
+
 class Balancer:
     """A running balancer. Get one from `open_balancer`; all methods are trio-only."""
 
@@ -45,9 +78,17 @@ class Balancer:
         self.config = config
         self._transports = transports
         self._rng = rng
-        strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
-        self._dispatcher = Dispatcher(strategy, config.queue_size)
-        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
+        self._quota = quota = _quota_gate(config)
+        options = StrategyOptions.from_config(config, rng)
+        if quota is not None:
+            options = msgspec.structs.replace(
+                options, headroom=lambda name: quota.headroom(name, trio.current_time())
+            )
+        strategy = make_strategy(config.strategy, options=options)
+        self._dispatcher = Dispatcher(
+            strategy, config.queue_size, quota, fail_fast=config.on_overload == "fail"
+        )
+        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng, quota)
         self._requests = RequestLoop(config, self._dispatcher, rng)
 
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
@@ -130,7 +171,16 @@ class Balancer:
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        return self._requests.totals()
+        totals = self._requests.totals()
+        quota = self._quota
+        if quota is None:
+            return totals
+        return msgspec.structs.replace(
+            totals,
+            quota_waits=quota.waits,
+            quota_wait_seconds=quota.wait_seconds,
+            rate_limited=quota.refused,
+        )
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed, in config order."""
@@ -238,6 +288,8 @@ async def open_balancer(
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
             await nursery.start(balancer._supervisor.run)
+            if balancer._quota is not None:
+                nursery.start_soon(_load_encodings, balancer._quota, list(config.providers))
             try:
                 for provider in config.providers:
                     await balancer._supervisor.add(provider)

@@ -20,6 +20,8 @@ import msgspec
 
 from ._circuit import CircuitState
 from ._errors import ConfigError
+from ._quota._store import QuotaStore
+from ._quota._types import Limits
 from ._transport._base import Transport
 from ._transport._settings import (
     TRANSPORT_NAMES,
@@ -40,6 +42,7 @@ __all__ = [
     "with_api_keys",
 ]
 
+TOKEN_ESTIMATORS = ("auto", "chars", "tiktoken")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 # What both transports can put in a header: printable ASCII and tab. Anything else
 # (non-ASCII, control characters) would only fail when sent, inside the provider actor.
@@ -95,6 +98,17 @@ def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None
         raise ConfigError(f"{owner}{field} must be an integer, got {value!r}", field=field)
     if value < minimum:
         raise ConfigError(f"{owner}{field} must be >= {minimum}, got {value!r}", field=field)
+
+
+#: Budgets beyond this are not a real provider's (and would make pacing arithmetic absurd).
+MAX_BUDGET = 10**12
+
+
+def _check_positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}{field} must be a positive integer, got {value!r}", field=field)
+    if value > MAX_BUDGET:
+        raise ConfigError(f"{owner}{field} must be <= {MAX_BUDGET:.0e}, got {value!r}", field=field)
 
 
 class _NamedFields(msgspec.StructMeta):
@@ -163,6 +177,13 @@ class ProviderConfig(
     api_version         None        API version header/path where the protocol has one
     proxy               None        ``http://[user:pass@]host:port`` for this provider
                                     only; wins over ``BalancerConfig.proxy``
+    rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in
+                                    any rolling 1-second window
+    tpm                 None        tokens per minute: a bucket of ``tpm`` refilling
+                                    ``tpm / 60`` per second
+    rpd, tpd            None        requests / tokens in any rolling 24 hours
+    default_max_tokens  None        completion tokens reserved for a request that sets
+                                    no ``max_tokens``
     ==================  ==========  ===================================================
     """
 
@@ -181,6 +202,11 @@ class ProviderConfig(
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
     proxy: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    default_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -212,6 +238,10 @@ class ProviderConfig(
         _check_count(who, "max_concurrency", self.max_concurrency, minimum=1)
         if self.mailbox_size is not None:
             _check_count(who, "mailbox_size", self.mailbox_size, minimum=1)
+        for budget in ("rpm", "tpm", "rpd", "tpd", "default_max_tokens"):
+            value = getattr(self, budget)
+            if value is not None:
+                _check_positive_int(who, budget, value)
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
@@ -273,6 +303,11 @@ class ProviderConfig(
             "takes none (a local vLLM or Ollama) set api_key_required=False",
             field="api_key",
         )
+
+    @property
+    def limits(self) -> Limits:
+        """The configured budgets (``rpm``, ``tpm``, ``rpd``, ``tpd``)."""
+        return Limits(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd, tpd=self.tpd)
 
     @property
     def protocol(self) -> str | type[BaseProvider]:
@@ -352,7 +387,9 @@ class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
 
 #: The strategy names a config may use. Each has a factory in the registry
 #: `llmlb_actors.strategies.STRATEGIES`, keyed by this type (a test checks both agree).
-StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+StrategyName = Literal[
+    "round-robin", "failover", "weighted", "least-busy", "latency", "quota", "custom"
+]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
@@ -401,6 +438,16 @@ class BalancerConfig(
                                           instead of the system store
     ssl_context             None          an ``ssl.SSLContext`` used as given
     seed                    None          seeds jitter and weighted picks (reproducible)
+    quota                   on            ``on``: pace to providers' budgets (configured
+                                          and learned from headers); ``off``: send
+                                          blindly and back off on 429, as before
+    quota_store             None          a `QuotaStore` (default: in-process)
+    quota_probe             False         a provider with no configured limits takes
+                                          one attempt at a time until its first answer
+                                          (whose headers say its limits)
+    token_estimator         auto          ``auto`` (tiktoken if installed, else
+                                          characters), ``chars``, ``tiktoken``, or
+                                          callable(request, model) -> prompt tokens
     ======================  ============  ===============================================
     """
 
@@ -430,6 +477,10 @@ class BalancerConfig(
     ca_bundle: str | None = None
     ssl_context: ssl.SSLContext | None = None
     seed: int | None = None
+    quota: Literal["on", "off"] = "on"
+    quota_store: QuotaStore | None = None
+    quota_probe: bool = False
+    token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -503,6 +554,33 @@ class BalancerConfig(
                 field="transport",
             )
         check_config(self)
+        self._check_quota()
+
+    def _check_quota(self) -> None:
+        if self.quota not in ("on", "off"):
+            raise ConfigError(f"quota must be 'on' or 'off', got {self.quota!r}", field="quota")
+        if not isinstance(self.quota_probe, bool):
+            raise ConfigError("quota_probe must be a boolean", field="quota_probe")
+        if self.quota_store is not None and not isinstance(self.quota_store, QuotaStore):
+            raise ConfigError(
+                f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",
+                field="quota_store",
+            )
+        estimator = self.token_estimator
+        if not callable(estimator) and estimator not in TOKEN_ESTIMATORS:
+            raise ConfigError(
+                f"token_estimator must be one of {', '.join(TOKEN_ESTIMATORS)} or a callable, "
+                f"got {estimator!r}",
+                field="token_estimator",
+            )
+        if estimator == "tiktoken":
+            try:
+                import tiktoken  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "token_estimator 'tiktoken' needs tiktoken: pip install 'llmlb-actors[tokens]'",
+                    field="token_estimator",
+                ) from None
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)

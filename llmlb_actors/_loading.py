@@ -51,6 +51,11 @@ class _ProviderFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mailbox_size: int | msgspec.UnsetType = _UNSET
     headers: dict[str, str] | msgspec.UnsetType = _UNSET
     api_version: str | msgspec.UnsetType = _UNSET
+    rpm: int | msgspec.UnsetType = _UNSET
+    tpm: int | msgspec.UnsetType = _UNSET
+    rpd: int | msgspec.UnsetType = _UNSET
+    tpd: int | msgspec.UnsetType = _UNSET
+    default_max_tokens: int | msgspec.UnsetType = _UNSET
     proxy: str | msgspec.UnsetType | None = _UNSET
 
 
@@ -85,12 +90,17 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     trust_env: bool | msgspec.UnsetType = _UNSET
     ca_bundle: str | msgspec.UnsetType | None = _UNSET
     seed: int | msgspec.UnsetType | None = _UNSET
+    quota: str | msgspec.UnsetType = _UNSET
+    quota_probe: bool | msgspec.UnsetType = _UNSET
+    token_estimator: str | msgspec.UnsetType = _UNSET
 
 
 _HINTS = {
     "api_key": "API keys are not read from files: set api_key_env to the name of an "
     "environment variable holding the key",
     "custom_strategy": "a custom strategy is a Python callable and cannot come from a file; "
+    "build the BalancerConfig in code",
+    "quota_store": "a quota store is a Python object and cannot come from a file; "
     "build the BalancerConfig in code",
     "ssl_context": "an ssl.SSLContext cannot come from a file; set ca_bundle to a PEM file "
     "instead, or build the BalancerConfig in code",

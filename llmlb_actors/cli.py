@@ -178,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the simulator with three providers (gamma is flaky: 503s and "
         "rare hangs), send prompts through the balancer with a live progress bar, and "
         "print per-provider stats and totals. Needs no keys and no network.",
-        epilog=_examples("llmlb demo", "llmlb demo --requests 1000 --strategy least-busy"),
+        epilog=_examples(
+            "llmlb demo",
+            "llmlb demo --requests 1000 --strategy least-busy",
+            "llmlb demo --scenario quota",
+        ),
         formatter_class=_HelpFormatter,
     )
     demo.add_argument(
@@ -194,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         metavar="N",
         help="requests in flight (default 32)",
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=("faults", "quota"),
+        default="faults",
+        help="faults (default): one provider is flaky; quota: providers with rate limits, "
+        "paced to their pooled quota with no 429s",
     )
     _add_strategy(demo)
     _add_seed(demo)

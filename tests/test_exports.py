@@ -58,6 +58,7 @@ def test_error_tree() -> None:
     assert issubclass(llmlb_actors.LoadBalancerError, llmlb_actors.LLMLBError)
     assert issubclass(llmlb_actors.ConfigError, llmlb_actors.LLMLBError)
     assert issubclass(llmlb_actors.ConfigError, ValueError)
+    assert issubclass(llmlb_actors.RateLimitedError, llmlb_actors.LoadBalancerError)
     assert issubclass(llmlb_actors.StrategyError, llmlb_actors.LoadBalancerError)
 
 

@@ -31,9 +31,9 @@ from .._models import LLMRequest, LLMResponse, StreamChunk
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["Call", "Outcome", "Reroute", "StreamHandle"]
+    from .._quota._types import Cost, Reservation
 
-_NEVER = float("inf")
+__all__ = ["Call", "Outcome", "Reroute", "StreamHandle"]
 
 
 class Reroute:
@@ -48,6 +48,9 @@ class Reroute:
 Outcome = Union[LLMResponse, LLMError, LoadBalancerError, Reroute, "StreamHandle"]
 
 
+_NO_DEADLINE = float("inf")
+
+
 class Call:
     """One request in flight. Strictly private."""
 
@@ -57,14 +60,17 @@ class Call:
         "abandoned",
         "assigned",
         "attempt",
+        "costs",
         "deadline",
         "errors",
         "outcome",
         "provider",
         "request",
+        "reservation",
         "scope",
         "stream",
         "waiter",
+        "waiting_since",
     )
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
@@ -80,8 +86,13 @@ class Call:
         self._counts: dict[str, int] | None = None  # from the second attempt on
         self.errors: list[LLMError] | None = None  # each failed attempt's, once one failed
         self.waiter: trio.lowlevel.Task | None = None
-        # When the whole request must end (trio time); the worker cuts an attempt there.
-        self.deadline = _NEVER
+        # Quota: when the request must have an answer by (its deadline), what it is
+        # expected to cost per model, what the running attempt reserved, and since when
+        # it has waited for a budget (None while it has not).
+        self.deadline = _NO_DEADLINE
+        self.costs: dict[tuple[str | None, int | None], Cost] | None = None
+        self.reservation: Reservation | None = None
+        self.waiting_since: float | None = None
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""

@@ -128,8 +128,8 @@ class RequestLoop:
             # paths (queued, retrying) by _until.
             limit = self._request_timeout
             scope = _NO_DEADLINE
-            if limit is not None:
-                call.deadline = start + limit
+        if limit is not None:
+            call.deadline = start + limit
         self._requests += 1
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None

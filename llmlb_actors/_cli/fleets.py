@@ -10,7 +10,7 @@ import msgspec
 
 from ..sim import OUTCOMES, Behaviour, SimProvider
 
-__all__ = ["DEFAULT_SIM_SPEC", "default_fleet", "demo_fleet", "parse_providers"]
+__all__ = ["DEFAULT_SIM_SPEC", "default_fleet", "demo_fleet", "parse_providers", "quota_fleet"]
 
 #: The default fleet: three protocols, so every command shows failover across APIs.
 DEFAULT_SIM_SPEC = "alpha:openai,beta:anthropic,gamma:gemini"
@@ -23,14 +23,18 @@ _BEHAVIOUR_KEYS = {
     "seed": "seed",
     "reply": "reply",
     "retry_after": "retry_after",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "rpd": "rpd",
 }
 _PROVIDER_KEYS = {"model": "model", "key": "api_key", "port": "port"}
-_INTS = {"chunks", "seed", "port"}
+_INTS = {"chunks", "seed", "port", "rpm", "tpm", "rpd"}
 
 SPEC_HELP = """\
 SPEC is a comma-separated list of NAME[:PROTOCOL][:OPTION=VALUE...]. PROTOCOL is
 openai (default), openai-compatible, anthropic, gemini, cohere or mistral.
 OPTIONs: latency, jitter, token_delay (seconds), chunks, seed, reply, retry_after,
+rpm, tpm, rpd (quotas: 429 past them, with the protocol's rate-limit headers),
 model, key (the API key it demands; default: any), port, and any outcome name
 with its probability per request, e.g. 503=0.1, 429=0.05, hang=0.01, reset=0.01."""
 
@@ -107,3 +111,24 @@ def demo_fleet() -> list[SimProvider]:
         ),
     }
     return [msgspec.structs.replace(p, behaviour=behaviours[p.name]) for p in default_fleet()]
+
+
+def quota_fleet() -> list[SimProvider]:
+    """Three providers with quotas (pooled 1,500 rpm) for ``llmlb demo --scenario quota``."""
+    return [
+        SimProvider(
+            name="alpha",
+            protocol="openai",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=600, seed=1),
+        ),
+        SimProvider(
+            name="beta",
+            protocol="anthropic",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=600, seed=2),
+        ),
+        SimProvider(
+            name="gamma",
+            protocol="openai",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=300, seed=3),
+        ),
+    ]

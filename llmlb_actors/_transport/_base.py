@@ -16,16 +16,18 @@ layer maps to `LLMError` in one place. Redirects are never followed.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
 __all__ = [
+    "ON_SEND",
     "ConnectError",
     "ConnectTimeout",
     "ContentEncodingError",
@@ -47,6 +49,13 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
 ]
+
+
+#: A callback a transport calls, in the sending task, right before a request's bytes go
+#: out (after any connection set-up). The quota layer stamps its request window with it:
+#: a fresh connection (a TLS handshake) can take longer than the window's margin.
+#: ``None``: nobody listens. Transports that cannot tell (httpx) do not call it.
+ON_SEND: ContextVar[Callable[[], None] | None] = ContextVar("llmlb_on_send", default=None)
 
 
 class HTTPRequest(NamedTuple):

@@ -37,6 +37,7 @@ import httptools
 import trio
 
 from ._base import (
+    ON_SEND,
     ConnectError,
     ConnectTimeout,
     ContentEncodingError,
@@ -591,6 +592,9 @@ class TrioTransport:
         """
         if deadlines is not None:
             deadlines.writing()
+        on_send = ON_SEND.get()
+        if on_send is not None:
+            on_send()
         try:
             await conn.send_all(head)
             if body is not None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import LLMError
+from .._quota._observe import deposit
+from .._quota._observe import wanted as quota_wanted
 from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
@@ -161,6 +163,8 @@ class HTTPProvider(BaseProvider):
             response = await self.transport.request(http_request)
         except TransportError as exc:  # not map_transport_errors: 3 objects per request
             raise transport_error(self.name, exc) from exc
+        if quota_wanted():
+            deposit(self.adapter.rate_limits(response.status, response.headers, response.body))
         if 200 <= response.status < 300:
             try:
                 return self.adapter.parse_response(response.status, response.headers, response.body)
@@ -207,7 +211,11 @@ class HTTPProvider(BaseProvider):
             if not 200 <= response.status < 300:
                 with map_transport_errors(self.name):
                     body = await response.aread()
+                if quota_wanted():
+                    deposit(self.adapter.rate_limits(response.status, response.headers, body))
                 raise self._parse_error(response.status, response.headers, body)
+            if quota_wanted():
+                deposit(self.adapter.rate_limits(response.status, response.headers, None))
             stream = response.aiter_bytes()
             batches = self._batches(stream, provider)
             try:

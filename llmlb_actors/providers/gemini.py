@@ -18,6 +18,7 @@ import msgspec
 
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, StreamChunk, Usage
+from .._quota._headers import parse_gemini_quota
 from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
@@ -39,13 +40,12 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._config import ProviderConfig
+    from .._quota._types import Observation
     from .._sse import SSEEvent
 
 __all__ = ["GeminiAdapter"]
 
 _LABEL = "Gemini"
-MAX_RETRY_DELAY = 3600.0
-"""A ``retryDelay`` longer than this (a daily quota) makes the error not retryable."""
 
 
 # ---- request body ---------------------------------------------------------------------------
@@ -286,6 +286,19 @@ class GeminiAdapter(ProtocolAdapter):
             return body_text(body), None
         return _describe(err), _retryable_override(err)
 
+    def rate_limits(
+        self, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> Observation | None:
+        """Gemini sends no rate-limit headers: a 429's body says how long (``RetryInfo``)
+        and whether a per-day quota ran out (``QuotaFailure``)."""
+        observation = super().rate_limits(status, headers, body)
+        if status != 429 or not body:
+            return observation
+        quota = parse_gemini_quota(body)
+        if quota is None or observation is None:
+            return quota or observation
+        return msgspec.structs.replace(quota, retry_after=observation.retry_after)
+
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
         """Add what only Google's body says: a bad key (a 400 here) and RetryInfo's delay."""
         err = _rpc_error(body)
@@ -311,12 +324,10 @@ class GeminiAdapter(ProtocolAdapter):
 
 
 def _retryable_override(err: _RPCError) -> bool | None:
-    if _key_invalid(err):
-        return False
-    delay = _retry_delay(err)
-    if delay is not None and delay > MAX_RETRY_DELAY:
-        return False  # a daily quota: retrying within this request cannot succeed
-    return None
+    # A 429 stays retryable even for an exhausted daily quota (a long retryDelay): that
+    # is this provider's state, not the request's fault, so the request fails over; the
+    # quota store keeps the provider out until its quota comes back.
+    return False if _key_invalid(err) else None
 
 
 class _StreamDecoder(StreamDecoder):

@@ -188,8 +188,10 @@ async def test_dispatcher_round_robin_skips_unhealthy_and_removed(
                 continue
             assert isinstance(choice, ProviderActor)
             if not healthy:
-                # Nobody healthy: the least recently failed one is still tried.
+                # Nobody healthy: the least recently failed one is still tried (and the
+                # rotation moves past it: the strategy picked it).
                 assert choice is min(rotation, key=lambda a: (a.circuit.last_failure_time, a.index))
+                last_index = choice.index
                 continue
             after = [a for a in healthy if a.index > last_index]
             assert choice is (after[0] if after else healthy[0])

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._behaviour import Behaviour
+    from .._quota import QuotaState, Refusal
 
 __all__ = [
     "CHAT",
@@ -33,6 +34,7 @@ __all__ = [
     "decode_body",
     "encode",
     "make_reply",
+    "reply_words",
     "retry_after_value",
     "split_reply",
     "split_text",
@@ -254,6 +256,15 @@ def split_reply(text: str, parts: int) -> tuple[list[str], list[int]]:
     return pieces, cumulative
 
 
+def reply_words(chat: ChatInput, behaviour: Behaviour, provider: str) -> int:
+    """The completion tokens `make_reply` will report, known before the answer is made."""
+    text = behaviour.reply
+    if text is None:
+        text = f"Simulated reply from {provider} to: {chat.topic}"
+    words = len(text.split())
+    return words if chat.max_tokens is None else max(0, min(words, chat.max_tokens))
+
+
 def make_reply(
     *,
     chat: ChatInput,
@@ -371,6 +382,17 @@ class WireProtocol(ABC):
     @abstractmethod
     def health(self, route: Route) -> Answer:
         """The answer to a health probe (model listing or lookup)."""
+
+    # quotas -------------------------------------------------------------
+
+    def quota_headers(self, state: QuotaState) -> bytes:
+        """Rate-limit header lines on every chat answer of a provider with quotas."""
+        return b""
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        """The protocol's 429 for a request over quota (not cached: every wait differs)."""
+        answer = self.error(429, refusal.wait)
+        return answer._replace(headers=answer.headers + self.quota_headers(state))
 
     # answers ------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote
 
@@ -27,6 +28,8 @@ from ._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .._quota import QuotaState, Refusal
 
 __all__ = ["GeminiProtocol"]
 
@@ -87,6 +90,13 @@ def _text(content: _Content | None) -> str:
     if content is None:
         return ""
     return " ".join(p.text for p in content.parts if p.text is not None and not p.thought)
+
+
+_QUOTA_IDS: Final = {
+    "requests": ("generate_requests_per_model", "GenerateRequestsPerMinutePerProjectPerModel"),
+    "tokens": ("generate_content_input_token_count", "GenerateContentInputTokensPerModelPerMinute"),
+    "day": ("generate_requests_per_model_per_day", "GenerateRequestsPerDayPerProjectPerModel"),
+}
 
 
 def _delay(seconds: float) -> str:
@@ -254,6 +264,27 @@ class GeminiProtocol(WireProtocol):
             message = _MESSAGES.get(status, DEFAULT_MESSAGES.get(status, "Error."))
             answer = self._errors[key] = self._error_answer(status, message, details)
         return answer
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        metric, quota_id = _QUOTA_IDS[refusal.kind]
+        details: list[dict[str, Any]] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": f"generativelanguage.googleapis.com/{metric}",
+                        "quotaId": quota_id,
+                        "quotaDimensions": {"model": self.model, "location": "global"},
+                        "quotaValue": str(refusal.limit),
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": _delay(math.ceil(refusal.wait * 1000) / 1000),
+            },
+        ]
+        return self._error_answer(429, _MESSAGES[429], details)
 
     def _error_answer(self, status: int, message: str, details: list[dict[str, Any]]) -> Answer:
         error: dict[str, Any] = {

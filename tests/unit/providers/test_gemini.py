@@ -308,7 +308,8 @@ async def test_error_statuses(
         ("27s", {"retry-after": "5"}, 5.0, True),  # a header, when present, wins
         ("bogus", {}, None, True),
         ("3600s", {}, 3600.0, True),
-        ("86400s", {}, 86400.0, False),  # a daily quota: retrying cannot help
+        # A daily quota: not this request's fault, so it fails over (still retryable).
+        ("86400s", {}, 86400.0, True),
     ],
 )
 async def test_retry_info(
