@@ -21,6 +21,7 @@ from .. import _version
 from .._balancer import open_balancer
 from .._errors import ALL_REFUSED, BalancerClosedError, LoadBalancerError
 from .._secrets import Redactor
+from .._shared._url import parse_shared_state
 from .batch_input import (
     BadLine,
     InputIdentity,
@@ -30,6 +31,7 @@ from .batch_input import (
     classify,
     describe_bad_lines,
     key_of,
+    line_key,
     lines,
     survey,
 )
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 
     from .._batch import BatchResult
     from .._models import LLMRequest
+    from .shard import Shard
 
 __all__ = ["DEFAULT_MAX_ERRORS", "run_batch"]
 
@@ -74,10 +77,14 @@ DEFAULT_MAX_ERRORS = 50
 class _Run:
     """State of one batch run: the items in flight (by map index) and the tallies."""
 
-    def __init__(self, output: OutputFile, resume: Resume, max_errors: int) -> None:
+    def __init__(
+        self, output: OutputFile, resume: Resume, max_errors: int, shard: Shard | None
+    ) -> None:
         self.output = output
         self.resume = resume
         self.max_errors = max_errors
+        self.shard = shard
+        self.other_shards = 0
         # Only items between "read" and "written" are here: at most lb.map's window.
         self.pending: dict[int, Prompt | BadLine] = {}
         self.answered = 0
@@ -99,8 +106,12 @@ class _Run:
         """
         seen: dict[str, int] = {}
         index = 0
+        owns = None if self.shard is None else self.shard.owns
         for number, raw in lines(path):
             item = classify(number, raw, seen)
+            if owns is not None and not owns(line_key(item)):
+                self.other_shards += 1  # another shard's line (--shard)
+                continue
             if isinstance(item, BadLine):
                 if number in self.resume.bad_lines:
                     self.skipped += 1  # reported by an earlier run and still bad
@@ -237,6 +248,19 @@ def _check_same_providers(previous: Header, fingerprint: str, target: str, names
     )
 
 
+def _shared_state(args: argparse.Namespace) -> dict[str, str]:
+    """``--shared-state URL`` as a config override, checked before anything starts (a
+    malformed URL is refused without echoing its password)."""
+    url: str | None = args.shared_state
+    if url is None:
+        return {}
+    try:
+        parse_shared_state(url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    return {"shared_state": url}
+
+
 def _header(
     args: argparse.Namespace, target: Target, resume: Resume, found: Survey, fingerprint: str
 ) -> Header:
@@ -259,6 +283,7 @@ def _header(
         input_size=identity.size,
         input_sha256=identity.sha256,
         providers_hash=fingerprint,
+        shard=None if args.shard is None else str(args.shard),
     )
 
 
@@ -286,11 +311,13 @@ def _prepare(args: argparse.Namespace, output: OutputFile) -> tuple[Resume, Surv
             print(note, file=sys.stderr)
     resume = output.scan()
     previous = None if args.force_resume else resume.header
+    shard: Shard | None = args.shard
     found = survey(
         args.input,
         answered=resume.answered,
         reported=resume.bad_lines,
         prefix_size=previous.input_size if previous is not None else None,
+        owns=None if shard is None else shard.owns,
     )
     if previous is not None:
         _check_same_input(previous, found.identity, args.input)
@@ -304,6 +331,7 @@ async def run_batch(args: argparse.Namespace) -> int:
     """Run ``llmlb batch``; returns the exit status."""
     input_path: str = args.input
     output_path: str = args.output
+    overrides = {**deadline_overrides(args), **_shared_state(args)}
     output, resume, found = _open(args)
     started_writing = False
     try:
@@ -322,7 +350,7 @@ async def run_batch(args: argparse.Namespace) -> int:
             args,
             default_fleet(),
             sim_overrides={"health_check_interval": None},
-            overrides=deadline_overrides(args),
+            overrides=overrides,
         ) as target:
             config = target.config
             fingerprint = providers_fingerprint(config, simulated=target.label == SIMULATOR)
@@ -333,7 +361,7 @@ async def run_batch(args: argparse.Namespace) -> int:
             output.redact = redact
             output.write(_header(args, target, resume, found, fingerprint))
             started_writing = True
-            run = _Run(output, resume, args.max_errors)
+            run = _Run(output, resume, args.max_errors, args.shard)
             started = trio.current_time()
             async with open_balancer(config) as lb:
                 async with open_progress(
@@ -363,8 +391,9 @@ async def run_batch(args: argparse.Namespace) -> int:
     print_provider_table(out, stats, totals, redact, title="Batch by provider", extra=extra)
     out.print(
         f"Batch: {run.answered} answered, {run.failed} failed, "
-        f"{plural(run.input_errors, 'bad input line')}, {run.skipped} skipped (already done) "
-        f"in {elapsed:.2f}s -> {output_path}"
+        f"{plural(run.input_errors, 'bad input line')}, {run.skipped} skipped (already done)"
+        + (f", {run.other_shards} left to other shards (shard {args.shard})" if args.shard else "")
+        + f" in {elapsed:.2f}s -> {output_path}"
     )
     if run.must_stop:
         left = found.to_do - run.answered - run.failed - run.input_errors

@@ -17,7 +17,7 @@ from .._models import LLMRequest, Message
 from .errors import CommandError
 
 if TYPE_CHECKING:
-    from collections.abc import Container, Iterator
+    from collections.abc import Callable, Container, Iterator
 
 __all__ = [
     "BadLine",
@@ -27,6 +27,7 @@ __all__ = [
     "check_input_path",
     "classify",
     "key_of",
+    "line_key",
     "survey",
 ]
 
@@ -151,6 +152,13 @@ def _bad(number: int, raw: bytes, message: str, id_: str | int | None = None) ->
     return BadLine(number, id_, f"line {number}: {message}")
 
 
+def line_key(item: Prompt | BadLine) -> str:
+    """The id a line is known by (its line number when it has no readable id): what
+    resuming and ``--shard`` go by."""
+    id_ = item.id if item.id is not None else item.number
+    return key_of(id_)
+
+
 def lines(path: str) -> Iterator[tuple[int, bytes]]:
     """``(line number, raw line)`` of every non-blank line."""
     with open(path, "rb") as handle:
@@ -184,6 +192,8 @@ class Survey(msgspec.Struct, kw_only=True):
     bad_count: int = 0
     to_do: int = 0
     """Lines this run will send or report: neither answered nor reported before."""
+    other_shards: int = 0
+    """Lines left to the other shards (``--shard``)."""
 
 
 def check_input_path(path: str) -> None:
@@ -204,13 +214,15 @@ def survey(
     answered: Container[str],
     reported: Container[int],
     prefix_size: int | None,
+    owns: Callable[[str], bool] | None = None,
 ) -> Survey:
     """One pass over the input: its identity, its bad lines, and how much is left to do.
 
     ``answered`` are ids with a result already, ``reported`` line numbers already
     written as bad; ``prefix_size`` asks for the hash of the file's first bytes
     too (the size an earlier run recorded), so a resume can tell an input that
-    only grew from one that changed.
+    only grew from one that changed. ``owns`` (``--shard``) says which ids are
+    this run's; the others are only counted.
     """
     whole = hashlib.sha256()
     prefix: str | None = None
@@ -237,8 +249,11 @@ def survey(
                 position += len(raw)
                 if not raw.strip():
                     continue
-                result.prompts += 1
                 item = classify(number, raw, seen)
+                if owns is not None and not owns(line_key(item)):
+                    result.other_shards += 1
+                    continue
+                result.prompts += 1
                 if isinstance(item, BadLine):
                     result.bad_count += 1
                     if len(result.bad) < SHOWN_BAD_LINES:

@@ -71,6 +71,9 @@ class Header(msgspec.Struct, kw_only=True, tag="header", tag_field="type"):
     input_size: int | None = None
     input_sha256: str | None = None
     providers_hash: str | None = None
+    shard: str | None = None
+    """``K/N`` with ``--shard``: which ids this run answers (not part of the identity:
+    the shards' outputs concatenated are one job's, and resume as one)."""
 
 
 class ErrorInfo(msgspec.Struct, kw_only=True):
