@@ -113,6 +113,9 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     in_flight: int = 0
     retries: int = 0
+    """Attempts after a request's first that went to a provider (fail-overs included),
+    counted when each one's outcome is in; a fail-over with nobody left to ask (every
+    provider refused) is not one."""
     rerouted: int = 0
     quota_waits: int = 0
     """Requests that reached the head of the dispatcher's queue and waited there for a

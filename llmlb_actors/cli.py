@@ -7,8 +7,9 @@ argument parser. Without ``--config`` every command runs
 against the built-in simulator on 127.0.0.1, so nothing needs keys or network.
 
 Exit status: 0 on success; 1 when ``health`` finds a provider down or a
-batch stopped on ``--max-errors``; 2 for bad usage, a bad config file, bad
-input/output files or a refused resume; 130 after Ctrl-C (``sim`` included).
+batch stopped early (``--max-errors``, or every provider refused); 2 for bad
+usage, a bad config file, bad input/output files or a refused resume; 130
+after Ctrl-C (``sim`` included).
 """
 
 from __future__ import annotations
@@ -231,9 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         "must be the same job (the same input, grown at most, and the same providers), "
         "else it is refused. Only one run at a time may write an OUTPUT. Bad input lines "
         "are shown and become error lines (--strict refuses them); after --max-errors "
-        "failed prompts in a row the batch stops, leaving the rest for a resume.\n\n"
-        "Exit status: 0 done (failed prompts are error lines in OUTPUT); 1 stopped by "
-        "--max-errors; 2 unusable files, bad config, bad lines with --strict, or a "
+        "failed prompts in a row, or when every provider refused (a wrong key, an unknown "
+        "model), the batch stops, leaving the rest for a resume.\n\n"
+        "Exit status: 0 done (failed prompts are error lines in OUTPUT); 1 stopped "
+        "early; 2 unusable files, bad config, bad lines with --strict, or a "
         "refused resume; 130 interrupted.",
         epilog=_examples(
             "llmlb batch prompts.jsonl -o answers.jsonl",

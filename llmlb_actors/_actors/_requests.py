@@ -179,63 +179,79 @@ class RequestLoop:
         errors = call.errors = []
         retries = 0
         reroutes = 0
-        while True:
-            outcome = call.outcome
-            if isinstance(outcome, LLMResponse):
-                return _answered(call, outcome, start, attempts=len(errors) + 1)
-            if isinstance(outcome, StreamHandle):
-                return outcome
-            if trio.current_time() >= call.deadline:
-                if isinstance(outcome, LLMError):
+        # A retry is counted in the totals (progress lines show them) when its outcome is
+        # in, or the request ends, and only if it went to a provider (``call.assigned``
+        # grew): one failed unsent because every provider refused, or cancelled before
+        # it went (a batch stopping), was not made.
+        decided_at: int | None = None
+        try:
+            while True:
+                outcome = call.outcome
+                if decided_at is not None:
+                    if isinstance(outcome, Reroute):
+                        decided_at = call.assigned  # handed back unrun: counts when it goes
+                    else:
+                        if call.assigned > decided_at:
+                            self._retries += 1
+                        decided_at = None
+                if isinstance(outcome, LLMResponse):
+                    return _answered(call, outcome, start, attempts=len(errors) + 1)
+                if isinstance(outcome, StreamHandle):
+                    return outcome
+                if trio.current_time() >= call.deadline:
+                    if isinstance(outcome, LLMError):
+                        errors.append(outcome)
+                    return None  # out of time: no judging, no retry
+                if isinstance(outcome, LoadBalancerError):
+                    outcome.errors = errors + outcome.errors
+                    raise outcome
+                if isinstance(outcome, Reroute) or (
+                    isinstance(outcome, LLMError) and outcome.kind == "crash"
+                ):
+                    if isinstance(outcome, LLMError):
+                        errors.append(outcome)
+                    if not isinstance(outcome, Reroute) or outcome.counted:
+                        reroutes += 1
+                        self._rerouted += 1
+                    if reroutes > _MAX_REROUTES:
+                        raise LoadBalancerError("All providers failed: too many re-routes", errors)
+                else:
+                    assert isinstance(outcome, LLMError)
                     errors.append(outcome)
-                return None  # out of time: no judging, no retry
-            if isinstance(outcome, LoadBalancerError):
-                outcome.errors = errors + outcome.errors
-                raise outcome
-            if isinstance(outcome, Reroute) or (
-                isinstance(outcome, LLMError) and outcome.kind == "crash"
-            ):
-                if isinstance(outcome, LLMError):
-                    errors.append(outcome)
-                if not isinstance(outcome, Reroute) or outcome.counted:
-                    reroutes += 1
-                    self._rerouted += 1
-                if reroutes > _MAX_REROUTES:
-                    raise LoadBalancerError("All providers failed: too many re-routes", errors)
-            else:
-                assert isinstance(outcome, LLMError)
-                errors.append(outcome)
-                if outcome.kind == "cancelled":
-                    # This caller is still waiting, so it did not cancel: the actor holding
-                    # the attempt was stopped because the balancer is shutting down.
-                    raise BalancerClosedError("the balancer was shut down", errors)
-                if not outcome.retryable and not outcome.disables_provider:
-                    raise LoadBalancerError(
-                        f"Request rejected by {outcome.provider}: {outcome.message}", errors
-                    )
-                if retries >= config.max_retries:
-                    raise LoadBalancerError(
-                        f"All providers failed after {len(errors)} attempts", errors
-                    )
-                retries += 1
-                self._retries += 1
-                # After a refusal (401/403/404) fail over at once: the next provider
-                # is not the one that refused us.
-                if not outcome.disables_provider:
-                    wait = max(
-                        compute_backoff(
-                            retries, config.retry_delay, config.max_retry_delay, self._rng
-                        ),
-                        self._routing.earliest_retry_wait(call, trio.current_time()),
-                    )
-                    if wait > 0:
-                        await trio.sleep(wait)
-            if self.closed:
-                raise BalancerClosedError("the balancer is closed")
-            call.next_attempt()
-            if not self._routing.route_now(call):
-                await self._routing.route_queued(call, wait=self._wait_for_room)
-            await call.wait_outcome()
+                    if outcome.kind == "cancelled":
+                        # This caller is still waiting, so it did not cancel: the actor holding
+                        # the attempt was stopped because the balancer is shutting down.
+                        raise BalancerClosedError("the balancer was shut down", errors)
+                    if not outcome.retryable and not outcome.disables_provider:
+                        raise LoadBalancerError(
+                            f"Request rejected by {outcome.provider}: {outcome.message}", errors
+                        )
+                    if retries >= config.max_retries:
+                        raise LoadBalancerError(
+                            f"All providers failed after {len(errors)} attempts", errors
+                        )
+                    retries += 1
+                    decided_at = call.assigned
+                    # After a refusal (401/403/404) fail over at once: the next provider
+                    # is not the one that refused us.
+                    if not outcome.disables_provider:
+                        wait = max(
+                            compute_backoff(
+                                retries, config.retry_delay, config.max_retry_delay, self._rng
+                            ),
+                            self._routing.earliest_retry_wait(call, trio.current_time()),
+                        )
+                        if wait > 0:
+                            await trio.sleep(wait)
+                if self.closed:
+                    raise BalancerClosedError("the balancer is closed")
+                call.next_attempt()
+                if not self._routing.route_now(call):
+                    await self._routing.route_queued(call, wait=self._wait_for_room)
+                await call.wait_outcome()
+        finally:
+            if decided_at is not None and call.assigned > decided_at:
+                self._retries += 1  # went, then the request ended (cancelled, closed)
 
     def totals(self) -> BalancerTotals:
         """Balancer-wide counters."""

@@ -108,6 +108,8 @@ class _Run:
         index = 0
         owns = None if self.shard is None else self.shard.owns
         for number, raw in lines(path):
+            if self.must_stop:
+                return  # the stop is decided: no prompt is taken, so none is sent
             item = classify(number, raw, seen)
             if owns is not None and not owns(line_key(item)):
                 self.other_shards += 1  # another shard's line (--shard)
@@ -368,8 +370,15 @@ async def run_batch(args: argparse.Namespace) -> int:
                     found.to_do, "batch", enabled=not args.quiet, observe=observer(lb)
                 ) as progress:
                     items = cast("Iterator[LLMRequest]", run.items(input_path))
+                    # Unordered, a result is written as soon as it is in: no buffer, so
+                    # when a failure stops the run, at most the requests in flight then
+                    # were sent after it (a buffer would let up to --concurrency more go).
+                    # --ordered needs the buffer to keep going past a slow early prompt.
                     async with lb.map(
-                        items, concurrency=args.concurrency, ordered=args.ordered
+                        items,
+                        concurrency=args.concurrency,
+                        ordered=args.ordered,
+                        buffer=None if args.ordered else 0,
                     ) as results:
                         async for result in results:
                             progress.advance(error=run.record(result))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from collections import Counter
 from functools import partial
@@ -229,6 +230,9 @@ async def test_a_wrong_key_aborts_the_batch_in_one_line(tmp_path: Path, run_cli:
     assert "rerun" in aborts[0]
     # Warnings for the same provider and reason are collapsed: a handful of lines, not 2,000.
     assert len(done.stderr.splitlines()) <= 8, done.stderr
+    # The last progress line tells the truth: nothing was retried (nobody was left to ask).
+    progress = [line for line in done.stderr.splitlines() if line.startswith("batch: ")]
+    assert ", 0 retries, " in progress[-1]
     # Stopped at once: the first wave of --concurrency requests, each asked once.
     assert sent <= 4
     errors = records_of(out, "error")
@@ -246,14 +250,16 @@ async def test_max_errors_and_resume_after_the_abort(tmp_path: Path, run_cli: Ru
     async with open_simulator([broken]) as sim:
         config = write_config(tmp_path / "c.toml", sim_entries(sim, "broken"))
         args = ("batch", str(source), "-o", str(out), "--config", str(config))
-        args += ("--concurrency", "2", "--max-retries", "0")
+        args += ("--concurrency", "8", "--max-retries", "0")
         aborted = await run_cli(*args, "--max-errors", "10", env=KEY_ENV)
         assert aborted.returncode == 1, aborted.stderr
         assert "aborted after 10 failed prompts in a row" in aborted.stderr
         errors = records_of(out, "error")
-        assert 10 <= len(errors) <= 12
+        assert len(errors) == 10  # the run stops at the tenth, and writes no more
         assert all(e["attempts"] == 1 for e in errors)  # --max-retries 0
-        assert sim.stats("broken").requests <= 12
+        # Sent: the ten, and at most the other requests in flight when the tenth came
+        # in (7 at --concurrency 8); nothing is sent once the stop is decided.
+        assert sim.stats("broken").requests <= 10 + 8 - 1
 
         sim.set_behaviour("broken", Behaviour())  # fixed upstream: the resume answers all
         resumed = await run_cli(*args, "-q", env=KEY_ENV)
@@ -261,6 +267,38 @@ async def test_max_errors_and_resume_after_the_abort(tmp_path: Path, run_cli: Ru
     counts = Counter(r["id"] for r in records_of(out, "result"))
     assert set(counts) == {f"q{i}" for i in range(200)}
     assert set(counts.values()) == {1}
+
+
+async def test_a_dead_server_stops_the_batch(tmp_path: Path, run_cli: RunCli) -> None:
+    """The issue's refused port (it ground on for 14 s, 800 connection attempts, exit 0): a
+    refused connection may heal, so it is retried, but --max-errors failed prompts in a row
+    stop the batch, exit 1, with one line that says why."""
+    with socket.socket() as sock:  # bound, then released: connecting is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = {
+        "name": "dead",
+        "provider": "openai-compatible",
+        "model": "m",
+        "base_url": f"http://127.0.0.1:{port}/v1",
+        "api_key_required": False,
+    }
+    config = write_config(tmp_path / "c.toml", [dead], retry_delay=0.01)
+    source = tmp_path / "in.jsonl"
+    write_prompts(source, 500)
+    out = tmp_path / "out.jsonl"
+    args = ("batch", str(source), "-o", str(out), "--config", str(config))
+    done = await run_cli(*args, "--concurrency", "4", "--max-errors", "5", "--max-retries", "1")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    aborts = [line for line in done.stderr.splitlines() if "aborted" in line]
+    assert len(aborts) == 1, done.stderr
+    assert "aborted after 5 failed prompts in a row" in aborts[0]
+    assert "connection refused" in aborts[0]
+    errors = records_of(out, "error")
+    assert 5 <= len(errors) <= 5 + 4  # at most the in-flight wave after the fifth
+    assert all(1 <= e["attempts"] <= 2 for e in errors)  # --max-retries 1
+    assert not records_of(out, "result")
 
 
 # -- item 5: deadlines ----------------------------------------------------------------------

@@ -72,6 +72,70 @@ async def test_every_provider_refused_then_requests_fail_at_once(
             assert requests_seen(sim) == 3
 
 
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "gemini", "cohere", "mistral"])
+async def test_an_unknown_model_stops_the_spending_too(
+    protocol: str, autojump_clock: MockClock
+) -> None:
+    """A model the provider does not serve (its 404) is a refusal like a wrong key: asked
+    once, then later requests fail at once, unsent, naming the 404."""
+    served = SimProvider(name="p", protocol=protocol)  # type: ignore[arg-type]
+    async with open_simulator([served]) as sim:
+        config = sim.provider_config("p", model="no-such-model")
+        async with llmlb.open_balancer(providers=[config], max_retries=3) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert [e.status for e in info.value.errors] == [404]
+            assert info.value.message.startswith(REFUSED)
+            for _ in range(10):
+                with pytest.raises(llmlb.LoadBalancerError, match=REFUSED) as later:
+                    await lb.request(llmlb.LLMRequest(prompt="hi"))
+                assert "[p] HTTP 404" in later.value.message
+                assert later.value.errors == []
+        assert sim.stats("p").requests == 1
+
+
+async def test_refusals_of_different_kinds_are_all_named(autojump_clock: MockClock) -> None:
+    """One provider with a wrong key, one with an unknown model: each asked once by the
+    first request, then every request fails at once with both reasons."""
+    async with open_simulator(guarded("keyed", "modelled")) as sim:
+        providers = [
+            sim.provider_config("keyed", api_key="sk-wrong"),
+            sim.provider_config("modelled", model="no-such-model"),
+        ]
+        async with llmlb.open_balancer(providers=providers, max_retries=5) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert sorted(e.status for e in info.value.errors) == [401, 404]
+            with pytest.raises(llmlb.LoadBalancerError, match=REFUSED) as later:
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert "[keyed] HTTP 401" in later.value.message
+            assert "[modelled] HTTP 404" in later.value.message
+            assert "sk-wrong" not in later.value.message
+        assert requests_seen(sim) == 2
+
+
+async def test_a_fail_over_refused_unsent_is_not_counted_as_a_retry(
+    autojump_clock: MockClock,
+) -> None:
+    """Progress shows ``totals.retries``: only attempts that were made count. After a
+    refusal the request fails over; when nobody is left to ask, nothing was retried."""
+    async with open_simulator(guarded("a", "b")) as sim:
+        alone = [sim.provider_config("a", api_key="sk-wrong")]
+        async with llmlb.open_balancer(providers=alone, max_retries=3) as lb:
+            for _ in range(5):
+                with pytest.raises(llmlb.LoadBalancerError, match=REFUSED):
+                    await lb.request(llmlb.LLMRequest(prompt="hi"))
+            assert lb.get_totals().retries == 0
+        both = [sim.provider_config(n, api_key="sk-wrong") for n in ("a", "b")]
+        async with llmlb.open_balancer(providers=both, max_retries=3) as lb:
+            with pytest.raises(llmlb.LoadBalancerError):
+                await lb.request(llmlb.LLMRequest(prompt="hi"))
+            # a refused, b was asked (one retry, made), then nobody was left.
+            totals = lb.get_totals()
+            assert totals.retries == 1
+            assert sum(s.retries for s in lb.get_stats().values()) == 1
+
+
 async def test_a_refusing_provider_is_left_out_and_the_others_answer(
     autojump_clock: MockClock,
 ) -> None:
