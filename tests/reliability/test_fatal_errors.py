@@ -76,20 +76,22 @@ async def test_every_provider_refused_then_requests_fail_at_once(
 async def test_an_unknown_model_stops_the_spending_too(
     protocol: str, autojump_clock: MockClock
 ) -> None:
-    """A model the provider does not serve (its 404) is a refusal like a wrong key: asked
-    once, then later requests fail at once, unsent, naming the 404."""
+    """A model the provider does not serve (its 404; Mistral's 400 ``invalid_model``) is a
+    refusal like a wrong key: asked once, then later requests fail at once, unsent."""
+    status = 400 if protocol == "mistral" else 404
     served = SimProvider(name="p", protocol=protocol)  # type: ignore[arg-type]
     async with open_simulator([served]) as sim:
         config = sim.provider_config("p", model="no-such-model")
         async with llmlb.open_balancer(providers=[config], max_retries=3) as lb:
             with pytest.raises(llmlb.LoadBalancerError) as info:
                 await lb.request(llmlb.LLMRequest(prompt="hi"))
-            assert [e.status for e in info.value.errors] == [404]
+            assert [e.status for e in info.value.errors] == [status]
             assert info.value.message.startswith(REFUSED)
             for _ in range(10):
                 with pytest.raises(llmlb.LoadBalancerError, match=REFUSED) as later:
                     await lb.request(llmlb.LLMRequest(prompt="hi"))
-                assert "[p] HTTP 404" in later.value.message
+                assert f"[p] HTTP {status}" in later.value.message
+                assert "no-such-model" in later.value.message
                 assert later.value.errors == []
         assert sim.stats("p").requests == 1
 
