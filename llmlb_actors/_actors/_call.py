@@ -369,11 +369,13 @@ class StreamHandle:
 class Tries:
     """Retries and re-routes one request has used."""
 
-    __slots__ = ("reroutes", "retries")
+    __slots__ = ("decided_at", "reroutes", "retries")
 
     def __init__(self) -> None:
         self.retries = 0
         self.reroutes = 0
+        # ``call.assigned`` when the last retry was decided, until it is counted
+        self.decided_at: int | None = None
 
 
 def answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:

@@ -87,6 +87,8 @@ class HedgeHost(Protocol):
 
     async def submit_again(self, call: Call) -> None: ...
 
+    def count_retry(self, call: Call, tries: Tries) -> None: ...
+
     def may_hedge(self, now: float) -> bool: ...
 
     def route_hedge(
@@ -240,6 +242,7 @@ async def _run(
             if wait > 0:
                 await trio.sleep(wait)
             await host.submit_again(call)
+            host.count_retry(call, tries)  # it went (or failed unsent, uncounted)
             call.sent_at = trio.current_time()
             running.append(call)
             hedge_at = _hedge_time(hedging, stream, extra, call)

@@ -32,6 +32,7 @@ from ._hedging import Hedging, run_hedged
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Collection
+    from contextlib import AbstractContextManager
 
     from .._config import BalancerConfig
     from .provider import ProviderActor
@@ -40,6 +41,7 @@ __all__ = ["RequestLoop", "Routing"]
 
 #: The deadline of a request without a timeout (one shared object, none per request).
 _NO_DEADLINE = nullcontext()
+_NEVER = float("inf")
 
 # Re-routes (a provider crashed or left before running the attempt) do not use
 # up retries, but are bounded so that a request always ends.
@@ -81,6 +83,12 @@ class Routing(Protocol):
         ``pay`` is asked once a provider is found; None if none was, or it said no.
         """
         ...
+
+
+def _until(call: Call) -> AbstractContextManager[object]:
+    """A cancel scope at the call's deadline, for the paths that wait longer than one
+    attempt (queued for the dispatcher, backing off, retrying)."""
+    return _NO_DEADLINE if call.deadline == _NEVER else trio.move_on_at(call.deadline)
 
 
 class RequestLoop:
@@ -137,7 +145,17 @@ class RequestLoop:
             return await run_hedged(self, request, stream=stream, timeout=timeout)
         call = Call(request, stream=stream)
         start = trio.current_time()
-        limit = timeout if timeout is not None else self._request_timeout
+        scope: AbstractContextManager[object]
+        if timeout is not None:
+            limit: float | None = timeout
+            scope = trio.move_on_after(timeout)  # the caller's own deadline: exact throughout
+        else:
+            # The config's deadline costs no cancel scope while the first attempt goes
+            # well (one per request was ~25% of this layer's instructions): the worker
+            # cuts the attempt at call.deadline, and a scope is armed only on the slow
+            # paths (queued, retrying) by _until.
+            limit = self._request_timeout
+            scope = _NO_DEADLINE
         if limit is not None:
             call.deadline = start + limit
         self._requests += 1
@@ -145,26 +163,31 @@ class RequestLoop:
             self._deposit(start)
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None
+        first = None
         try:
-            with _NO_DEADLINE if limit is None else trio.move_on_after(limit):
+            with scope:
                 call.next_attempt()
-                if not self._routing.route_now(call):
-                    await self._routing.route_queued(call, wait=self._wait_for_room)
-                if call.outcome is None:
-                    call.waiter = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(call)
+                if self._routing.route_now(call):
+                    if call.outcome is None:
+                        call.waiter = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(call)
+                    else:
+                        await trio.lowlevel.checkpoint()
                 else:
-                    await trio.lowlevel.checkpoint()
+                    with _until(call):
+                        await self._routing.route_queued(call, wait=self._wait_for_room)
+                        await call.wait_outcome()
                 first = call.outcome
                 if isinstance(first, LLMResponse):
                     outcome = answered(call, first, start, attempts=1)
                 elif isinstance(first, StreamHandle):
                     outcome = first
-                else:
-                    outcome = await self._retry(call, start)
+                elif first is not None and trio.current_time() < call.deadline:
+                    with _until(call):
+                        outcome = await self._retry(call, start)
             if outcome is None:
                 call.abandon()
-                errors = call.errors or []
+                errors = call.errors or ([first] if isinstance(first, LLMError) else [])
                 raise LoadBalancerError(
                     f"Request timed out after {limit:g}s ({len(errors)} attempts failed)", errors
                 )
@@ -177,21 +200,46 @@ class RequestLoop:
         self._succeeded += 1
         return outcome
 
-    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
-        """Judge the current attempt's failure; retry, fail over or give up."""
+    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle | None:
+        """Judge the current attempt's failure; retry, fail over or give up.
+
+        None: the request's deadline passed (the caller raises the timeout error).
+        """
         errors = call.errors = []
         tries = Tries()
-        while True:
-            outcome = call.outcome
-            if isinstance(outcome, LLMResponse):
-                return answered(call, outcome, start, attempts=len(errors) + 1)
-            if isinstance(outcome, StreamHandle):
-                return outcome
-            wait = self.judge(call, errors, tries)
-            if wait > 0:
-                await trio.sleep(wait)
-            await self.submit_again(call)
-            await call.wait_outcome()
+        try:
+            while True:
+                outcome = call.outcome
+                if tries.decided_at is not None:
+                    self.count_retry(call, tries)
+                if isinstance(outcome, LLMResponse):
+                    return answered(call, outcome, start, attempts=len(errors) + 1)
+                if isinstance(outcome, StreamHandle):
+                    return outcome
+                if trio.current_time() >= call.deadline:
+                    if isinstance(outcome, LLMError):
+                        errors.append(outcome)
+                    return None  # out of time: no judging, no retry
+                wait = self.judge(call, errors, tries)
+                if wait > 0:
+                    await trio.sleep(wait)
+                await self.submit_again(call)
+                await call.wait_outcome()
+        finally:
+            if tries.decided_at is not None and call.assigned > tries.decided_at:
+                self._retries += 1  # went, then the request ended (cancelled, closed)
+
+    def count_retry(self, call: Call, tries: Tries) -> None:
+        """A retry is counted in the totals (progress lines show them) once its outcome
+        is in, and only if it went to a provider (``call.assigned`` grew): one failed
+        unsent because every provider refused, or cancelled before it went (a batch
+        stopping), was not made; one handed back unrun counts when it goes again."""
+        if isinstance(call.outcome, Reroute):
+            tries.decided_at = call.assigned
+            return
+        if tries.decided_at is not None and call.assigned > tries.decided_at:
+            self._retries += 1
+        tries.decided_at = None
 
     def judge(self, call: Call, errors: list[LLMError], tries: Tries) -> float:
         """``call``'s attempt did not answer: seconds to wait before trying again.
@@ -235,7 +283,7 @@ class RequestLoop:
                 errors,
             )
         tries.retries += 1
-        self._retries += 1
+        tries.decided_at = call.assigned  # counted in the totals once it went (count_retry)
         # After a refusal (401/403/404) fail over at once: the next provider
         # is not the one that refused us.
         if outcome.disables_provider:

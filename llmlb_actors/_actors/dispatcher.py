@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import (
+    ALL_REFUSED,
     BalancerClosedError,
     LLMError,
     LoadBalancerError,
@@ -35,6 +36,13 @@ class _Saturated:
 _SATURATED = _Saturated()
 
 
+class _Refused:
+    """Every candidate refused requests (401/403/404) and is cooling down."""
+
+    def __init__(self, actors: list[ProviderActor]) -> None:
+        self.actors = actors
+
+
 class Dispatcher:
     """Receives calls from callers and forwards each to one provider's mailbox.
 
@@ -46,7 +54,10 @@ class Dispatcher:
     ejections are ignored (the panic threshold): traffic spreads over the
     ejected providers rather than piling onto the few left. When none is
     admissible, the least recently failed one is tried rather than failing
-    without trying. When all have full mailboxes, the dispatcher stops
+    without trying, unless it refused requests (401/403/404: see
+    `ProviderActor.refusal`): a refusal is not retried, and when every
+    candidate refused, the call fails at once with their reasons instead of
+    being sent. When all have full mailboxes, the dispatcher stops
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
     in the caller's task instead (`route_now`). The request loop reaches it
@@ -189,6 +200,10 @@ class Dispatcher:
             return True
         if isinstance(choice, _Saturated):
             return False
+        if isinstance(choice, _Refused):
+            reasons = "; ".join(str(a.refusal) for a in choice.actors)
+            call.resolve(call.attempt, LoadBalancerError(f"{ALL_REFUSED}: {reasons}"))
+            return True
         if isinstance(choice, Wait):
             return self._must_wait(call, choice)
         if choice is None:
@@ -247,7 +262,7 @@ class Dispatcher:
             self.quota.waits += 1
             self.quota.wait_seconds += now - since
 
-    def route(self, call: Call) -> ProviderActor | _Saturated | Wait | None:
+    def route(self, call: Call) -> ProviderActor | _Saturated | _Refused | Wait | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
         quota = self.quota
@@ -264,14 +279,20 @@ class Dispatcher:
                 return self.strategy.select(ready)  # type: ignore[return-value]
         return self._route_carefully(call, now)
 
-    def _route_carefully(self, call: Call, now: float) -> ProviderActor | _Saturated | Wait | None:
+    def _route_carefully(
+        self, call: Call, now: float
+    ) -> ProviderActor | _Saturated | _Refused | Wait | None:
         """`route` for retries, streams, while an ejection is in force, with budgets to
         check, and when none is ready."""
         panic = now < self.ejections_until and self._in_panic(now)
         eligible: list[ProviderActor] = []
         admissible: list[ProviderActor] = []
         untried: list[ProviderActor] = []
+        refused: list[ProviderActor] = []
         for actor in self.rotation:  # one pass: streams and retries all come this way
+            if actor.refusal is not None and call.attempts_at(actor.name):
+                refused.append(actor)  # it refused this very request: never again
+                continue
             if not _can_take(actor, call):
                 continue
             eligible.append(actor)
@@ -280,13 +301,17 @@ class Dispatcher:
                 if not call.attempts_at(actor.name):
                     untried.append(actor)
         if not eligible:
-            return None
+            return _Refused(refused) if refused else None
         if admissible:
             pool = untried or admissible
         else:
-            # None is admissible: the least recently failed one (untried first) may be back.
+            # None is admissible: the least recently failed one (untried first) may be back,
+            # unless it refused requests (then retrying there cannot help).
             pool = [a for a in eligible if not call.attempts_at(a.name)] or eligible
-            pool = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
+            standing = [a for a in pool if a.refusal is None]
+            if not standing:
+                return _Refused(refused + pool)
+            pool = [min(standing, key=lambda a: (a.circuit.last_failure_time, a.index))]
         quota = self.quota
         if quota is not None and quota.limited_names:
             admitted = self._within_budget(pool, call, now)

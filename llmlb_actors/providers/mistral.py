@@ -9,11 +9,28 @@ style ``{"detail": ...}`` error bodies (understood by the shared error view).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+import msgspec
+
+from ._wire import try_decode
 from .openai import OpenAIAdapter
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .._errors import LLMError
+
 __all__ = ["MistralAdapter"]
+
+
+class _ErrorType(msgspec.Struct):
+    """The ``type`` of Mistral's ``{"object": "error", ...}`` body."""
+
+    type: str | None = None
+
+
+_ERROR_TYPE = msgspec.json.Decoder(_ErrorType)
 
 
 class MistralAdapter(OpenAIAdapter):
@@ -24,3 +41,14 @@ class MistralAdapter(OpenAIAdapter):
     label: ClassVar[str] = "Mistral"
     uses_max_completion_tokens: ClassVar[bool] = False
     sends_stream_options: ClassVar[bool] = False
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        """Mistral answers an unknown model with a 400 ``invalid_model``, where the other
+        APIs answer a 404: a refusal all the same (the provider leaves rotation and a
+        batch stops), not a bad request to fail one prompt at a time."""
+        error = super().parse_error(status, headers, body)
+        if status == 400:
+            view = try_decode(_ERROR_TYPE, body)
+            if view is not None and view.type == "invalid_model":
+                error.disables_provider = True
+        return error

@@ -38,7 +38,7 @@ def write(tmp_path: Path, data: dict[str, Any], fmt: str) -> Path:
 
 def base(**provider_two: Any) -> dict[str, Any]:
     two = {"name": "local", "provider": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"}
-    two.update({"model": "llama"}, **provider_two)
+    two.update({"model": "llama", "api_key_required": False}, **provider_two)
     return {
         "strategy": "weighted",
         "global_timeout": 5,
@@ -215,22 +215,22 @@ def test_missing_file_and_unsupported_type(tmp_path: Path) -> None:
 
 
 def test_hedge_table_and_budgets_load(tmp_path: Path) -> None:
+    provider = '[[providers]]\nname = "openai"\nmodel = "m"\napi_key_required = false\n'
     path = tmp_path / "config.toml"
     path.write_text(
         'strategy = "latency"\nlatency_decay = 5\nretry_budget = 0.1\n'
-        '[hedge]\nafter = "p90"\nmax_extra = 2\n'
-        '[[providers]]\nname = "openai"\nmodel = "m"\n'
+        '[hedge]\nafter = "p90"\nmax_extra = 2\n' + provider
     )
     config = load_config(path)
     assert config.hedge == llmlb.Hedge(after="p90", max_extra=2)
     assert (config.latency_decay, config.retry_budget) == (5.0, 0.1)
-    path.write_text('[hedge]\nafter = 0.3\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    path.write_text("[hedge]\nafter = 0.3\n" + provider)
     assert load_config(path).hedge == llmlb.Hedge(after=0.3)
-    path.write_text('[hedge]\nafter = "p100"\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    path.write_text('[hedge]\nafter = "p100"\n' + provider)
     error = load_err(path)
     assert error.field == "hedge.after"
     assert "config.toml" in str(error)
-    path.write_text('[hedge]\nafterr = "p90"\n[[providers]]\nname = "openai"\nmodel = "m"\n')
+    path.write_text('[hedge]\nafterr = "p90"\n' + provider)
     error = load_err(path)
     assert error.field == "hedge.afterr"
     assert "after, budget, max_extra" in str(error)
@@ -276,8 +276,9 @@ def test_proxy_and_trust_from_a_file(tmp_path: Path) -> None:
     path.write_text(
         f'proxy = "http://proxy.corp:3128"\ntrust_env = false\nca_bundle = "{ca}"\n'
         '[[providers]]\nname = "openai"\nmodel = "m"\nproxy = "http://other.corp:8080"\n'
+        'api_key_env = "LLMLB_TEST_KEY"\n'
     )
-    config = load_config(path)
+    config = load_config(path, env={"LLMLB_TEST_KEY": KEY})
     assert (config.proxy, config.trust_env, config.ca_bundle) == (
         "http://proxy.corp:3128",
         False,

@@ -189,7 +189,11 @@ async def test_a_losing_hedge_closes_its_connection(autojump_clock: MockClock) -
         quick = await srv.start(nursery, answer)
         providers = [
             llmlb.ProviderConfig(
-                name=name, provider="openai-compatible", base_url=server.url(), model="m"
+                name=name,
+                provider="openai-compatible",
+                base_url=server.url(),
+                model="m",
+                api_key_required=False,
             )
             for name, server in (("hanging", hanging), ("quick", quick))
         ]

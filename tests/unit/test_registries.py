@@ -28,7 +28,7 @@ def test_every_hint_infers_its_protocol(protocol: str) -> None:
     for hint in PROTOCOLS[protocol].hints:
         assert infer_protocol(hint) == protocol
         assert infer_protocol(f"{hint.upper()}-2") == protocol
-        assert llmlb.ProviderConfig(name=hint, model="m").protocol == protocol
+        assert llmlb.ProviderConfig(name=hint, model="m", api_key="k").protocol == protocol
 
 
 def test_unknown_protocol_error_lists_every_protocol() -> None:
@@ -64,7 +64,7 @@ def test_unknown_strategy_error_lists_every_strategy() -> None:
     with pytest.raises(llmlb.ConfigError) as info:
         llmlb.BalancerConfig(
             strategy="nope",  # type: ignore[arg-type]
-            providers=[llmlb.ProviderConfig(name="openai", model="m")],
+            providers=[llmlb.ProviderConfig(name="openai", model="m", api_key="k")],
         )
     for name in STRATEGY_NAMES:
         assert name in str(info.value)
