@@ -21,7 +21,7 @@ import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors.sim import Behaviour, SimProvider, open_simulator
-from llmlb_actors.testing import Script, ZeroJitter, open_circuit
+from llmlb_actors.testing import Script, ZeroJitter, http_error, open_circuit
 from tests.reliability import _servers as srv
 
 if TYPE_CHECKING:
@@ -255,6 +255,31 @@ async def test_an_overtaken_attempt_holds_its_cost_and_a_late_losing_copy_does_n
         stats = lb.get_stats()
     assert (stats["slow"].hedges_cancelled, stats["fast"].hedges_cancelled) == (1, 2)
     assert stats["slow"].failed_requests == stats["fast"].failed_requests == 0
+
+
+async def test_a_hedged_requests_retries_are_counted_only_when_made(
+    autojump_clock: MockClock, script: Script
+) -> None:
+    # A 503 from "a", then the retry answers at "b": one retry made. Then both refuse
+    # (401): the failover to "b" is made, the next retry finds every provider refused
+    # and fails unsent, so it is not counted.
+    script.add("a", http_error(503), http_error(401))
+    script.add("b", "ok", http_error(401))
+    providers = [llmlb.ProviderConfig(name=n, provider=script.provider) for n in ("a", "b")]
+    async with llmlb.open_balancer(
+        strategy="failover",
+        providers=providers,
+        hedge=llmlb.Hedge(after=10.0, budget=1.0),
+        health_check_interval=None,
+        rng=ZeroJitter(),
+    ) as lb:
+        assert (await lb.request(REQ)).provider == "b"
+        assert lb.get_totals().retries == 1
+        with pytest.raises(llmlb.LoadBalancerError, match="out of rotation"):
+            await lb.request(REQ)
+        totals = lb.get_totals()
+    assert script.calls == {"a": 2, "b": 2}
+    assert totals.retries == 2
 
 
 async def test_a_hedge_never_goes_to_the_provider_running_the_request(
