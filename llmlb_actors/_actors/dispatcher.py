@@ -268,13 +268,20 @@ class Dispatcher:
         quota = self.quota
         if (
             call.assigned == 0
-            and not call.stream
             and now >= self.ejections_until
             and (quota is None or not quota.limited_names)
         ):
             # A first attempt, no ejection in force, no budget to check: every provider is
-            # eligible and untried.
-            ready = [a for a in self.rotation if a.queued < a.mailbox_size and a.available(now)]
+            # eligible and untried (for a stream, every one that can stream; an attempt
+            # cap is at least 1).
+            if call.stream:
+                ready = [
+                    a
+                    for a in self.rotation
+                    if a.supports_streaming and a.queued < a.mailbox_size and a.available(now)
+                ]
+            else:
+                ready = [a for a in self.rotation if a.queued < a.mailbox_size and a.available(now)]
             if ready:
                 return self.strategy.select(ready)  # type: ignore[return-value]
         return self._route_carefully(call, now)
@@ -282,8 +289,8 @@ class Dispatcher:
     def _route_carefully(
         self, call: Call, now: float
     ) -> ProviderActor | _Saturated | _Refused | Wait | None:
-        """`route` for retries, streams, while an ejection is in force, with budgets to
-        check, and when none is ready."""
+        """`route` for retries, while an ejection is in force, with budgets to check, and
+        when none is ready."""
         panic = now < self.ejections_until and self._in_panic(now)
         eligible: list[ProviderActor] = []
         admissible: list[ProviderActor] = []
