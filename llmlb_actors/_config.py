@@ -25,7 +25,15 @@ __all__ = [
     "infer_protocol",
 ]
 
-KNOWN_PROTOCOLS = ("openai", "anthropic", "gemini", "cohere", "mistral", "openai-compatible")
+KNOWN_PROTOCOLS = (
+    "openai",
+    "anthropic",
+    "gemini",
+    "cohere",
+    "mistral",
+    "openai-compatible",
+    "azure",
+)
 STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "custom")
 
 _NAME_HINTS: tuple[tuple[str, str], ...] = (
@@ -36,6 +44,7 @@ _NAME_HINTS: tuple[tuple[str, str], ...] = (
     ("google", "gemini"),
     ("cohere", "cohere"),
     ("mistral", "mistral"),
+    ("azure", "azure"),
 )
 _SEPARATOR = re.compile(r"[-_.:/0-9]")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
@@ -115,18 +124,21 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     model               required    model id sent to the API (optional for custom
                                     ``BaseProvider`` classes)
     api_key             None        secret; never shown in reprs, logs or stats
-    base_url            None        API root; required for ``openai-compatible``
+    base_url            None        API root; required for ``openai-compatible`` and
+                                    ``azure`` (``https://{resource}.openai.azure.com``)
     weight              1           share under the ``weighted`` strategy (> 0)
     timeout             None        seconds per attempt; overrides ``global_timeout``
     max_retries         None        cap on attempts at this provider per request
                                     is ``max_retries + 1``
     provider            None        ``"openai"``, ``"anthropic"``, ``"gemini"``,
-                                    ``"cohere"``, ``"mistral"``, ``"openai-compatible"``
-                                    or a `BaseProvider` subclass; inferred from ``name``
+                                    ``"cohere"``, ``"mistral"``, ``"openai-compatible"``,
+                                    ``"azure"`` or a `BaseProvider` subclass; inferred
+                                    from ``name``
     max_concurrency     64          attempts this provider runs at once
     mailbox_size        None        requests queued for it (default: max_concurrency)
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
+                                    (Azure: the ``api-version``; None uses its v1 API)
     ==================  ==========  ===================================================
     """
 
@@ -198,8 +210,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ConfigError(f"{who}model must be a string", field="model")
         if self.model is not None:
             _check_unicode(who, "model", self.model)
-        if protocol == "openai-compatible" and not self.base_url:
-            raise ConfigError(f"{who}openai-compatible needs a base_url", field="base_url")
+        if protocol in ("openai-compatible", "azure") and not self.base_url:
+            raise ConfigError(f"{who}{protocol} needs a base_url", field="base_url")
         if self.base_url is not None and (
             not isinstance(self.base_url, str)
             or not _URL.match(self.base_url)

@@ -32,6 +32,10 @@ def adapter_class(protocol: str) -> type[ProtocolAdapter]:
         from .gemini import GeminiAdapter
 
         return GeminiAdapter
+    if protocol == "azure":
+        from .azure import AzureOpenAIAdapter
+
+        return AzureOpenAIAdapter
     if protocol == "cohere":
         from .cohere import CohereAdapter
 
