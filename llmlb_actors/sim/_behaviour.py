@@ -25,8 +25,18 @@ __all__ = [
     "choose_outcome",
 ]
 
-SimProtocol = Literal["openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral"]
-_PROTOCOLS: Final = ("openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral")
+SimProtocol = Literal[
+    "openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral", "azure"
+]
+_PROTOCOLS: Final = (
+    "openai",
+    "openai-compatible",
+    "anthropic",
+    "gemini",
+    "cohere",
+    "mistral",
+    "azure",
+)
 
 HTTP_ERROR_OUTCOMES: Final = frozenset(
     {"400", "401", "403", "404", "408", "409", "422", "429", "500", "502", "503", "504", "529"}
@@ -147,6 +157,7 @@ _DEFAULT_MODELS: Final = {
     "gemini": "gemini-sim",
     "cohere": "command-sim",
     "mistral": "mistral-sim",
+    "azure": "gpt-sim-deployment",
 }
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import msgspec
+
+from .._schema import sample
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,11 +30,13 @@ __all__ = [
     "ChatInput",
     "Reply",
     "Route",
+    "SimToolCall",
     "StreamPlan",
     "WireProtocol",
     "decode_body",
     "encode",
     "make_reply",
+    "pick_tool",
     "retry_after_value",
     "split_reply",
     "split_text",
@@ -87,9 +91,23 @@ class StreamPlan(NamedTuple):
 
 
 class ChatInput:
-    """What the simulator needs from a chat request body. Strictly private."""
+    """What the simulator needs from a chat request body. Strictly private.
 
-    __slots__ = ("include_usage", "input_words", "max_tokens", "model", "stream", "topic")
+    ``tool`` is the ``(name, parameters schema)`` the answer calls (see `pick_tool`);
+    ``json_schema`` / ``json_mode`` ask for a JSON answer.
+    """
+
+    __slots__ = (
+        "include_usage",
+        "input_words",
+        "json_mode",
+        "json_schema",
+        "max_tokens",
+        "model",
+        "stream",
+        "tool",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -100,6 +118,9 @@ class ChatInput:
         topic: str,
         max_tokens: int | None,
         include_usage: bool = False,
+        tool: tuple[str, dict[str, Any]] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        json_mode: bool = False,
     ) -> None:
         self.model = model
         self.stream = stream
@@ -107,6 +128,35 @@ class ChatInput:
         self.topic = topic
         self.max_tokens = max_tokens
         self.include_usage = include_usage
+        self.tool = tool
+        self.json_schema = json_schema
+        self.json_mode = json_mode
+
+
+def pick_tool(
+    tools: list[tuple[str, dict[str, Any]]], choice: str | None, after_tool_result: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """The tool a deterministic model calls: none without tools or with choice ``none``;
+    after a tool result only when a call is forced; the named tool, else the first."""
+    if not tools or choice == "none":
+        return None
+    forced = choice not in (None, "auto")
+    if after_tool_result and not forced:
+        return None
+    if forced and choice != "required":
+        for name, schema in tools:
+            if name == choice:
+                return name, schema
+        raise BadRequest(f"tool_choice names {choice!r}, which is not among the tools")
+    return tools[0]
+
+
+class SimToolCall(NamedTuple):
+    """A call in a simulated answer; each protocol gives it an id in its own format."""
+
+    name: str
+    arguments: dict[str, Any]
+    arguments_json: str
 
 
 class Reply:
@@ -120,6 +170,7 @@ class Reply:
         "model",
         "prompt_tokens",
         "text",
+        "tool_calls",
         "truncated",
     )
 
@@ -133,6 +184,7 @@ class Reply:
         prompt_tokens: int,
         completion_tokens: int,
         truncated: bool,
+        tool_calls: tuple[SimToolCall, ...] = (),
     ) -> None:
         self.id = id
         self.model = model
@@ -141,7 +193,18 @@ class Reply:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.truncated = truncated
+        self.tool_calls = tool_calls
         self._split: tuple[list[str], list[int]] | None = None
+
+    @property
+    def seq(self) -> int:
+        """The number at the end of the reply id (unique per simulated provider)."""
+        digits = ""
+        for c in reversed(self.id):
+            if not c.isdigit():
+                break
+            digits = c + digits
+        return int(digits or 0)
 
     def _pieces(self) -> tuple[list[str], list[int]]:
         if self._split is None:
@@ -261,7 +324,40 @@ def make_reply(
     provider: str,
     reply_id: str,
 ) -> Reply:
-    """The deterministic answer to ``chat``; truncated to ``max_tokens`` words if asked."""
+    """The deterministic answer to ``chat``; truncated to ``max_tokens`` words if asked.
+
+    A request that offers tools gets a call of the picked tool with arguments
+    made from its schema; one that asks for JSON gets JSON valid for its schema.
+    """
+    if chat.tool is not None:
+        name, schema = chat.tool
+        arguments = sample(schema)
+        if not isinstance(arguments, dict):
+            arguments = {}
+        arguments_json = encode(arguments).decode()
+        return Reply(
+            id=reply_id,
+            model=chat.model,
+            text="",
+            chunks=behaviour.chunks,
+            prompt_tokens=chat.input_words,
+            completion_tokens=len(arguments_json.split()),
+            truncated=False,
+            tool_calls=(SimToolCall(name, arguments, arguments_json),),
+        )
+    if chat.json_schema is not None or chat.json_mode:
+        default = behaviour.reply or f"Simulated reply from {provider} to: {chat.topic}"
+        value = sample(chat.json_schema) if chat.json_schema is not None else {"answer": default}
+        answer = encode(value).decode()
+        return Reply(
+            id=reply_id,
+            model=chat.model,
+            text=answer,
+            chunks=behaviour.chunks,
+            prompt_tokens=chat.input_words,
+            completion_tokens=len(answer.split()),
+            truncated=False,
+        )
     text = behaviour.reply
     if text is None:
         text = f"Simulated reply from {provider} to: {chat.topic}"

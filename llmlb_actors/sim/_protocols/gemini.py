@@ -21,6 +21,7 @@ from ._base import (
     WireProtocol,
     decode_body,
     encode,
+    pick_tool,
     sse,
     topic_of,
 )
@@ -31,9 +32,33 @@ if TYPE_CHECKING:
 __all__ = ["GeminiProtocol"]
 
 
-class _Part(msgspec.Struct):
+class _FunctionCall(msgspec.Struct):
+    name: str = ""
+    args: dict[str, Any] | None = None
+
+
+class _FunctionResponse(msgspec.Struct):
+    name: str = ""
+    response: dict[str, Any] | None = None
+
+
+class _Blob(msgspec.Struct, rename="camel"):
+    mime_type: str = ""
+    data: str = ""
+
+
+class _FileData(msgspec.Struct, rename="camel"):
+    file_uri: str = ""
+    mime_type: str | None = None
+
+
+class _Part(msgspec.Struct, rename="camel"):
     text: str | None = None
     thought: bool | None = None
+    function_call: _FunctionCall | None = None
+    function_response: _FunctionResponse | None = None
+    inline_data: _Blob | None = None
+    file_data: _FileData | None = None
 
 
 class _Content(msgspec.Struct):
@@ -43,15 +68,79 @@ class _Content(msgspec.Struct):
 
 class _GenerationConfig(msgspec.Struct, rename="camel"):
     max_output_tokens: int | None = None
+    response_mime_type: str | None = None
+    response_schema: dict[str, Any] | None = None
+    response_json_schema: dict[str, Any] | None = None
+
+
+class _Declaration(msgspec.Struct, rename="camel"):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    parameters_json_schema: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct, rename="camel"):
+    function_declarations: list[_Declaration] = []
+
+
+class _CallingConfig(msgspec.Struct, rename="camel"):
+    mode: str = "AUTO"
+    allowed_function_names: list[str] | None = None
+
+
+class _ToolConfig(msgspec.Struct, rename="camel"):
+    function_calling_config: _CallingConfig | None = None
 
 
 class _Request(msgspec.Struct, rename="camel"):
     contents: Annotated[list[_Content], msgspec.Meta(min_length=1)]
     system_instruction: _Content | None = None
     generation_config: _GenerationConfig | None = None
+    tools: list[_Tool] | None = None
+    tool_config: _ToolConfig | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+
+
+def _check(req: _Request) -> bool:
+    """The API's rules on parts and declarations; True if the last turn is function results."""
+    for i, content in enumerate(req.contents):
+        if content.role not in (None, "user", "model", "function"):
+            raise BadRequest(f"Please use a valid role: user, model. (contents[{i}].role)")
+        for j, part in enumerate(content.parts):
+            where = f"contents[{i}].parts[{j}]"
+            if part.function_response is not None and not part.function_response.name:
+                raise BadRequest(f"* GenerateContentRequest.{where}.function_response.name: "
+                                 "Name cannot be empty.")  # fmt: skip
+            if part.function_call is not None and not part.function_call.name:
+                raise BadRequest(f"* GenerateContentRequest.{where}.function_call.name: "
+                                 "Name cannot be empty.")  # fmt: skip
+            blob = part.inline_data
+            if blob is not None and (not blob.mime_type or not blob.data):
+                raise BadRequest(f"* GenerateContentRequest.{where}.inline_data: "
+                                 "mime_type and data are required.")  # fmt: skip
+    for tool in req.tools or ():
+        for d in tool.function_declarations:
+            if d.parameters is not None and d.parameters_json_schema is not None:
+                raise BadRequest(f"function_declarations[{d.name}]: parameters and "
+                                 "parameters_json_schema are mutually exclusive")  # fmt: skip
+    last = req.contents[-1]
+    return any(p.function_response is not None for p in last.parts)
+
+
+def _choice(req: _Request) -> str | None:
+    config = req.tool_config.function_calling_config if req.tool_config is not None else None
+    if config is None:
+        return None
+    if config.mode == "NONE":
+        return "none"
+    if config.mode in ("ANY", "VALIDATED"):
+        names = config.allowed_function_names or []
+        return names[0] if len(names) == 1 else "required"
+    return "auto"
+
 
 _STATUSES: Final = {
     400: "INVALID_ARGUMENT",
@@ -86,7 +175,13 @@ _KEY_MESSAGE: Final = "API key not valid. Please pass a valid API key."
 def _text(content: _Content | None) -> str:
     if content is None:
         return ""
-    return " ".join(p.text for p in content.parts if p.text is not None and not p.thought)
+    out = []
+    for p in content.parts:
+        if p.text is not None and not p.thought:
+            out.append(p.text)
+        elif p.function_response is not None:
+            out.append(encode(p.function_response.response or {}).decode())
+    return " ".join(out)
 
 
 def _delay(seconds: float) -> str:
@@ -191,8 +286,22 @@ class GeminiProtocol(WireProtocol):
             if content.role in (None, "user"):
                 topic = text
         config = req.generation_config
+        after_result = _check(req)
+        tools = [
+            (d.name, d.parameters_json_schema or d.parameters or {})
+            for tool in req.tools or ()
+            for d in tool.function_declarations
+        ]
+        json_schema = None
+        json_mode = False
+        if config is not None and config.response_mime_type == "application/json":
+            json_schema = config.response_json_schema or config.response_schema
+            json_mode = json_schema is None
         return ChatInput(
             model=route.model or "",
+            tool=pick_tool(tools, _choice(req), after_result),
+            json_schema=json_schema,
+            json_mode=json_mode,
             stream=route.stream,
             input_words=words,
             topic=topic_of(topic),
@@ -275,8 +384,14 @@ class GeminiProtocol(WireProtocol):
     # answers ------------------------------------------------------------
 
     def _response(self, reply: Reply, text: str, tokens: int, finish: bool) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [{"text": text}]
+        if reply.tool_calls:
+            # Like the API before it gave call ids: name and args only.
+            parts = [
+                {"functionCall": {"name": c.name, "args": c.arguments}} for c in reply.tool_calls
+            ]
         candidate: dict[str, Any] = {
-            "content": {"parts": [{"text": text}], "role": "model"},
+            "content": {"parts": parts, "role": "model"},
         }
         if finish:
             candidate["finishReason"] = "MAX_TOKENS" if reply.truncated else "STOP"
@@ -303,6 +418,17 @@ class GeminiProtocol(WireProtocol):
         ]
 
     def stream(self, reply: Reply, chat: ChatInput) -> StreamPlan:
+        if reply.tool_calls:
+            # Function calls come whole, in one event.
+            whole = self._response(reply, "", reply.completion_tokens, True)
+            return StreamPlan(
+                head=[],
+                deltas=[sse(encode(whole))],
+                tail=[],
+                error=_STREAM_ERROR,
+                malformed=_MALFORMED,
+                wrong_shape=_WRONG_SHAPE,
+            )
         pieces = reply.pieces
         cumulative = reply.cumulative
         prompt = reply.prompt_tokens
@@ -331,6 +457,8 @@ class GeminiProtocol(WireProtocol):
         )
 
     def json_array(self, reply: Reply, chat: ChatInput) -> bytes:
+        if reply.tool_calls:
+            return encode([self._response(reply, "", reply.completion_tokens, True)])
         return encode(self._chunks(reply))
 
     def wrong_shape(self, reply: Reply) -> bytes:
