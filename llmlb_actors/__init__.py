@@ -8,6 +8,11 @@ The public surface is re-exported here; everything else lives in private
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult
+from ._chat import ImagePart as ImagePart
+from ._chat import JSONSchema as JSONSchema
+from ._chat import TextPart as TextPart
+from ._chat import Tool as Tool
+from ._chat import ToolCall as ToolCall
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._errors import BalancerClosedError as BalancerClosedError
@@ -37,6 +42,8 @@ __all__ = [
     "BaseProvider",
     "BatchResult",
     "ConfigError",
+    "ImagePart",
+    "JSONSchema",
     "LLMError",
     "LLMLBError",
     "LLMRequest",
@@ -49,6 +56,9 @@ __all__ = [
     "ProviderStats",
     "StrategyError",
     "StreamChunk",
+    "TextPart",
+    "Tool",
+    "ToolCall",
     "Usage",
     "__version__",
     "load_config",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from ._actors._call import Call, Reroute
+from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, NeedfulCall, Reroute, needs_of
 from ._actors._stream import StreamHandle
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
@@ -50,12 +50,16 @@ _MAX_REROUTES = 32
 
 def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
     """The response as the caller gets it: which provider, how long, how many attempts."""
-    return msgspec.structs.replace(
+    answered = msgspec.structs.replace(
         response,
         provider=call.provider or "",
         latency=trio.current_time() - start,
         attempts=attempts,
     )
+    metadata = call.request.metadata
+    if metadata is not None:  # the caller's labels come back; they were never sent
+        answered = msgspec.structs.replace(answered, metadata=metadata)
+    return answered
 
 
 class Balancer:
@@ -164,7 +168,10 @@ class Balancer:
             raise TypeError(f"request must be an LLMRequest, got {type(request).__name__}")
         if self._closed:
             raise BalancerClosedError("the balancer is closed")
-        call = Call(request, stream=stream)
+        if request.tools is None and request.messages is None:
+            call = Call(request, stream=stream)  # a prompt: every provider can take it
+        else:
+            call = self._call_for(request, stream)
         start = trio.current_time()
         limit = timeout if timeout is not None else self.config.request_timeout
         self._requests += 1
@@ -201,6 +208,28 @@ class Balancer:
             self._calls.discard(call)
         self._succeeded += 1
         return outcome
+
+    def _call_for(self, request: LLMRequest, stream: bool) -> Call:
+        """A call that only providers able to take its tools or images may get.
+
+        Raises:
+            ConfigError: no provider of the balancer can take it (nothing is sent).
+        """
+        needs = needs_of(request)
+        if not needs:
+            return Call(request, stream=stream)
+        actors = self._supervisor.actors.values()
+        if not any(not needs & ~a.accepts for a in actors):
+            what = " and ".join(
+                w for bit, w in ((NEEDS_TOOLS, "tools"), (NEEDS_IMAGES, "images")) if needs & bit
+            )
+            raise ConfigError(
+                f"no provider can take a request with {what}: "
+                f"{', '.join(repr(a.name) for a in actors) or 'there are none'} "
+                f"(a BaseProvider subclass declares supports_tools / supports_images)",
+                field="messages" if needs == NEEDS_IMAGES else "tools",
+            )
+        return NeedfulCall(request, needs, stream=stream)
 
     async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
         """Judge the current attempt's failure; retry, fail over or give up."""

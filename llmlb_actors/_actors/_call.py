@@ -19,13 +19,30 @@ from typing import TYPE_CHECKING, Union
 
 import trio
 
+from .._chat import ImagePart
 from .._errors import LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
     from ._stream import StreamHandle
 
-__all__ = ["Call", "Outcome", "Reroute"]
+__all__ = ["NEEDS_IMAGES", "NEEDS_TOOLS", "Call", "NeedfulCall", "Outcome", "Reroute", "needs_of"]
+
+NEEDS_TOOLS = 1
+"""The request offers tools or carries tool turns."""
+NEEDS_IMAGES = 2
+"""The request carries an image part."""
+
+
+def needs_of(request: LLMRequest) -> int:
+    """What a provider must handle to take ``request`` (0 for text-only requests)."""
+    needs = NEEDS_TOOLS if request.tools else 0
+    for message in request.messages or ():
+        if message.tool_calls or message.role == "tool":
+            needs |= NEEDS_TOOLS
+        if type(message.content) is not str and any(type(p) is ImagePart for p in message.content):
+            needs |= NEEDS_IMAGES
+    return needs
 
 
 class Reroute:
@@ -57,6 +74,9 @@ class Call:
         "stream",
         "waiter",
     )
+
+    needs = 0
+    """`NEEDS_TOOLS` / `NEEDS_IMAGES` bits; a class default, so a text request pays nothing."""
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request
@@ -130,3 +150,13 @@ class Call:
         self.abandoned = True
         if self.scope is not None:
             self.scope.cancel()
+
+
+class NeedfulCall(Call):
+    """A call whose request only some providers can take (tools, images)."""
+
+    __slots__ = ("needs",)
+
+    def __init__(self, request: LLMRequest, needs: int, *, stream: bool = False) -> None:
+        super().__init__(request, stream=stream)
+        self.needs = needs

@@ -112,7 +112,9 @@ class Dispatcher:
                 call.attempt,
                 LoadBalancerError(
                     "No provider available: every provider is removed, disabled, at its "
-                    "attempt limit for this request" + (" or cannot stream" if call.stream else "")
+                    "attempt limit for this request"
+                    + (" or cannot stream" if call.stream else "")
+                    + (" or cannot take its tools or images" if call.needs else "")
                 ),
             )
             return True
@@ -122,7 +124,7 @@ class Dispatcher:
     def route(self, call: Call) -> ProviderActor | _Saturated | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
-        if call.assigned == 0 and not call.stream:
+        if call.assigned == 0 and not call.stream and not call.needs:
             pool = self.rotation  # a first attempt: every provider is eligible and untried
         else:
             eligible: list[ProviderActor] = []
@@ -160,8 +162,10 @@ class Dispatcher:
 
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
-    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap)?"""
+    """May ``actor`` get an attempt of ``call`` at all (streaming, tools, images, its cap)?"""
     if call.stream and not actor.supports_streaming:
         return False
+    if call.needs & ~actor.accepts:
+        return False  # tools or images this provider cannot take
     cap = actor.max_attempts
     return cap is None or call.attempts_at(actor.name) < cap

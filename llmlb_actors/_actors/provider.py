@@ -15,7 +15,7 @@ from .._errors import LLMError
 from .._models import LLMResponse, Usage
 from .._state import ProviderState
 from .._stats import ProviderStats, StatsRecorder
-from ._call import Call, Reroute
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute
 from ._stream import StreamHandle, StreamItem
 
 if TYPE_CHECKING:
@@ -63,6 +63,9 @@ class ProviderActor:
         self._on_capacity = on_capacity
         self.provider: BaseProvider = factory(config)
         self.supports_streaming = self.provider.supports_streaming
+        self.accepts = (NEEDS_TOOLS if self.provider.supports_tools else 0) | (
+            NEEDS_IMAGES if self.provider.supports_images else 0
+        )
         self.timeout = config.timeout if config.timeout is not None else settings.global_timeout
         self.max_attempts = None if config.max_retries is None else config.max_retries + 1
         self.mailbox_size = config.mailbox_size or config.max_concurrency

@@ -84,6 +84,15 @@ class BaseProvider:
         llmlb.ProviderConfig(name="echo", provider=Echo)
     """
 
+    supports_tools: ClassVar[bool] = False
+    """Set it to True if `make_request` handles ``LLMRequest.tools`` and tool turns.
+
+    The balancer routes requests with tools only to providers that do, and
+    refuses (``ConfigError``, before sending) one that no provider can take.
+    """
+    supports_images: ClassVar[bool] = False
+    """Set it to True if `make_request` handles `ImagePart` content (routed as for tools)."""
+
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
 
@@ -184,6 +193,9 @@ class ProtocolAdapter(abc.ABC):
 
 class HTTPProvider(BaseProvider):
     """A provider that speaks a built-in protocol through a `Transport`."""
+
+    supports_tools: ClassVar[bool] = True
+    supports_images: ClassVar[bool] = True
 
     def __init__(
         self, config: ProviderConfig, adapter: ProtocolAdapter, transport: Transport
