@@ -179,7 +179,13 @@ def _check_messages(messages: tuple[Message, ...]) -> bool:
     plain = True
     for i, msg in enumerate(messages):
         content = msg.content
-        if type(content) is str and msg.role in _TEXT_ROLES and not msg.tool_calls:
+        if (
+            type(content) is str
+            and msg.role in _TEXT_ROLES
+            and not msg.tool_calls
+            and msg.tool_call_id is None
+            and msg.name is None
+        ):
             _check_text(f"messages[{i}].content", content)
             continue
         try:

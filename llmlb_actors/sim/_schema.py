@@ -94,7 +94,9 @@ def _type_of(schema: object) -> str | None:
         return None
     kind = schema.get("type")
     if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
+        kind = next((k for k in kind if str(k).lower() != "null"), kind[0] if kind else None)
+    if isinstance(kind, str):
+        kind = kind.lower()  # Gemini's OpenAPI schemas say "STRING", "OBJECT"
     if kind is None and "properties" in schema:
         return "object"
     if kind is None and "items" in schema:

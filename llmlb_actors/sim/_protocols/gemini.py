@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote
 
@@ -102,6 +103,42 @@ class _Request(msgspec.Struct, rename="camel"):
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+
+# Proto3 JSON: the API takes snake_case field names as well as camelCase, and the SDK
+# mixes them (``inlineData: {mime_type, data}``, ``parameters_json_schema``). Such a
+# body is rewritten to camelCase first, leaving the caller's own objects untouched.
+_SNAKE_KEY: Final = re.compile(rb'"[a-z][a-z0-9]*_[a-z0-9_]*"\s*:')
+_OPAQUE: Final = frozenset(
+    {"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
+     "responseJsonSchema", "default", "example", "enum"}
+)  # fmt: skip
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        name = _camel(key) if isinstance(key, str) else key
+        out[name] = item if name in _OPAQUE else _camel_keys(item)
+    return out
+
+
+def _decode(body: bytes) -> _Request:
+    if not _SNAKE_KEY.search(body):
+        return decode_body(_DECODER, body)
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return decode_body(_DECODER, body)  # the same 400 as any broken body
+    return decode_body(_DECODER, msgspec.json.encode(_camel_keys(raw)))
 
 
 def _check(req: _Request) -> bool:
@@ -277,7 +314,7 @@ class GeminiProtocol(WireProtocol):
         return self._auth_error
 
     def parse_chat(self, route: Route, body: bytes) -> ChatInput:
-        req = decode_body(_DECODER, body)
+        req = _decode(body)
         words = len(_text(req.system_instruction).split())
         topic = ""
         for content in req.contents:
