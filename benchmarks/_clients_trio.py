@@ -78,15 +78,15 @@ async def _httpx(spec: PointSpec) -> AsyncIterator[_Client]:
 
 @asynccontextmanager
 async def _transport(spec: PointSpec) -> AsyncIterator[_Client]:
-    from llmlb_actors._transport import HTTPCall, TransportLimits, TrioTransport
+    from llmlb_actors._transport import HTTPRequest, TransportLimits, TrioTransport
 
     url = spec.upstream.chat_url(0)
     transport = TrioTransport(TransportLimits(max_connections=spec.concurrency))
     try:
 
         async def one() -> None:
-            call = HTTPCall("POST", url, _HEADERS, _ENCODER.encode(ChatBody.make()))
-            response = await transport.request(call)
+            http_request = HTTPRequest("POST", url, _HEADERS, _ENCODER.encode(ChatBody.make()))
+            response = await transport.request(http_request)
             _check(response.status, response.body)
 
         yield _Client(one)
@@ -172,7 +172,7 @@ def _request() -> Any:
 async def _provider(spec: PointSpec) -> AsyncIterator[_Client]:
     """The adapter and transport without the actors: what the balancer wraps."""
     from llmlb_actors._transport import TransportLimits, TrioTransport
-    from llmlb_actors.providers._base import HTTPProvider
+    from llmlb_actors.providers._http import HTTPProvider
     from llmlb_actors.providers.openai import OpenAICompatibleAdapter
 
     config = _provider_config(spec, 0)
@@ -219,13 +219,13 @@ def _balancer_probe(lb: Balancer) -> Callable[[], dict[str, float]]:
     """Where the requests in flight are, sampled during the window: the achieved
     concurrency at the HTTP layer (running attempts) versus waiting in mailboxes."""
     actors = [lb._provider_actor(p.name) for p in lb.config.providers]
-    dispatcher = lb._dispatcher.send
+    dispatcher = lb._dispatcher
 
     def probe() -> dict[str, float]:
         return {
             "attempts_running": sum(a.active for a in actors),
             "mailbox_queued": sum(a.queued for a in actors),
-            "dispatcher_queued": dispatcher.statistics().current_buffer_used,
+            "dispatcher_queued": dispatcher.queue_length,
         }
 
     return probe

@@ -15,6 +15,7 @@ from ._chat import Tool as Tool
 from ._chat import ToolCall as ToolCall
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
+from ._config import ProviderState as ProviderState
 from ._errors import BalancerClosedError as BalancerClosedError
 from ._errors import ConfigError as ConfigError
 from ._errors import LLMError as LLMError
@@ -28,7 +29,6 @@ from ._models import LLMResponse as LLMResponse
 from ._models import Message as Message
 from ._models import StreamChunk as StreamChunk
 from ._models import Usage as Usage
-from ._state import ProviderState as ProviderState
 from ._stats import BalancerTotals as BalancerTotals
 from ._stats import ProviderStats as ProviderStats
 from ._version import __version__ as __version__

@@ -2,64 +2,34 @@
 
 from __future__ import annotations
 
-import logging
 import random
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import trio
 
-from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, NeedfulCall, Reroute, needs_of
-from ._actors._stream import StreamHandle
+from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, StreamHandle, needs_of
+from ._actors._requests import RequestLoop
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
-from ._backoff import compute_backoff
 from ._batch import BatchMap
 from ._config import BalancerConfig, ProviderConfig
-from ._errors import (
-    BalancerClosedError,
-    ConfigError,
-    LLMError,
-    LoadBalancerError,
-    OverloadedError,
-)
+from ._errors import BalancerClosedError, ConfigError
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
-from ._stats import BalancerTotals, ProviderStats
 from ._transport import make_transport
 from ._transport._base import Transport, TransportLimits
-from .providers._base import BaseProvider, HTTPProvider
-from .providers._registry import adapter_class
-from .strategies import make_strategy
+from .providers._adapter import adapter_class
+from .providers._http import HTTPProvider
+from .strategies import StrategyOptions, make_strategy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 
+    from ._stats import BalancerTotals, ProviderStats
+    from .providers._base import BaseProvider
+
 __all__ = ["Balancer", "open_balancer"]
-
-log = logging.getLogger("llmlb_actors")
-
-#: The deadline of a request without a timeout (one shared object, none per request).
-_NO_DEADLINE = nullcontext()
-
-# Re-routes (a provider crashed or left before running the attempt) do not use
-# up retries, but are bounded so that a request always ends.
-_MAX_REROUTES = 32
-
-
-def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
-    """The response as the caller gets it: which provider, how long, how many attempts."""
-    answered = msgspec.structs.replace(
-        response,
-        provider=call.provider or "",
-        latency=trio.current_time() - start,
-        attempts=attempts,
-    )
-    metadata = call.request.metadata
-    if metadata is not None:  # the caller's labels come back; they were never sent
-        answered = msgspec.structs.replace(answered, metadata=metadata)
-    return answered
 
 
 class Balancer:
@@ -75,26 +45,20 @@ class Balancer:
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._rng = rng
-        self._dispatcher = Dispatcher(
-            make_strategy(config.strategy, config.custom_strategy), config.queue_size
-        )
+        strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
+        self._dispatcher = Dispatcher(strategy, config.queue_size)
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
-        self._calls: set[Call] = set()
-        self._closed = False
-        self._requests = 0
-        self._succeeded = 0
-        self._failed = 0
-        self._retries = 0
-        self._rerouted = 0
+        self._requests = RequestLoop(config, self._dispatcher, rng)
 
-    def _make_provider(self, config: ProviderConfig) -> BaseProvider:
-        protocol = config.protocol
+    def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
+        protocol = provider_config.protocol
         if isinstance(protocol, str):
             if self._transport is None:
                 # Created on first use: a balancer of custom providers needs none.
                 self._transport = self._transport_factory()
-            return HTTPProvider(config, adapter_class(protocol)(config), self._transport)
-        return protocol(config)
+            adapter = adapter_class(protocol)(provider_config)
+            return HTTPProvider(provider_config, adapter, self._transport)
+        return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
 
@@ -109,8 +73,11 @@ class Balancer:
         Raises:
             LoadBalancerError: every allowed attempt failed, the deadline passed,
                 or the request was rejected (400/422); ``.errors`` has each attempt.
+            ConfigError: the request has tools or images and no provider takes them.
         """
-        outcome = await self._run(request, stream=False, timeout=timeout)
+        if type(request) is LLMRequest and (request.tools or request.messages):
+            self._refuse_impossible(request)
+        outcome = await self._requests.run(request, stream=False, timeout=timeout)
         assert isinstance(outcome, LLMResponse)
         return outcome
 
@@ -125,12 +92,31 @@ class Balancer:
         text received so far. Leaving the block early closes the upstream.
         ``timeout`` bounds the time to the first chunk.
         """
-        outcome = await self._run(request, stream=True, timeout=timeout)
+        if type(request) is LLMRequest and (request.tools or request.messages):
+            self._refuse_impossible(request)
+        outcome = await self._requests.run(request, stream=True, timeout=timeout)
         assert isinstance(outcome, StreamHandle)
         try:
             yield outcome
         finally:
             outcome.close()
+
+    def _refuse_impossible(self, request: LLMRequest) -> None:
+        """Raise `ConfigError` (nothing is sent) if no provider can take the request's
+        tools or images; the dispatcher routes it only to those that can."""
+        needs = needs_of(request)
+        if not needs:
+            return
+        actors = self._supervisor.actors.values()
+        if any(not needs & ~actor.accepts for actor in actors):
+            return
+        what = [w for bit, w in ((NEEDS_TOOLS, "tools"), (NEEDS_IMAGES, "images")) if needs & bit]
+        raise ConfigError(
+            f"no provider can take a request with {' and '.join(what)}: "
+            f"{', '.join(repr(a.name) for a in actors) or 'there are none'} "
+            "(a BaseProvider subclass declares supports_tools / supports_images)",
+            field="tools" if needs & NEEDS_TOOLS else "messages",
+        )
 
     def map(
         self,
@@ -151,188 +137,28 @@ class Balancer:
         what is unfinished. ``timeout`` applies to each request. See `BatchMap`.
         """
         return BatchMap(
-            self, requests, concurrency=concurrency, ordered=ordered, buffer=buffer, timeout=timeout
+            self.request,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            buffer=buffer,
+            timeout=timeout,
         )
-
-    async def _run(
-        self, request: LLMRequest, *, stream: bool, timeout: float | None
-    ) -> LLMResponse | StreamHandle:
-        """Submit, wait, and retry only if the first attempt did not answer.
-
-        Every object this coroutine holds lives as long as the request, and at
-        thousands in flight what they cost is mostly the garbage collector
-        walking them: the happy path stays in this one frame, with no
-        allocation it can avoid.
-        """
-        if not isinstance(request, LLMRequest):
-            raise TypeError(f"request must be an LLMRequest, got {type(request).__name__}")
-        if self._closed:
-            raise BalancerClosedError("the balancer is closed")
-        if request.tools is None and request.messages is None:
-            call = Call(request, stream=stream)  # a prompt: every provider can take it
-        else:
-            call = self._call_for(request, stream)
-        start = trio.current_time()
-        limit = timeout if timeout is not None else self.config.request_timeout
-        self._requests += 1
-        self._calls.add(call)
-        outcome: LLMResponse | StreamHandle | None = None
-        try:
-            with _NO_DEADLINE if limit is None else trio.move_on_after(limit):
-                call.next_attempt()
-                if not self._dispatcher.dispatch_inline(call):
-                    await self._enqueue(call)
-                if call.outcome is None:
-                    call.waiter = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(call)
-                else:
-                    await trio.lowlevel.checkpoint()
-                first = call.outcome
-                if isinstance(first, LLMResponse):
-                    outcome = _answered(call, first, start, attempts=1)
-                elif isinstance(first, StreamHandle):
-                    outcome = first
-                else:
-                    outcome = await self._retry(call, start)
-            if outcome is None:
-                call.abandon()
-                errors = call.errors or []
-                raise LoadBalancerError(
-                    f"Request timed out after {limit:g}s ({len(errors)} attempts failed)", errors
-                )
-        except BaseException:
-            call.abandon()
-            self._failed += 1
-            raise
-        finally:
-            self._calls.discard(call)
-        self._succeeded += 1
-        return outcome
-
-    def _call_for(self, request: LLMRequest, stream: bool) -> Call:
-        """A call that only providers able to take its tools or images may get.
-
-        Raises:
-            ConfigError: no provider of the balancer can take it (nothing is sent).
-        """
-        needs = needs_of(request)
-        if not needs:
-            return Call(request, stream=stream)
-        actors = self._supervisor.actors.values()
-        if not any(not needs & ~a.accepts for a in actors):
-            what = " and ".join(
-                w for bit, w in ((NEEDS_TOOLS, "tools"), (NEEDS_IMAGES, "images")) if needs & bit
-            )
-            raise ConfigError(
-                f"no provider can take a request with {what}: "
-                f"{', '.join(repr(a.name) for a in actors) or 'there are none'} "
-                f"(a BaseProvider subclass declares supports_tools / supports_images)",
-                field="messages" if needs == NEEDS_IMAGES else "tools",
-            )
-        return NeedfulCall(request, needs, stream=stream)
-
-    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
-        """Judge the current attempt's failure; retry, fail over or give up."""
-        config = self.config
-        errors = call.errors = []
-        retries = 0
-        reroutes = 0
-        while True:
-            outcome = call.outcome
-            if isinstance(outcome, LLMResponse):
-                return _answered(call, outcome, start, attempts=len(errors) + 1)
-            if isinstance(outcome, StreamHandle):
-                return outcome
-            if isinstance(outcome, LoadBalancerError):
-                outcome.errors = errors + outcome.errors
-                raise outcome
-            if isinstance(outcome, Reroute) or (
-                isinstance(outcome, LLMError) and outcome.kind == "crash"
-            ):
-                if isinstance(outcome, LLMError):
-                    errors.append(outcome)
-                reroutes += 1
-                self._rerouted += 1
-                if reroutes > _MAX_REROUTES:
-                    raise LoadBalancerError("All providers failed: too many re-routes", errors)
-            else:
-                assert isinstance(outcome, LLMError)
-                errors.append(outcome)
-                if outcome.kind == "cancelled":
-                    # This caller is still waiting, so it did not cancel: the actor holding
-                    # the attempt was stopped because the balancer is shutting down.
-                    raise BalancerClosedError("the balancer was shut down", errors)
-                if not outcome.retryable and not outcome.disables_provider:
-                    raise LoadBalancerError(
-                        f"Request rejected by {outcome.provider}: {outcome.message}", errors
-                    )
-                if retries >= config.max_retries:
-                    raise LoadBalancerError(
-                        f"All providers failed after {len(errors)} attempts", errors
-                    )
-                retries += 1
-                self._retries += 1
-                # After a refusal (401/403/404) fail over at once: the next provider
-                # is not the one that refused us.
-                if not outcome.disables_provider:
-                    wait = max(
-                        compute_backoff(
-                            retries, config.retry_delay, config.max_retry_delay, self._rng
-                        ),
-                        self._dispatcher.earliest_retry_wait(call, trio.current_time()),
-                    )
-                    if wait > 0:
-                        await trio.sleep(wait)
-            call.next_attempt()
-            await self._submit(call)
-            await call.wait()
-
-    async def _submit(self, call: Call) -> None:
-        if self._closed:
-            raise BalancerClosedError("the balancer is closed")
-        if not self._dispatcher.dispatch_inline(call):
-            await self._enqueue(call)
-
-    async def _enqueue(self, call: Call) -> None:
-        """Through the dispatcher's queue: it is busy, or every mailbox is full."""
-        if self._closed:
-            raise BalancerClosedError("the balancer is closed")
-        self._dispatcher.queueing()
-        try:
-            if self.config.on_overload == "fail":
-                try:
-                    self._dispatcher.send.send_nowait(call)
-                except trio.WouldBlock:
-                    raise OverloadedError(
-                        "Overloaded: the dispatcher queue is full (on_overload='fail')"
-                    ) from None
-            else:
-                await self._dispatcher.send.send(call)
-        except trio.ClosedResourceError:
-            # Shutdown closed the queue while this caller waited for room in it.
-            raise BalancerClosedError("the balancer is closed") from None
 
     # -- observation ------------------------------------------------------------------
 
     def get_stats(self) -> dict[str, ProviderStats]:
         """``{name: ProviderStats}`` for every current provider (removed ones are gone)."""
-        return {name: a.stats_snapshot() for name, a in self._supervisor.actors.items()}
+        return {name: a.statistics() for name, a in self._supervisor.actors.items()}
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        return BalancerTotals(
-            requests=self._requests,
-            succeeded=self._succeeded,
-            failed=self._failed,
-            in_flight=len(self._calls),
-            retries=self._retries,
-            rerouted=self._rerouted,
-        )
+        return self._requests.totals()
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed, in config order."""
         actors = sorted(self._supervisor.actors.values(), key=lambda a: a.index)
-        return [a.config for a in actors if a.is_healthy]
+        return [a.provider_config for a in actors if a.is_healthy]
 
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
@@ -352,7 +178,7 @@ class Balancer:
         """Start a provider at runtime; it joins rotation once its actor is ready."""
         if not isinstance(config, ProviderConfig):
             raise ConfigError("add_provider needs a ProviderConfig", field="config")
-        if self._closed:
+        if self._requests.closed:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.add(config)
 
@@ -366,23 +192,13 @@ class Balancer:
             KeyError: no provider has that name.
             LoadBalancerError: the balancer is closed.
         """
-        if self._closed:
+        if self._requests.closed:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
     def _provider_actor(self, name: str) -> Any:
         """The live actor (tests and chaos tooling only)."""
         return self._supervisor.actors[name]
-
-    # -- lifetime -----------------------------------------------------------------------
-
-    def _shutdown_calls(self) -> None:
-        self._closed = True
-        for call in list(self._calls):
-            call.resolve(call.attempt, BalancerClosedError("the balancer was shut down"))
-            call.abandon()
-        # Callers blocked on a full dispatcher queue are woken (ClosedResourceError).
-        self._dispatcher.send.close()
 
 
 @asynccontextmanager
@@ -437,7 +253,7 @@ async def open_balancer(
                     await balancer._supervisor.add(provider)
                 yield balancer
             finally:
-                balancer._shutdown_calls()
+                balancer._requests.close()
                 balancer._supervisor.cancel()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import trio
@@ -33,9 +33,15 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
-    from ._balancer import Balancer
+__all__ = ["BatchMap", "BatchResult", "BatchResults", "BatchStatistics", "RequestFunction"]
 
-__all__ = ["BatchMap", "BatchResult", "BatchResults", "BatchStatistics"]
+
+class RequestFunction(Protocol):
+    """What a batch calls for each item: `Balancer.request`'s signature."""
+
+    def __call__(
+        self, request: LLMRequest, /, *, timeout: float | None = None
+    ) -> Awaitable[LLMResponse]: ...
 
 
 class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,7 +198,7 @@ class BatchResults:
 
     async def _produce(
         self,
-        balancer: Balancer,
+        request_fn: RequestFunction,
         requests: Iterable[Any] | AsyncIterable[Any],
         nursery: trio.Nursery,
         timeout: float | None,
@@ -209,7 +215,7 @@ class BatchResults:
                             item = await anext(iterator)
                         except StopAsyncIteration:
                             break
-                        self._start(nursery, balancer, item, timeout)
+                        self._start(nursery, request_fn, item, timeout)
                 finally:
                     if inspect.isasyncgen(iterator):
                         # We own the iteration we started; close it so its cleanup
@@ -224,7 +230,7 @@ class BatchResults:
                             item = next(sync_iterator)
                         except StopIteration:
                             break
-                        self._start(nursery, balancer, item, timeout)
+                        self._start(nursery, request_fn, item, timeout)
                 finally:
                     if inspect.isgenerator(sync_iterator):
                         sync_iterator.close()  # e.g. a reader's open file closes now
@@ -243,21 +249,21 @@ class BatchResults:
             await event.wait()
 
     def _start(
-        self, nursery: trio.Nursery, balancer: Balancer, item: Any, timeout: float | None
+        self, nursery: trio.Nursery, request_fn: RequestFunction, item: Any, timeout: float | None
     ) -> None:
         index = self._issued
         self._issued += 1
         self._in_flight += 1
         self._max_in_flight = max(self._max_in_flight, self._in_flight)
-        nursery.start_soon(self._run_one, balancer, index, item, timeout)
+        nursery.start_soon(self._run_one, request_fn, index, item, timeout)
 
     async def _run_one(
-        self, balancer: Balancer, index: int, item: Any, timeout: float | None
+        self, request_fn: RequestFunction, index: int, item: Any, timeout: float | None
     ) -> None:
         start = trio.current_time()
         if isinstance(item, LLMRequest):
             try:
-                response = await balancer.request(item, timeout=timeout)
+                response = await request_fn(item, timeout=timeout)
             except LLMLBError as exc:
                 result = _failure(index, item.id, exc, trio.current_time() - start)
             else:
@@ -326,7 +332,7 @@ class BatchMap:
 
     def __init__(
         self,
-        balancer: Balancer,
+        request_fn: RequestFunction,
         requests: Iterable[Any] | AsyncIterable[Any],
         *,
         concurrency: int,
@@ -347,7 +353,7 @@ class BatchMap:
                 f"requests must be an iterable or async iterable of LLMRequest, "
                 f"got {type(requests).__name__}"
             )
-        self._balancer = balancer
+        self._request_fn = request_fn
         self._requests = requests
         self._ordered = bool(ordered)
         self._concurrency = concurrency
@@ -384,7 +390,7 @@ class BatchMap:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
-                    results._produce, self._balancer, self._requests, nursery, self._timeout
+                    results._produce, self._request_fn, self._requests, nursery, self._timeout
                 )
                 try:
                     yield results

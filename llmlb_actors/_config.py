@@ -1,71 +1,40 @@
-"""Balancer and provider configuration, validated when built."""
+"""Balancer and provider configuration, validated when built.
+
+`ProviderState` lives here too: it is the argument type of
+``BalancerConfig.custom_strategy`` and holds a `ProviderConfig`, so keeping it
+beside both keeps the import graph acyclic.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import msgspec
 
+from ._circuit import CircuitState
 from ._errors import ConfigError
 from ._transport._base import Transport
 from .providers._base import BaseProvider
-
-if TYPE_CHECKING:
-    from ._state import ProviderState
+from .providers._registry import PROTOCOLS, infer_protocol
 
 __all__ = [
-    "KNOWN_PROTOCOLS",
-    "STRATEGIES",
+    "STRATEGY_NAMES",
     "BalancerConfig",
     "ProviderConfig",
-    "infer_protocol",
+    "ProviderState",
+    "StrategyName",
 ]
 
-KNOWN_PROTOCOLS = (
-    "openai",
-    "anthropic",
-    "gemini",
-    "cohere",
-    "mistral",
-    "openai-compatible",
-    "azure",
-)
-STRATEGIES = ("round-robin", "failover", "weighted", "least-busy", "latency", "custom")
-
-_NAME_HINTS: tuple[tuple[str, str], ...] = (
-    ("openai", "openai"),
-    ("anthropic", "anthropic"),
-    ("claude", "anthropic"),
-    ("gemini", "gemini"),
-    ("google", "gemini"),
-    ("cohere", "cohere"),
-    ("mistral", "mistral"),
-    ("azure", "azure"),
-)
-_SEPARATOR = re.compile(r"[-_.:/0-9]")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 # What both transports can put in a header: printable ASCII and tab. Anything else
 # (non-ASCII, control characters) would only fail when sent, inside the provider actor.
 _HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-
-
-def infer_protocol(name: str) -> str | None:
-    """The wire protocol a provider name implies, or ``None``.
-
-    ``"openai"``, ``"claude"``, ``"gemini-eu"`` and ``"mistral_2"`` imply a
-    protocol; ``"my-llm"`` does not.
-    """
-    low = name.lower()
-    for hint, protocol in _NAME_HINTS:
-        if low == hint or (low.startswith(hint) and _SEPARATOR.match(low, len(hint))):
-            return protocol
-    return None
 
 
 def _valid_port(url: str) -> bool:
@@ -210,7 +179,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ConfigError(f"{who}model must be a string", field="model")
         if self.model is not None:
             _check_unicode(who, "model", self.model)
-        if protocol in ("openai-compatible", "azure") and not self.base_url:
+        if isinstance(protocol, str) and PROTOCOLS[protocol].needs_base_url and not self.base_url:
             raise ConfigError(f"{who}{protocol} needs a base_url", field="base_url")
         if self.base_url is not None and (
             not isinstance(self.base_url, str)
@@ -225,23 +194,21 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     @property
     def protocol(self) -> str | type[BaseProvider]:
         """The wire protocol name, or the custom `BaseProvider` subclass."""
-        from .providers._base import BaseProvider
-
         who = f"provider {self.name!r}: "
         if self.provider is None:
             inferred = infer_protocol(self.name)
             if inferred is None:
                 raise ConfigError(
                     f"{who}cannot infer the protocol from the name; set provider= to one of "
-                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    f"{', '.join(PROTOCOLS)} or a BaseProvider subclass",
                     field="provider",
                 )
             return inferred
         if isinstance(self.provider, str):
-            if self.provider not in KNOWN_PROTOCOLS:
+            if self.provider not in PROTOCOLS:
                 raise ConfigError(
                     f"{who}unknown provider protocol {self.provider!r}; expected one of "
-                    f"{', '.join(KNOWN_PROTOCOLS)} or a BaseProvider subclass",
+                    f"{', '.join(PROTOCOLS)} or a BaseProvider subclass",
                     field="provider",
                 )
             return self.provider
@@ -277,8 +244,33 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             return "?"
 
 
+class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
+    """What a custom strategy may look at when it picks a provider.
+
+    A snapshot: changing it changes nothing. Return one of the snapshots you
+    were given.
+    """
+
+    name: str
+    config: ProviderConfig
+    index: int
+    """Position in configuration order (added providers come last)."""
+    weight: float
+    is_healthy: bool
+    circuit_state: CircuitState
+    in_flight: int
+    """Requests assigned and not finished (queued in its mailbox or running)."""
+    average_latency_ms: float
+    """Smoothed latency of recent successes (0 before the first)."""
+    consecutive_failures: int
+    total_requests: int
+
+
+#: The strategy names a config may use. Each has a factory in the registry
+#: `llmlb_actors.strategies.STRATEGIES`, keyed by this type (a test checks both agree).
 StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
-CustomStrategy = Callable[[list["ProviderState"]], "ProviderState"]
+STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
+CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
 
 class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -338,9 +330,9 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in STRATEGY_NAMES:
             raise ConfigError(
-                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}",
+                f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGY_NAMES)}",
                 field="strategy",
             )
         if self.strategy == "custom" and not callable(self.custom_strategy):

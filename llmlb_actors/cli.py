@@ -16,14 +16,14 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ._config import STRATEGIES
+from ._config import STRATEGY_NAMES
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = ["build_parser", "main"]
 
-_FILE_STRATEGIES = [s for s in STRATEGIES if s != "custom"]
+_FILE_STRATEGIES = [s for s in STRATEGY_NAMES if s != "custom"]
 
 
 def _positive_int(text: str) -> int:

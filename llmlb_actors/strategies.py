@@ -19,13 +19,19 @@ custom      your callable over read-only `ProviderState` snapshots
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, cast
 
+import msgspec
+
+from ._config import STRATEGY_NAMES, ProviderState, StrategyName
 from ._errors import StrategyError
-from ._state import ProviderState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
+
+    from ._config import BalancerConfig
 
 __all__ = [
     "Candidate",
@@ -35,6 +41,7 @@ __all__ = [
     "LeastBusyStrategy",
     "RoundRobinStrategy",
     "Strategy",
+    "StrategyOptions",
     "WeightedStrategy",
     "make_strategy",
 ]
@@ -217,20 +224,55 @@ class CustomStrategy:
         pass
 
 
+class StrategyOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What a strategy factory may use besides the name (from `BalancerConfig`)."""
+
+    custom: Callable[[list[ProviderState]], ProviderState] | None = None
+    """``BalancerConfig.custom_strategy``."""
+    rng: random.Random = msgspec.field(default_factory=random.Random)
+    """The balancer's random source (seeded from ``BalancerConfig.seed``)."""
+
+    @classmethod
+    def from_config(cls, config: BalancerConfig, rng: random.Random) -> StrategyOptions:
+        return cls(custom=config.custom_strategy, rng=rng)
+
+
+def _custom(options: StrategyOptions) -> Strategy:
+    if options.custom is None:
+        raise StrategyError("strategy 'custom' needs custom_strategy, a callable")
+    return CustomStrategy(options.custom)
+
+
+#: The strategy registry: name → factory. A name must also be in ``StrategyName``
+#: (mypy checks the keys; a test checks that every name has a factory).
+STRATEGIES: dict[StrategyName, Callable[[StrategyOptions], Strategy]] = {
+    "round-robin": lambda _: RoundRobinStrategy(),
+    "failover": lambda _: FailoverStrategy(),
+    "weighted": lambda _: WeightedStrategy(),
+    "least-busy": lambda _: LeastBusyStrategy(),
+    "latency": lambda _: LatencyStrategy(),
+    "custom": _custom,
+}
+
+
 def make_strategy(
-    name: str, custom: Callable[[list[ProviderState]], ProviderState] | None = None
+    name: str,
+    custom: Callable[[list[ProviderState]], ProviderState] | None = None,
+    *,
+    options: StrategyOptions | None = None,
 ) -> Strategy:
-    """A fresh strategy object for a strategy name from `BalancerConfig`."""
-    if name == "round-robin":
-        return RoundRobinStrategy()
-    if name == "failover":
-        return FailoverStrategy()
-    if name == "weighted":
-        return WeightedStrategy()
-    if name == "least-busy":
-        return LeastBusyStrategy()
-    if name == "latency":
-        return LatencyStrategy()
-    if name == "custom" and custom is not None:
-        return CustomStrategy(custom)
-    raise StrategyError(f"unknown strategy {name!r}")
+    """A fresh strategy object for a strategy name from `BalancerConfig`.
+
+    Raises:
+        StrategyError: an unknown name, or ``"custom"`` without a callable.
+    """
+    if name not in STRATEGY_NAMES:
+        raise StrategyError(
+            f"unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}"
+        )
+    factory = STRATEGIES[cast("StrategyName", name)]
+    if options is None:
+        options = StrategyOptions(custom=custom)
+    elif custom is not None:
+        options = msgspec.structs.replace(options, custom=custom)
+    return factory(options)

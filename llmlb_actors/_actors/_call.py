@@ -1,4 +1,4 @@
-"""The envelope a request travels in, with its one-shot reply slot per attempt.
+"""The envelope a request travels in, its one-shot reply slot, and the stream it may become.
 
 A `Call` goes caller → dispatcher mailbox → provider mailbox → a worker. The
 worker (or the supervisor, if the worker's actor crashed or was removed)
@@ -11,22 +11,37 @@ cheaper than a memory-channel pair per request, and than a ``trio.Event``
 (an Event, its task set and an abort closure per wait). Every object a call
 allocates lives as long as the request, so at thousands in flight each one is
 walked by the garbage collector several times: a call allocates as few as it can.
+
+A streamed call resolves to a `StreamHandle`, the caller's end of the chunks
+the worker pumps; the handle closes its call when the caller leaves. They name
+each other, so they live in one module.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
+import msgspec
 import trio
 
 from .._chat import ImagePart
 from .._errors import LLMError, LoadBalancerError
-from .._models import LLMRequest, LLMResponse
+from .._models import LLMRequest, LLMResponse, StreamChunk
 
 if TYPE_CHECKING:
-    from ._stream import StreamHandle
+    from collections.abc import AsyncIterator
 
-__all__ = ["NEEDS_IMAGES", "NEEDS_TOOLS", "Call", "NeedfulCall", "Outcome", "Reroute", "needs_of"]
+__all__ = [
+    "NEEDS_IMAGES",
+    "NEEDS_TOOLS",
+    "Call",
+    "NeedfulCall",
+    "Outcome",
+    "Reroute",
+    "StreamHandle",
+    "call_for",
+    "needs_of",
+]
 
 NEEDS_TOOLS = 1
 """The request offers tools or carries tool turns."""
@@ -99,7 +114,7 @@ class Call:
         self.provider = None
         self.scope = None
 
-    async def wait(self) -> Outcome:
+    async def wait_outcome(self) -> Outcome:
         """The current attempt's outcome, once it is resolved (a checkpoint)."""
         if self.outcome is None:
             self.waiter = trio.lowlevel.current_task()
@@ -160,3 +175,87 @@ class NeedfulCall(Call):
     def __init__(self, request: LLMRequest, needs: int, *, stream: bool = False) -> None:
         super().__init__(request, stream=stream)
         self.needs = needs
+
+
+class StreamHandle:
+    """Chunks of one committed stream, as the caller iterates them.
+
+    The worker that owns the upstream response sends chunks over a small
+    memory channel; the first chunk was already read (that is the commit
+    point: failover is only possible before it). An error after the commit is
+    re-raised as an `LLMError` with ``partial=True`` and the text so far.
+    Strictly private; users see it as an async iterator of `StreamChunk`.
+    """
+
+    __slots__ = ("_call", "_error", "_first", "_parts", "_recv", "finished", "provider")
+
+    def __init__(
+        self,
+        first: StreamChunk,
+        recv: trio.MemoryReceiveChannel[StreamChunk],
+        provider: str,
+        call: Call,
+    ) -> None:
+        self._first: StreamChunk | None = first
+        self._recv = recv
+        self._call = call
+        self._error: LLMError | None = None
+        self.provider = provider
+        self._parts: list[str] = []  # joined on demand: `text +=` per chunk is quadratic
+        self.finished = False
+        """Set by the worker when the stream ended completely."""
+
+    def fail(self, error: LLMError) -> None:
+        """Set by the worker when the stream broke after the commit."""
+        self._error = error
+
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        chunk = self._first
+        if chunk is not None:
+            self._first = None
+        else:
+            try:
+                item = await self._recv.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self._error is not None:
+                    raise self._partial(self._error) from None
+                if self.finished:
+                    raise StopAsyncIteration from None
+                raise self._partial(
+                    LLMError(
+                        "stream broken: the provider actor stopped before the stream ended",
+                        provider=self.provider,
+                        retryable=True,
+                        kind="crash",
+                    )
+                ) from None
+            chunk = item
+        if chunk.delta:
+            self._parts.append(chunk.delta)
+        return msgspec.structs.replace(chunk, provider=self.provider)
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    def _partial(self, error: LLMError) -> LLMError:
+        error.partial = True
+        error.partial_text = self.text
+        if not error.provider:
+            error.provider = self.provider
+        return error
+
+    def close(self) -> None:
+        """Stop the stream: the worker closes the upstream response at once."""
+        self._recv.close()
+        self._call.abandon()
+
+
+def call_for(request: LLMRequest, stream: bool) -> Call:
+    """The call for ``request``: one that only some providers may take if it has tools or images."""
+    needs = needs_of(request)
+    return NeedfulCall(request, needs, stream=stream) if needs else Call(request, stream=stream)

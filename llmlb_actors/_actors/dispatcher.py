@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import LoadBalancerError, StrategyError
+from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
 from ._call import Call
 
 if TYPE_CHECKING:
@@ -34,12 +34,13 @@ class Dispatcher:
     without trying. When all have full mailboxes, the dispatcher stops
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
-    in the caller's task instead (`dispatch_inline`). Strictly private.
+    in the caller's task instead (`route_now`). The request loop reaches it
+    through the `Routing` interface only. Strictly private.
     """
 
     def __init__(self, strategy: Strategy, queue_size: int) -> None:
         self.strategy = strategy
-        self.send, self._recv = trio.open_memory_channel[Call](queue_size)
+        self._send, self._recv = trio.open_memory_channel[Call](queue_size)
         self.rotation: list[ProviderActor] = []
         self._capacity = trio.Event()
         self._waiting = False
@@ -54,14 +55,14 @@ class Dispatcher:
         if self._waiting:
             self._capacity.set()
 
-    def dispatch_inline(self, call: Call) -> bool:
+    def route_now(self, call: Call) -> bool:
         """Route ``call`` now, in the caller's task, if the dispatcher is idle.
 
         With nothing queued ahead and nothing waiting for room, running the
         dispatch step here decides exactly what the dispatcher task would (same
         code, same single thread, same order) and saves a hand-off through the
-        queue and a scheduler pass: a third of the balancer's own CPU at low
-        concurrency. False means the call must go through the queue.
+        queue and a scheduler pass. False means the call must go through the
+        queue (`route_queued`).
         """
         if not self._idle:
             return False
@@ -70,9 +71,34 @@ class Dispatcher:
         self._idle = False  # saturated: the call queues, and later ones queue behind it
         return False
 
-    def queueing(self) -> None:
-        """A caller is about to put a call in the queue: later callers must queue too."""
-        self._idle = False
+    async def route_queued(self, call: Call, *, wait: bool) -> None:
+        """Through the queue: the dispatcher is busy, or every mailbox is full.
+
+        Not a checkpoint when it does not wait: the caller parks on its call next.
+        """
+        self._idle = False  # later callers must queue behind this one
+        try:
+            if wait:
+                await self._send.send(call)
+                return
+            try:
+                self._send.send_nowait(call)
+            except trio.WouldBlock:
+                raise OverloadedError(
+                    "Overloaded: the dispatcher queue is full (on_overload='fail')"
+                ) from None
+        except trio.ClosedResourceError:
+            # Shutdown closed the queue, maybe while this caller waited for room in it.
+            raise BalancerClosedError("the balancer is closed") from None
+
+    def close(self) -> None:
+        """Shutdown: the queue takes no more calls; callers blocked on it are woken."""
+        self._send.close()
+
+    @property
+    def queue_length(self) -> int:
+        """Calls waiting in the dispatcher's queue."""
+        return self._send.statistics().current_buffer_used
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         recv = self._recv

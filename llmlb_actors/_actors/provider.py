@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -11,12 +10,12 @@ import msgspec
 import trio
 
 from .._circuit import Circuit
+from .._config import ProviderState
 from .._errors import LLMError
-from .._models import LLMResponse, Usage
-from .._state import ProviderState
+from .._models import LLMResponse, StreamChunk, Usage
+from .._secrets import Redactor
 from .._stats import ProviderStats, StatsRecorder
-from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute
-from ._stream import StreamHandle, StreamItem
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
@@ -46,18 +45,18 @@ class ProviderActor:
 
     def __init__(
         self,
-        config: ProviderConfig,
+        provider_config: ProviderConfig,
         index: int,
-        settings: BalancerConfig,
+        balancer_config: BalancerConfig,
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
         on_capacity: Callable[[], None],
     ) -> None:
-        self.config = config
+        self.provider_config = config = provider_config
         self.name = config.name
         self.index = index
         self.weight = float(config.weight)
-        self.settings = settings
+        self.balancer_config = balancer_config
         self._factory = factory
         self._rng = rng
         self._on_capacity = on_capacity
@@ -66,14 +65,16 @@ class ProviderActor:
         self.accepts = (NEEDS_TOOLS if self.provider.supports_tools else 0) | (
             NEEDS_IMAGES if self.provider.supports_images else 0
         )
-        self.timeout = config.timeout if config.timeout is not None else settings.global_timeout
+        self.timeout = (
+            config.timeout if config.timeout is not None else balancer_config.global_timeout
+        )
         self.max_attempts = None if config.max_retries is None else config.max_retries + 1
         self.mailbox_size = config.mailbox_size or config.max_concurrency
         self.mailbox_send, self.mailbox_recv = trio.open_memory_channel[Call](self.mailbox_size)
         self.queued = 0
         self.active = 0
         self.held: set[Call] = set()
-        self.circuit = Circuit(settings.failure_threshold, settings.cooldown)
+        self.circuit = Circuit(balancer_config.failure_threshold, balancer_config.cooldown)
         self.stats = StatsRecorder()
         self.latency_ewma: float | None = None
         self.not_before = float("-inf")
@@ -83,7 +84,7 @@ class ProviderActor:
         self.dead_reason: str | None = None
         self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
-        self._secrets = _secrets(config)
+        self.redact = Redactor.for_provider(config, balancer_config)
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
@@ -108,7 +109,7 @@ class ProviderActor:
     def snapshot(self) -> ProviderState:
         return ProviderState(
             name=self.name,
-            config=self.config,
+            config=self.provider_config,
             index=self.index,
             weight=self.weight,
             is_healthy=self.is_healthy,
@@ -126,7 +127,7 @@ class ProviderActor:
         self.queued += 1
         self.mailbox_send.send_nowait(call)
 
-    def stats_snapshot(self) -> ProviderStats:
+    def statistics(self) -> ProviderStats:
         s = self.stats
         p50, p95, p99 = s.percentiles()
         reason = self.dead_reason or ("removed" if self.removed else None)
@@ -134,7 +135,7 @@ class ProviderActor:
             reason = self.circuit.reason
         return ProviderStats(
             name=self.name,
-            protocol=self.config.protocol_name,
+            protocol=self.provider_config.protocol_name,
             total_requests=s.total,
             successful_requests=s.successful,
             failed_requests=s.failed,
@@ -173,7 +174,7 @@ class ProviderActor:
                 self._workers = 0
                 self._idle_workers = 0
                 self._spawn_worker()
-                if self.settings.health_check_interval is not None:
+                if self.balancer_config.health_check_interval is not None:
                     nursery.start_soon(self._health_loop)
                 on_ready()
         finally:
@@ -186,7 +187,7 @@ class ProviderActor:
     def renew_provider(self) -> BaseProvider:
         """A fresh provider object after a crash; returns the old one for closing."""
         old = self.provider
-        self.provider = self._factory(self.config)
+        self.provider = self._factory(self.provider_config)
         return old
 
     def inject_crash(self, exc: BaseException) -> None:
@@ -229,7 +230,7 @@ class ProviderActor:
                     # at C=512 only ~50 attempts ran while the rest queued).
                     missing = min(
                         self.queued + 1 - self._idle_workers,
-                        self.config.max_concurrency - self._workers,
+                        self.provider_config.max_concurrency - self._workers,
                     )
                     for _ in range(missing):
                         self._spawn_worker()
@@ -252,7 +253,7 @@ class ProviderActor:
             self._idle_waiter = None
             waiter.set()
 
-    async def drained(self) -> None:
+    async def wait_drained(self) -> None:
         """Return once no attempt runs here any more, or the actor has stopped."""
         while self.active and not self.stopped.is_set():
             if self._idle_waiter is None:
@@ -260,7 +261,7 @@ class ProviderActor:
             await self._idle_waiter.wait()
 
     def release_drain(self) -> None:
-        """The actor stopped: a removal waiting in `drained` must not wait on."""
+        """The actor stopped: a removal waiting in `wait_drained` must not wait on."""
         waiter = self._idle_waiter
         if waiter is not None:
             self._idle_waiter = None
@@ -337,7 +338,7 @@ class ProviderActor:
         if response is not None:
             self._record_success(now - start, response.usage, retry)
             if not response.model:
-                response = msgspec.structs.replace(response, model=self.config.model or "")
+                response = msgspec.structs.replace(response, model=self.provider_config.model or "")
             call.resolve(attempt, response)
         else:
             assert error is not None
@@ -363,18 +364,20 @@ class ProviderActor:
     def _record_failure(self, error: LLMError, now: float, retry: bool) -> None:
         if not error.provider:
             error.provider = self.name
-        self.redact_error(error)
+        self.redact.error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
-            self.circuit.trip(now, f"misconfigured: {error}", cooldown=self.settings.cooldown)
+            self.circuit.trip(
+                now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
+            )
             log.warning("provider %s left rotation: %s", self.name, error)
         elif error.retryable:
             self.circuit.record_failure(now, str(error))
             if error.retry_after is not None:
-                wait = min(error.retry_after, self.settings.max_retry_delay)
+                wait = min(error.retry_after, self.balancer_config.max_retry_delay)
                 self.not_before = max(self.not_before, now + wait)
         else:
             # The request's own fault (400, 422): says nothing about the provider's health.
@@ -388,7 +391,7 @@ class ProviderActor:
         Before the commit an `LLMError` propagates (the attempt failed and may be
         retried elsewhere); after it, errors reach the caller through the handle.
         """
-        idle = self.settings.stream_idle_timeout
+        idle = self.balancer_config.stream_idle_timeout
         async with self.provider.stream(call.request) as chunks:
             first = await anext(aiter(chunks), None)
             if first is None:
@@ -402,7 +405,7 @@ class ProviderActor:
             self.stats.first_token(now - start)
             self.circuit.record_success()
             state.usage = first.usage
-            send, recv = trio.open_memory_channel[StreamItem](1)
+            send, recv = trio.open_memory_channel[StreamChunk](1)
             state.send = send
             state.handle = StreamHandle(first, recv, self.name, call)
             call.resolve(attempt, state.handle)
@@ -438,7 +441,7 @@ class ProviderActor:
             failure = LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
         elif failure is None and interrupted:
             failure = LLMError(
-                f"stream stalled: no chunk for {self.settings.stream_idle_timeout:g}s",
+                f"stream stalled: no chunk for {self.balancer_config.stream_idle_timeout:g}s",
                 provider=self.name,
                 retryable=True,
                 kind="timeout",
@@ -453,32 +456,12 @@ class ProviderActor:
         self._record_failure(failure, now, retry)
         state.handle.fail(failure)
 
-    # -- secrets ----------------------------------------------------------------------
-
-    def redact(self, text: str) -> str:
-        """``text`` without this provider's credentials.
-
-        Upstreams echo what they were sent ("Incorrect API key provided: sk-..."),
-        and a crash message may quote anything: every message that leaves the
-        actor (errors, stats, logs, crash reasons) goes through here first.
-        """
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-        return text
-
-    def redact_error(self, error: LLMError) -> None:
-        message = self.redact(error.message)
-        if message != error.message:
-            error.message = message
-            error.args = (message,)
-
     # -- health ---------------------------------------------------------------------
 
     async def probe(self) -> bool:
         """Probe now; a failed probe opens the circuit, a good one closes it."""
         ok = False
-        with trio.move_on_after(self.settings.health_check_timeout):
+        with trio.move_on_after(self.balancer_config.health_check_timeout):
             try:
                 ok = bool(await self.provider.check_health())
             except LLMError:
@@ -496,7 +479,7 @@ class ProviderActor:
         return ok
 
     async def _health_loop(self) -> None:
-        interval = self.settings.health_check_interval
+        interval = self.balancer_config.health_check_interval
         assert interval is not None
         while True:
             await trio.sleep(interval * (0.9 + 0.2 * self._rng.random()))
@@ -529,22 +512,6 @@ class ProviderActor:
         self._maybe_idle()
 
 
-_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|cookie", re.IGNORECASE)
-
-
-def _secrets(config: ProviderConfig) -> tuple[str, ...]:
-    """The provider's key and credential-looking header values, longest first."""
-    found = {config.api_key} if config.api_key else set()
-    for name, value in config.headers.items():
-        if _CREDENTIAL_HEADER.search(name):
-            found.add(value)
-            scheme, _, token = value.partition(" ")  # "Bearer <token>": the token alone too
-            if token and scheme.isalpha():
-                found.add(token)
-    # Very short values would blank out ordinary words; they are not real credentials.
-    return tuple(sorted((s for s in found if len(s) >= 6), key=len, reverse=True))
-
-
 class _StreamState:
     """What a streamed attempt left behind for `ProviderActor._end_stream`."""
 
@@ -552,7 +519,7 @@ class _StreamState:
 
     def __init__(self) -> None:
         self.handle: StreamHandle | None = None
-        self.send: trio.MemorySendChannel[StreamItem] | None = None
+        self.send: trio.MemorySendChannel[StreamChunk] | None = None
         self.usage: Usage | None = None
 
 

@@ -36,12 +36,12 @@ class Supervisor:
 
     def __init__(
         self,
-        settings: BalancerConfig,
+        balancer_config: BalancerConfig,
         dispatcher: Dispatcher,
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
     ) -> None:
-        self.settings = settings
+        self.balancer_config = balancer_config
         self.dispatcher = dispatcher
         self._factory = factory
         self._rng = rng
@@ -56,10 +56,6 @@ class Supervisor:
             task_status.started()
             await trio.sleep_forever()
 
-    @property
-    def cancel_called(self) -> bool:
-        return self._nursery is not None and self._nursery.cancel_scope.cancel_called
-
     def cancel(self) -> None:
         """Stop every actor (shutdown)."""
         self._closing = True
@@ -71,25 +67,26 @@ class Supervisor:
         rotation.sort(key=lambda a: a.index)
         self.dispatcher.set_rotation(rotation)
 
-    async def add(self, config: ProviderConfig) -> ProviderActor:
-        """Start an actor for ``config``; returns once it is ready and in rotation."""
-        if config.name in self.actors:
-            raise ConfigError(f"a provider named {config.name!r} already exists", field="name")
+    async def add(self, provider_config: ProviderConfig) -> ProviderActor:
+        """Start an actor for ``provider_config``; returns once it is ready and in rotation."""
+        name = provider_config.name
+        if name in self.actors:
+            raise ConfigError(f"a provider named {name!r} already exists", field="name")
         assert self._nursery is not None
         actor = ProviderActor(
-            config,
+            provider_config,
             self._next_index,
-            self.settings,
+            self.balancer_config,
             self._factory,
             self._rng,
             self.dispatcher.notify_capacity,
         )
         self._next_index += 1
-        self.actors[config.name] = actor
+        self.actors[name] = actor
         try:
             await self._nursery.start(self._supervise, actor)
         except BaseException:
-            self.actors.pop(config.name, None)
+            self.actors.pop(name, None)
             raise
         self._publish()
         return actor
@@ -157,13 +154,13 @@ class Supervisor:
         actor.reroute_held(reason)
         if self._closing or actor.removed:
             return False
-        window = self.settings.restart_window
+        window = self.balancer_config.restart_window
         times = actor.restart_times
         while times and times[0] <= now - window:
             times.popleft()
-        if len(times) >= self.settings.max_restarts:
+        if len(times) >= self.balancer_config.max_restarts:
             actor.dead_reason = actor.redact(
-                f"restart limit reached ({self.settings.max_restarts} restarts in "
+                f"restart limit reached ({self.balancer_config.max_restarts} restarts in "
                 f"{window:g}s); last crash: {type(exc).__name__}: {exc}"
             )
             log.error("provider %s left rotation: %s", actor.name, actor.dead_reason)
@@ -185,8 +182,8 @@ class Supervisor:
         actor.removed = True
         self._publish()
         actor.reroute_queued(f"provider {name!r} was removed before running the attempt")
-        with trio.move_on_after(self.settings.drain_timeout):
-            await actor.drained()
+        with trio.move_on_after(self.balancer_config.drain_timeout):
+            await actor.wait_drained()
         actor.stop()
         # The supervising task observes the stop and re-routes whatever was left.
         await actor.stopped.wait()

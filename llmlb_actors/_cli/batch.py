@@ -24,9 +24,9 @@ from .. import _version
 from .._balancer import open_balancer
 from .._errors import BalancerClosedError
 from .._models import LLMRequest, Message, Usage
+from .._secrets import Redactor
 from .common import (
     SIMULATOR,
-    Redactor,
     config_fingerprint,
     console,
     open_target,
@@ -396,7 +396,7 @@ async def run_batch(args: argparse.Namespace) -> int:
         args, batch_fleet(), sim_overrides={"health_check_interval": None}
     ) as target:
         config = target.config
-        redact = Redactor(config)
+        redact = Redactor.for_balancer(config)
         output = _Output(output_path, redact)
         run = _Run(output, resume)
         try:

@@ -13,8 +13,9 @@ import trio
 from .._balancer import open_balancer
 from .._errors import LLMLBError, LoadBalancerError
 from .._models import LLMRequest
+from .._secrets import Redactor
 from .._stats import percentile
-from .common import Redactor, console, open_target
+from .common import console, open_target
 from .fleets import bench_fleet
 from .progress import open_progress
 
@@ -139,7 +140,7 @@ async def run_bench(args: argparse.Namespace) -> int:
         },
         "errors": dict(sorted(tally.errors.items())),
     }
-    redact = Redactor(target.config)
+    redact = Redactor.for_balancer(target.config)
     if args.json:
         sys.stdout.write(redact(msgspec.json.encode(report).decode()) + "\n")
         return 0

@@ -1,5 +1,8 @@
 """What the ``llmlb`` subcommands share: the target (a config file or the simulator),
-secret redaction, the run fingerprint and the stats tables. Strictly private.
+the run fingerprint and the stats tables. Strictly private.
+
+Everything a command writes (terminal, output files) goes through a
+`Redactor.for_balancer` of its config (`.._secrets`).
 
 rich is imported inside the functions that draw, so ``llmlb --help`` stays fast.
 """
@@ -24,11 +27,11 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from .._secrets import Redactor
     from .._stats import BalancerTotals, ProviderStats
     from ..sim import SimProvider
 
 __all__ = [
-    "Redactor",
     "Target",
     "config_fingerprint",
     "console",
@@ -38,34 +41,6 @@ __all__ = [
 ]
 
 SIMULATOR = "simulator"
-
-
-class Redactor:
-    """Replaces every configured API key by ``***`` in text the CLI writes.
-
-    The library already keeps keys out of errors and stats; this is the last
-    line of defence for anything a provider echoes back.
-    """
-
-    def __init__(self, config: BalancerConfig) -> None:
-        self._keys = sorted(
-            {p.api_key for p in config.providers if p.api_key and len(p.api_key) >= 4},
-            key=len,
-            reverse=True,
-        )
-
-    def __call__(self, text: str) -> str:
-        for key in self._keys:
-            if key in text:
-                text = text.replace(key, "***")
-        return text
-
-    def bytes(self, data: bytes) -> bytes:
-        for key in self._keys:
-            raw = key.encode()
-            if raw in data:
-                data = data.replace(raw, b"***")
-        return data
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):

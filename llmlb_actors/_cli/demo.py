@@ -1,4 +1,4 @@
-"""``llmlb demo``: the balancer against simulated providers, with live progress. Strictly private."""
+"""``llmlb demo``: the balancer against simulated providers, live progress. Strictly private."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import trio
 
 from .._balancer import open_balancer
 from .._models import LLMRequest
-from .common import Redactor, console, open_target, print_provider_table
+from .._secrets import Redactor
+from .common import console, open_target, print_provider_table
 from .fleets import demo_fleet
 from .progress import open_progress
 
@@ -66,7 +67,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         elapsed = trio.current_time() - started
         injected = {name: {"faults": _faults(sim.stats(name).outcomes)} for name in sim.names}
     print_provider_table(
-        out, stats, totals, Redactor(config), title="Per provider (attempts)", extra=injected
+        out,
+        stats,
+        totals,
+        Redactor.for_balancer(config),
+        title="Per provider (attempts)",
+        extra=injected,
     )
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0

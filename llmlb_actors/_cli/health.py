@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._balancer import open_balancer
-from .common import Redactor, console, open_target
+from .._secrets import Redactor
+from .common import console, open_target
 from .fleets import batch_fleet
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ async def run_health(args: argparse.Namespace) -> int:
         stats = lb.get_stats()
     from rich.table import Table
 
-    redact = Redactor(target.config)
+    redact = Redactor.for_balancer(target.config)
     table = Table(title=f"Health of {target.label}", title_justify="left")
     for column in ("provider", "protocol", "model", "base_url", "status", "detail"):
         table.add_column(column)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._base import (
     ConnectError,
     ConnectTimeout,
-    HTTPCall,
+    HTTPRequest,
     HTTPResponse,
     PoolTimeout,
     ReadError,
@@ -30,7 +30,7 @@ from ._trio import TrioTransport
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
-    "HTTPCall",
+    "HTTPRequest",
     "HTTPResponse",
     "HttpxTransport",
     "PoolTimeout",

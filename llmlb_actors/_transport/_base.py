@@ -1,7 +1,7 @@
 """The transport seam: how provider actors send one HTTP exchange.
 
-Adapters are sans-I/O: they produce an `HTTPCall` and parse status, headers
-and body bytes. A `Transport` sends the call. Two implementations exist:
+Adapters are sans-I/O: they produce an `HTTPRequest` and parse status, headers
+and body bytes. A `Transport` sends the request. Two implementations exist:
 
 * ``TrioTransport`` (the default): HTTP/1.1 over trio sockets with the
   httptools parser and an O(1) keep-alive pool per origin.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
-    "HTTPCall",
+    "HTTPRequest",
     "HTTPResponse",
     "PoolTimeout",
     "ReadError",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class HTTPCall(NamedTuple):
+class HTTPRequest(NamedTuple):
     """One request, as an adapter builds it. Header names are lower-case."""
 
     method: str
@@ -83,12 +83,12 @@ class StreamingHTTPResponse(Protocol):
 class Transport(Protocol):
     """Sends HTTP exchanges. Shared by every provider actor of a balancer."""
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
-        """Send ``call`` and read the whole response (bounded by the size cap)."""
+    async def request(self, request: HTTPRequest) -> HTTPResponse:
+        """Send ``request`` and read the whole response (bounded by the size cap)."""
         ...
 
-    def stream(self, call: HTTPCall) -> AbstractAsyncContextManager[StreamingHTTPResponse]:
-        """Send ``call`` and return once headers arrived; leaving the context closes the body."""
+    def stream(self, request: HTTPRequest) -> AbstractAsyncContextManager[StreamingHTTPResponse]:
+        """Send ``request``; return once headers arrived. Leaving the context closes the body."""
         ...
 
     async def aclose(self) -> None:

@@ -1,7 +1,7 @@
 """Sans-I/O HTTP/1.1 for the trio transport: URL targets, request heads, response parsing.
 
 Nothing here touches a socket. `parse_url` and `encode_head` turn an
-`HTTPCall` into bytes (and refuse anything that could smuggle a second
+`HTTPRequest` into bytes (and refuse anything that could smuggle a second
 request: CR, LF or NUL in the method, target or headers). `ResponseReader`
 is the per-exchange callback object the httptools parser drives; it records
 status, headers and body chunks, and decides whether the connection may be

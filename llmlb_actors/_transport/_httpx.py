@@ -13,7 +13,7 @@ import httpx
 from ._base import (
     ConnectError,
     ConnectTimeout,
-    HTTPCall,
+    HTTPRequest,
     HTTPResponse,
     PoolTimeout,
     ReadError,
@@ -168,11 +168,11 @@ class HttpxTransport:
             )
         self._client = client
 
-    def _build(self, call: HTTPCall) -> httpx.Request:
+    def _build(self, request: HTTPRequest) -> httpx.Request:
         if self._client.is_closed:
             # httpx raises RuntimeError here, which no caller maps.
             raise TransportError("transport is closed")
-        headers = [(n, v) for n, v in call.headers if n.lower() != "accept-encoding"]
+        headers = [(n, v) for n, v in request.headers if n.lower() != "accept-encoding"]
         for name, value in headers:
             # h11 would refuse these too, but only while sending, as a
             # (retryable) protocol error whose message quotes the value: an
@@ -181,13 +181,15 @@ class HttpxTransport:
                 raise ValueError(f"header {name[:40]!r} contains CR, LF or NUL or a bad name")
         # Bodies are read raw (never decompressed), so never advertise gzip.
         headers.append(("accept-encoding", "identity"))
-        return self._client.build_request(call.method, call.url, headers=headers, content=call.body)
+        return self._client.build_request(
+            request.method, request.url, headers=headers, content=request.body
+        )
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
+    async def request(self, request: HTTPRequest) -> HTTPResponse:
         limit = self.limits.max_response_bytes
         async with _mapped():
             response = await self._client.send(
-                self._build(call), stream=True, follow_redirects=False
+                self._build(request), stream=True, follow_redirects=False
             )
             try:
                 parts: list[bytes] = []
@@ -202,10 +204,10 @@ class HttpxTransport:
         return HTTPResponse(response.status_code, _headers(response), b"".join(parts))
 
     @asynccontextmanager
-    async def stream(self, call: HTTPCall) -> AsyncIterator[_StreamingResponse]:
+    async def stream(self, request: HTTPRequest) -> AsyncIterator[_StreamingResponse]:
         async with _mapped():
             response = await self._client.send(
-                self._build(call), stream=True, follow_redirects=False
+                self._build(request), stream=True, follow_redirects=False
             )
         streaming = _StreamingResponse(response, self.limits.max_response_bytes)
         try:

@@ -40,7 +40,7 @@ import trio
 from ._base import (
     ConnectError,
     ConnectTimeout,
-    HTTPCall,
+    HTTPRequest,
     HTTPResponse,
     ReadError,
     ReadTimeout,
@@ -298,28 +298,28 @@ class TrioTransport:
 
     # public API -----------------------------------------------------------
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
-        """Send ``call`` and read the whole response, up to ``max_response_bytes``.
+    async def request(self, request: HTTPRequest) -> HTTPResponse:
+        """Send ``request`` and read the whole response, up to ``max_response_bytes``.
 
         Raises:
             ValueError: a malformed URL, method or header (nothing was sent).
             TransportError: the subclass says which phase failed.
         """
         if not self._timed:
-            return await self._request(call, None)
+            return await self._request(request, None)
         deadlines = _Deadlines(self.limits.read_timeout, self.limits.write_timeout)
         with deadlines.scope:
-            return await self._request(call, deadlines)
-        raise deadlines.error(parse_url(call.url).label)
+            return await self._request(request, deadlines)
+        raise deadlines.error(parse_url(request.url).label)
 
-    def stream(self, call: HTTPCall) -> _StreamContext:
-        """Send ``call``; the context yields once the response head has arrived.
+    def stream(self, request: HTTPRequest) -> _StreamContext:
+        """Send ``request``; the context yields once the response head has arrived.
 
         The body is read with ``aiter_bytes()`` or ``aread()``. Leaving the
         context before the body is complete (or being cancelled) closes the
         connection at once; a completely received body returns it to the pool.
         """
-        return _StreamContext(self, call)
+        return _StreamContext(self, request)
 
     async def aclose(self) -> None:
         """Close every pooled connection; later requests raise `TransportError`.
@@ -333,10 +333,10 @@ class TrioTransport:
 
     # the exchange ---------------------------------------------------------
 
-    async def _request(self, call: HTTPCall, deadlines: _Deadlines | None) -> HTTPResponse:
-        target = parse_url(call.url)
+    async def _request(self, request: HTTPRequest, deadlines: _Deadlines | None) -> HTTPResponse:
+        target = parse_url(request.url)
         conn, reader, pool = await self._start(
-            call, target, self.limits.max_response_bytes, deadlines
+            request, target, self.limits.max_response_bytes, deadlines
         )
         try:
             while not reader.complete:
@@ -360,7 +360,7 @@ class TrioTransport:
 
     async def _start(
         self,
-        call: HTTPCall,
+        request: HTTPRequest,
         target: Target,
         limit: int | None,
         deadlines: _Deadlines | None,
@@ -370,15 +370,15 @@ class TrioTransport:
         On return the caller owns the connection's slot; on an exception the
         slot has been given back and the connection closed.
         """
-        body = call.body
-        head = encode_head(call.method, target, call.headers, body)
+        body = request.body
+        head = encode_head(request.method, target, request.headers, body)
         if body:
             if len(body) <= _COALESCE_BYTES:
                 head += body
                 body = None
         else:
             body = None
-        head_only = call.method == "HEAD"
+        head_only = request.method == "HEAD"
         pool = self._pool(target)
         conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
         if conn is not None and _closed_by_peer(conn):
@@ -546,22 +546,22 @@ class TrioTransport:
 class _StreamContext:
     """What `TrioTransport.stream` returns: opens the exchange on entry."""
 
-    __slots__ = ("_call", "_response", "_transport")
+    __slots__ = ("_request", "_response", "_transport")
 
-    def __init__(self, transport: TrioTransport, call: HTTPCall) -> None:
+    def __init__(self, transport: TrioTransport, request: HTTPRequest) -> None:
         self._transport = transport
-        self._call = call
+        self._request = request
         self._response: _StreamingResponse | None = None
 
     async def __aenter__(self) -> _StreamingResponse:
         transport = self._transport
-        target = parse_url(self._call.url)
+        target = parse_url(self._request.url)
         if not transport._timed:
-            conn, reader, pool = await transport._start(self._call, target, None, None)
+            conn, reader, pool = await transport._start(self._request, target, None, None)
         else:
             deadlines = _Deadlines(transport.limits.read_timeout, transport.limits.write_timeout)
             with deadlines.scope:
-                conn, reader, pool = await transport._start(self._call, target, None, deadlines)
+                conn, reader, pool = await transport._start(self._request, target, None, deadlines)
             if deadlines.scope.cancelled_caught:
                 raise deadlines.error(target.label)
         self._response = _StreamingResponse(transport, pool, conn, reader, target.label)

@@ -1,8 +1,8 @@
 """Providers: `BaseProvider` for your own, and the built-in wire protocols."""
 
+from ._adapter import ProtocolAdapter as ProtocolAdapter
+from ._adapter import StreamDecoder as StreamDecoder
 from ._base import BaseProvider as BaseProvider
-from ._base import HTTPProvider as HTTPProvider
-from ._base import ProtocolAdapter as ProtocolAdapter
-from ._base import StreamDecoder as StreamDecoder
+from ._http import HTTPProvider as HTTPProvider
 
 __all__ = ["BaseProvider", "HTTPProvider", "ProtocolAdapter", "StreamDecoder"]

@@ -1,114 +1,78 @@
-"""Shared HTTP rules: which statuses retry, Retry-After parsing, transport error mapping.
+"""`HTTPProvider`: a provider that speaks a built-in protocol through a `Transport`.
 
-Every adapter classifies statuses through `classify_status` and every
-transport failure becomes an `LLMError` in `map_transport_errors`, so the
-retry policy lives in one place.
+The adapter builds the request and parses the answer; this module sends it,
+decodes server-sent events, and maps every transport failure to an `LLMError`
+in one place (`transport_error`).
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, ClassVar
+
+import trio
 
 from .._errors import LLMError
+from .._secrets import Redactor
+from .._sse import SSEDecoder
 from .._transport._base import (
     RemoteProtocolError,
     ResponseTooLarge,
     TransportError,
     TransportTimeout,
 )
+from ._base import BaseProvider
+from ._status import error_for_status
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+
+    from .._config import ProviderConfig
+    from .._models import LLMRequest, LLMResponse, StreamChunk
+    from .._transport._base import Transport
+    from ._adapter import ProtocolAdapter
 
 __all__ = [
-    "classify_status",
-    "error_for_status",
+    "MAX_SSE_EVENT_BYTES",
+    "MAX_SSE_LINE_BYTES",
+    "HTTPProvider",
     "map_transport_errors",
-    "parse_retry_after",
     "transport_error",
 ]
 
-_RETRYABLE_4XX = frozenset({408, 409, 429})
-_DISABLING = frozenset({401, 403, 404})
+# Bounds on one SSE line and one event: an upstream cannot make us buffer more.
+MAX_SSE_LINE_BYTES = 1024 * 1024
+MAX_SSE_EVENT_BYTES = 4 * 1024 * 1024
 
 
-def classify_status(status: int) -> tuple[bool, bool]:
-    """``(retryable, disables_provider)`` for an HTTP error status.
-
-    Retryable: 408, 409, 429, every 5xx (529 included). 401/403/404 mean the
-    provider is misconfigured: not retried there, but it leaves rotation and
-    the request fails over. Anything else (400, 422, ...) is the request's
-    fault and fails fast.
-    """
-    if status in _RETRYABLE_4XX or 500 <= status <= 599:
-        return True, False
-    if status in _DISABLING:
-        return False, True
-    return False, False
+# After a stream's terminal event the body normally ends at once; reading it to its
+# end lets the connection be reused and leaves no half-read iterator behind.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP-date).
-
-    Header names must be lower-case (as transports deliver them). Returns
-    ``None`` when absent or unparseable; negative values become 0.
-    """
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = -1.0
-        if value == value and value >= 0 and value != float("inf"):
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        current = time.time() if now is None else now
-        return max(0.0, when.timestamp() - current)
-    if seconds != seconds or seconds == float("inf"):
-        return None
-    return max(0.0, seconds)
+# msgspec raises RecursionError, not DecodeError, for JSON nested too deeply: an
+# upstream's answer must never crash the provider actor, so it is a bad answer.
+_DEEP = "JSON nested too deeply to read"
 
 
-def error_for_status(
-    provider: str,
-    status: int,
-    message: str,
-    headers: Mapping[str, str],
-    *,
-    retryable: bool | None = None,
-) -> LLMError:
-    """An `LLMError` for an error response, classified by `classify_status`.
-
-    ``retryable`` overrides the status rule where a body says more (a quota
-    that will not come back, say).
-    """
-    default_retryable, disables = classify_status(status)
-    if 300 <= status < 400:
-        message = f"redirect to {headers.get('location', '?')!r} not followed: {message}"
+def _too_deep(provider: str) -> LLMError:
     return LLMError(
-        message or f"HTTP {status}",
-        provider=provider,
-        status=status,
-        retryable=default_retryable if retryable is None else retryable,
-        kind="http",
-        retry_after=parse_retry_after(headers),
-        disables_provider=disables,
+        f"malformed answer: {_DEEP}", provider=provider, retryable=True, kind="protocol"
     )
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    seen = 0
+    with trio.move_on_after(_DRAIN_SECONDS):
+        try:
+            while seen <= _DRAIN_BYTES:
+                data = await anext(body, None)
+                if data is None:
+                    return
+                seen += len(data)
+        except TransportError:
+            return  # the answer is complete; a broken tail changes nothing
 
 
 def transport_error(provider: str, exc: TransportError) -> LLMError:
@@ -140,3 +104,114 @@ def map_transport_errors(provider: str) -> Iterator[None]:
         yield
     except TransportError as exc:
         raise transport_error(provider, exc) from exc
+
+
+class HTTPProvider(BaseProvider):
+    """A provider that speaks a built-in protocol through a `Transport`."""
+
+    supports_tools: ClassVar[bool] = True
+    supports_images: ClassVar[bool] = True
+
+    def __init__(
+        self, config: ProviderConfig, adapter: ProtocolAdapter, transport: Transport
+    ) -> None:
+        super().__init__(config)
+        self.adapter = adapter
+        self.transport = transport
+        self._redact = Redactor.for_provider(config)
+
+    @property
+    def supports_streaming(self) -> bool:
+        return True
+
+    async def make_request(self, request: LLMRequest) -> LLMResponse:
+        http_request = self.adapter.build_request(request, stream=False)
+        try:
+            response = await self.transport.request(http_request)
+        except TransportError as exc:  # not map_transport_errors: 3 objects per request
+            raise transport_error(self.name, exc) from exc
+        if 200 <= response.status < 300:
+            try:
+                return self.adapter.parse_response(response.status, response.headers, response.body)
+            except RecursionError:
+                raise _too_deep(self.name) from None
+        raise self._parse_error(response.status, response.headers, response.body)
+
+    def _parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
+        # Upstreams echo the key they were sent; redacting the body before the
+        # adapter reads it means no excerpt of it can end inside a key.
+        body = self._redact.bytes(body)
+        try:
+            error = self.adapter.parse_error(status, headers, body)
+        except RecursionError:
+            # The status still says what happened; only the body's message is lost.
+            error = error_for_status(self.name, status, f"HTTP {status} ({_DEEP})", headers)
+        return self._redact.error(error)  # a redirect's Location may carry it too
+
+    @asynccontextmanager
+    async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
+        http_request = self.adapter.build_request(request, stream=True)
+        with map_transport_errors(self.name):
+            cm = self.transport.stream(http_request)
+            response = await cm.__aenter__()
+        try:
+            if not 200 <= response.status < 300:
+                with map_transport_errors(self.name):
+                    body = await response.aread()
+                raise self._parse_error(response.status, response.headers, body)
+            stream = response.aiter_bytes()
+            chunks = self._chunks(stream)
+            try:
+                yield chunks
+            finally:
+                await chunks.aclose()
+                # Close the body iterator too: async generators left to the GC warn under trio.
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    with map_transport_errors(self.name):
+                        await aclose()
+        finally:
+            await cm.__aexit__(None, None, None)
+
+    async def _chunks(self, body: AsyncIterator[bytes]) -> AsyncGenerator[StreamChunk, None]:
+        decoder = self.adapter.stream_decoder()
+        sse = SSEDecoder(max_line_bytes=MAX_SSE_LINE_BYTES, max_event_bytes=MAX_SSE_EVENT_BYTES)
+        try:
+            while not decoder.done:
+                with map_transport_errors(self.name):
+                    data = await anext(body, None)
+                if data is None:
+                    for event in sse.close():
+                        for chunk in decoder.feed(event):
+                            yield chunk
+                    break
+                for event in sse.feed(data):
+                    for chunk in decoder.feed(event):
+                        yield chunk
+                    if decoder.done:
+                        break
+        except ValueError as exc:  # the SSE decoder's size limits
+            raise LLMError(
+                f"malformed event stream: {exc}",
+                provider=self.name,
+                retryable=True,
+                kind="protocol",
+            ) from exc
+        except RecursionError:
+            raise _too_deep(self.name) from None
+        if decoder.done:
+            await _drain(body)
+        for chunk in decoder.finish():
+            yield chunk
+
+    async def check_health(self) -> bool:
+        http_request = self.adapter.health_request()
+        try:
+            with map_transport_errors(self.name):
+                response = await self.transport.request(http_request)
+        except LLMError:
+            return False
+        return 200 <= response.status < 300
+
+    def __repr__(self) -> str:
+        return f"<HTTPProvider {self.name!r} protocol={self.adapter.protocol!r}>"

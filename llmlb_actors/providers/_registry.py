@@ -1,43 +1,53 @@
-"""Protocol name → adapter class."""
+"""The protocol registry: every built-in wire protocol, by name, in one table.
+
+Config validation, name inference and error messages read `PROTOCOLS`; the
+balancer loads adapters through `_adapter.adapter_class`. Adding a protocol is
+one entry here (plus its adapter module). Adapters are named as
+``"module:Class"`` and imported on first use: the config must not import them
+(they name `ProviderConfig`), and a balancer loads only the protocols it uses.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from ._base import ProtocolAdapter
-
-__all__ = ["adapter_class"]
+__all__ = ["PROTOCOLS", "ProtocolSpec", "infer_protocol"]
 
 
-def adapter_class(protocol: str) -> type[ProtocolAdapter]:
-    """The adapter class for a built-in protocol name (already validated by the config)."""
-    if protocol == "openai":
-        from .openai import OpenAIAdapter
+class ProtocolSpec(NamedTuple):
+    """One built-in protocol."""
 
-        return OpenAIAdapter
-    if protocol == "openai-compatible":
-        from .openai import OpenAICompatibleAdapter
+    adapter: str
+    """``"module:Class"`` of its `ProtocolAdapter`, relative to ``llmlb_actors.providers``."""
+    hints: tuple[str, ...] = ()
+    """Provider names that imply this protocol (``"claude"``, ``"claude-eu"``, ...)."""
+    needs_base_url: bool = False
+    """No default endpoint: ``ProviderConfig.base_url`` is required."""
 
-        return OpenAICompatibleAdapter
-    if protocol == "mistral":
-        from .mistral import MistralAdapter
 
-        return MistralAdapter
-    if protocol == "anthropic":
-        from .anthropic import AnthropicAdapter
+PROTOCOLS: dict[str, ProtocolSpec] = {
+    "openai": ProtocolSpec("openai:OpenAIAdapter", hints=("openai",)),
+    "anthropic": ProtocolSpec("anthropic:AnthropicAdapter", hints=("anthropic", "claude")),
+    "gemini": ProtocolSpec("gemini:GeminiAdapter", hints=("gemini", "google")),
+    "cohere": ProtocolSpec("cohere:CohereAdapter", hints=("cohere",)),
+    "mistral": ProtocolSpec("mistral:MistralAdapter", hints=("mistral",)),
+    "openai-compatible": ProtocolSpec("openai:OpenAICompatibleAdapter", needs_base_url=True),
+    "azure": ProtocolSpec("azure:AzureOpenAIAdapter", hints=("azure",), needs_base_url=True),
+}
 
-        return AnthropicAdapter
-    if protocol == "gemini":
-        from .gemini import GeminiAdapter
+_SEPARATOR = re.compile(r"[-_.:/0-9]")
 
-        return GeminiAdapter
-    if protocol == "azure":
-        from .azure import AzureOpenAIAdapter
 
-        return AzureOpenAIAdapter
-    if protocol == "cohere":
-        from .cohere import CohereAdapter
+def infer_protocol(name: str) -> str | None:
+    """The wire protocol a provider name implies, or ``None``.
 
-        return CohereAdapter
-    raise KeyError(protocol)
+    ``"openai"``, ``"claude"``, ``"gemini-eu"`` and ``"mistral_2"`` imply a
+    protocol; ``"my-llm"`` does not.
+    """
+    low = name.lower()
+    for protocol, spec in PROTOCOLS.items():
+        for hint in spec.hints:
+            if low == hint or (low.startswith(hint) and _SEPARATOR.match(low, len(hint))):
+                return protocol
+    return None

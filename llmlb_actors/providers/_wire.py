@@ -1,9 +1,9 @@
 """Strictly private helpers shared by the built-in protocol adapters.
 
 One JSON encoder, typed decoding that turns every malformed body into a
-``protocol`` `LLMError`, the error-body fallback text, and the header and
-secret hygiene every adapter needs. Kept here so each adapter module holds only
-its protocol's shapes.
+``protocol`` `LLMError`, the error-body fallback text, and the header hygiene
+every adapter needs (credentials are `.._secrets.Secret`). Kept here so each
+adapter module holds only its protocol's shapes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENCODER",
-    "Secret",
     "ToolCallAssembler",
     "body_text",
     "check_header_value",
@@ -55,18 +54,6 @@ ENCODER = msgspec.json.Encoder()
 
 _ERROR_TEXT_LIMIT = 300
 _FORBIDDEN = ("\r", "\n", "\0")
-
-
-class Secret(str):
-    """A header value that hides itself in reprs (an `HTTPCall` may be logged).
-
-    It is still a ``str`` for transports; only ``repr`` is redacted.
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "'***'"
 
 
 def check_header_value(config: ProviderConfig, field: str, value: str) -> None:

@@ -15,12 +15,12 @@ import msgspec
 from .._chat import ImagePart, JSONSchema, TextPart, image_base64
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
-from ._http import classify_status
+from .._secrets import Secret
+from .._transport._base import HTTPRequest
+from ._adapter import ProtocolAdapter, StreamDecoder
+from ._status import classify_status
 from ._wire import (
     ENCODER,
-    Secret,
     ToolCallAssembler,
     body_text,
     check_header_value,
@@ -279,7 +279,7 @@ class AnthropicAdapter(ProtocolAdapter):
         self._health_url = f"{self.base_url}/v1/models"
         self._model = config.model or ""
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         if not is_plain(request):
             return self._build_rich(request, stream)
         messages = request.as_messages()
@@ -300,9 +300,9 @@ class AnthropicAdapter(ProtocolAdapter):
             stream=stream,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
-    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPCall:
+    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPRequest:
         """Tools, images, tool turns and output format; the seed has no field here."""
         messages = request.as_messages()
         lifted = [m.text for m in messages if m.role == "system"]
@@ -340,7 +340,7 @@ class AnthropicAdapter(ProtocolAdapter):
         )
         headers = self._stream_headers if stream else self._headers
         data = merge_extra_body(ENCODER.encode(body), request.extra_body)
-        return HTTPCall("POST", self._url, headers, data)
+        return HTTPRequest("POST", self._url, headers, data)
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         msg = decode(_MESSAGE, body, self.name, _LABEL)
@@ -384,8 +384,8 @@ class AnthropicAdapter(ProtocolAdapter):
             return body_text(body), None
         return _describe(view.error), None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
 
-from ._wire import Secret, check_header_value
+from .._secrets import Secret
+from ._wire import check_header_value
 from .openai import OpenAIAdapter
 
 if TYPE_CHECKING:

@@ -17,11 +17,11 @@ import msgspec
 from .._chat import ImagePart, JSONSchema, TextPart, image_url
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
+from .._secrets import Secret
+from .._transport._base import HTTPRequest
+from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
-    Secret,
     ToolCallAssembler,
     body_text,
     check_header_value,
@@ -228,7 +228,7 @@ class CohereAdapter(ProtocolAdapter):
         self._health_url = f"{self.base_url}/v1/models"
         self._model = config.model or ""
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         if not is_plain(request):
             return self._build_rich(request, stream)
         messages = request.as_messages()
@@ -244,9 +244,9 @@ class CohereAdapter(ProtocolAdapter):
             stop_sequences=request.stop_sequences,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
-    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPCall:
+    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPRequest:
         """Tools, images, tool turns, JSON output and the seed."""
         messages: list[dict[str, Any]] = []
         if request.system:
@@ -284,7 +284,7 @@ class CohereAdapter(ProtocolAdapter):
         )
         headers = self._stream_headers if stream else self._headers
         data = merge_extra_body(ENCODER.encode(body), request.extra_body)
-        return HTTPCall("POST", self._url, headers, data)
+        return HTTPRequest("POST", self._url, headers, data)
 
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         chat = decode(_CHAT, body, self.name, _LABEL)
@@ -324,8 +324,8 @@ class CohereAdapter(ProtocolAdapter):
             return body_text(body), None
         return view.message, None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

@@ -20,12 +20,12 @@ import msgspec
 from .._chat import ImagePart, JSONSchema, TextPart, image_base64
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
-from ._http import classify_status, error_for_status
+from .._secrets import Secret
+from .._transport._base import HTTPRequest
+from ._adapter import ProtocolAdapter, StreamDecoder
+from ._status import classify_status, error_for_status
 from ._wire import (
     ENCODER,
-    Secret,
     body_text,
     check_header_value,
     decode,
@@ -349,7 +349,7 @@ class GeminiAdapter(ProtocolAdapter):
         self._legacy_schema = version == "v1"
         self._needs_signature = _GEMINI_3.match(self._model) is not None
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         if not is_plain(request):
             return self._build_rich(request, stream)
         system: list[_Part] = [_Part(request.system)] if request.system else []
@@ -379,10 +379,10 @@ class GeminiAdapter(ProtocolAdapter):
             generation_config=config,
         )
         if stream:
-            return HTTPCall("POST", self._stream_url, self._stream_headers, ENCODER.encode(body))
-        return HTTPCall("POST", self._url, self._headers, ENCODER.encode(body))
+            return HTTPRequest("POST", self._stream_url, self._stream_headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, self._headers, ENCODER.encode(body))
 
-    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPCall:
+    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPRequest:
         """Function calling, images, tool turns, JSON output and the seed."""
         messages = request.as_messages()
         system = [_Part(request.system)] if request.system else []
@@ -435,8 +435,8 @@ class GeminiAdapter(ProtocolAdapter):
         )
         data = merge_extra_body(ENCODER.encode(body), request.extra_body)
         if stream:
-            return HTTPCall("POST", self._stream_url, self._stream_headers, data)
-        return HTTPCall("POST", self._url, self._headers, data)
+            return HTTPRequest("POST", self._stream_url, self._stream_headers, data)
+        return HTTPRequest("POST", self._url, self._headers, data)
 
     def _contents(self, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         """Turns as ``contents``: tool results become functionResponse parts of one user turn."""
@@ -524,8 +524,8 @@ class GeminiAdapter(ProtocolAdapter):
             error.retry_after = _retry_delay(err)
         return error
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self.name, self._model)

@@ -14,11 +14,11 @@ import msgspec
 from .._chat import ImagePart, JSONSchema, TextPart, image_url
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
-from .._transport._base import HTTPCall
-from ._base import ProtocolAdapter, StreamDecoder
+from .._secrets import Secret
+from .._transport._base import HTTPRequest
+from ._adapter import ProtocolAdapter, StreamDecoder
 from ._wire import (
     ENCODER,
-    Secret,
     ToolCallAssembler,
     body_text,
     check_header_value,
@@ -325,7 +325,7 @@ class OpenAIAdapter(ProtocolAdapter):
         """A tool-call id as this API accepts it (Mistral narrows the format)."""
         return id
 
-    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPCall:
+    def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
         if (
             request.tools is not None
             or request.response_format is not None
@@ -354,9 +354,9 @@ class OpenAIAdapter(ProtocolAdapter):
             stream_options=_INCLUDE_USAGE if stream and self.sends_stream_options else None,
         )
         headers = self._stream_headers if stream else self._headers
-        return HTTPCall("POST", self._url, headers, ENCODER.encode(body))
+        return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
-    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPCall:
+    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPRequest:
         """Tools, parts, tool turns, output formats, seed and extra body."""
         messages: list[dict[str, Any]] = []
         if request.system:
@@ -387,7 +387,7 @@ class OpenAIAdapter(ProtocolAdapter):
         )
         headers = self._stream_headers if stream else self._headers
         data = merge_extra_body(ENCODER.encode(body), request.extra_body)
-        return HTTPCall("POST", self._url, headers, data)
+        return HTTPRequest("POST", self._url, headers, data)
 
     def _message(self, m: Message) -> dict[str, Any]:
         if m.role == "tool":
@@ -456,8 +456,8 @@ class OpenAIAdapter(ProtocolAdapter):
         quota = "insufficient_quota" in (code, type_)  # retrying will not refill it
         return _describe(message, code or type_), False if quota else None
 
-    def health_request(self) -> HTTPCall:
-        return HTTPCall("GET", self._health_url, self._health_headers)
+    def health_request(self) -> HTTPRequest:
+        return HTTPRequest("GET", self._health_url, self._health_headers)
 
     def stream_decoder(self) -> StreamDecoder:
         return _StreamDecoder(self)

@@ -7,7 +7,7 @@ stay a thin shell and tests can predict every outcome from a seed.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 import msgspec
 
@@ -28,15 +28,7 @@ __all__ = [
 SimProtocol = Literal[
     "openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral", "azure"
 ]
-_PROTOCOLS: Final = (
-    "openai",
-    "openai-compatible",
-    "anthropic",
-    "gemini",
-    "cohere",
-    "mistral",
-    "azure",
-)
+_PROTOCOLS: Final = get_args(SimProtocol)
 
 HTTP_ERROR_OUTCOMES: Final = frozenset(
     {"400", "401", "403", "404", "408", "409", "422", "429", "500", "502", "503", "504", "529"}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 import msgspec
 
-__all__ = ["SimStats", "StatsRecorder", "redact_path"]
+from .._secrets import REDACTED, is_credential_header
 
-_SECRET_HEADERS: Final = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
+__all__ = ["SimStats", "StatsRecorder", "redact_path"]
 
 
 class SimStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,8 +22,8 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
             ``"429"``, ``"reset"``...; auth failures count as ``"401"`` or
             Gemini's ``"400"``, bad bodies as ``"400"``/``"422"``).
         last_headers: headers of the last chat request, names lower-cased,
-            secrets (``authorization``, ``x-api-key``, ``x-goog-api-key``)
-            replaced by ``***``.
+            credential headers (``authorization``, ``x-api-key``, ...: the
+            library's one rule, `llmlb_actors._secrets`) replaced by ``***``.
         last_body: raw body of the last chat request.
         last_path: request target of the last chat request (``key=`` redacted).
     """
@@ -46,15 +44,17 @@ def redact_path(target: bytes) -> str:
     path, sep, query = text.partition("?")
     if not sep:
         return path
-    parts = ["key=***" if part.startswith("key=") else part for part in query.split("&")]
+    parts = [f"key={REDACTED}" if part.startswith("key=") else part for part in query.split("&")]
     return f"{path}?{'&'.join(parts)}"
 
 
 def _redact_header(name: bytes, value: bytes) -> str:
-    if name not in _SECRET_HEADERS:
+    if not is_credential_header(name.decode("latin-1")):
         return value.decode("latin-1")
     scheme, sep, _ = value.partition(b" ")
-    return f"{scheme.decode('latin-1')} ***" if sep and name == b"authorization" else "***"
+    if sep and name == b"authorization":
+        return f"{scheme.decode('latin-1')} {REDACTED}"
+    return REDACTED
 
 
 class StatsRecorder:

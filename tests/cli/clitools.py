@@ -42,11 +42,17 @@ def write_prompts(path: Path, n: int, *, start: int = 0) -> None:
             handle.write(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n")
 
 
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):  # an inline table: TOML's `=`, not JSON's `:`
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def write_config(path: Path, providers: Sequence[dict[str, Any]], **top: Any) -> Path:
     """A TOML config (the CLI reads the same files users write)."""
-    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    lines = [f"{k} = {_toml(v)}" for k, v in top.items()]
     for provider in providers:
         lines.append("[[providers]]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in provider.items()]
+        lines += [f"{k} = {_toml(v)}" for k, v in provider.items()]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -26,7 +26,7 @@ from llmlb_actors.strategies import (
 from tests.actors.scripted import Scripted
 
 if TYPE_CHECKING:
-    from llmlb_actors._state import ProviderState
+    from llmlb_actors._config import ProviderState
 
 
 @dataclass

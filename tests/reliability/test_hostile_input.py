@@ -27,10 +27,10 @@ from hypothesis import strategies as st
 
 import llmlb_actors as llmlb
 from llmlb_actors._cli.batch import _Resume, _Run
-from llmlb_actors._config import KNOWN_PROTOCOLS
 from llmlb_actors._transport._base import Transport
 from llmlb_actors._transport._http11 import encode_head, parse_url
-from llmlb_actors.providers._registry import adapter_class
+from llmlb_actors.providers._adapter import adapter_class
+from llmlb_actors.providers._registry import PROTOCOLS
 
 # -- value strategies ----------------------------------------------------------------
 
@@ -95,7 +95,7 @@ _PROVIDER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "weight": _field(st.floats(0.01, 100) | _numbers),
     "timeout": _field(st.floats(0.01, 100) | _numbers),
     "max_retries": _field(st.integers(0, 5) | _numbers),
-    "provider": _field(st.sampled_from([*KNOWN_PROTOCOLS, "OpenAI", "", _Custom, str])),
+    "provider": _field(st.sampled_from([*PROTOCOLS, "OpenAI", "", _Custom, str])),
     "max_concurrency": _field(st.integers(1, 100) | _numbers),
     "mailbox_size": _field(st.integers(1, 100) | _numbers),
     "headers": _field(

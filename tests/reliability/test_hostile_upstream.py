@@ -17,7 +17,7 @@ import pytest
 import trio
 
 import llmlb_actors as llmlb
-from llmlb_actors.providers._base import MAX_SSE_EVENT_BYTES, MAX_SSE_LINE_BYTES
+from llmlb_actors.providers._http import MAX_SSE_EVENT_BYTES, MAX_SSE_LINE_BYTES
 from tests.conftest import ZeroJitter
 from tests.reliability import _servers as srv
 from tests.reliability._support import classification_problems

@@ -123,7 +123,7 @@ class Caller:
     timeout: float | None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     started: bool = False
-    counted: bool = False  # entered Balancer._run while open (counted in get_totals)
+    counted: bool = False  # entered the request loop while open (counted in get_totals)
     returned: bool = False  # _run handed back a response or a committed stream
     submitted: float = 0.0
     committed_at: float | None = None
@@ -184,7 +184,7 @@ class Model:
         with caller.scope:
             caller.started = True
             caller.submitted = trio.current_time()
-            caller.counted = not lb._closed
+            caller.counted = not lb._requests.closed
             try:
                 if caller.stream:
                     await self._stream(lb, caller)

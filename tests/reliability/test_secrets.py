@@ -47,8 +47,13 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 def _auth(request: srv.Request) -> str:
-    match = re.search(rb"(?im)^authorization:\s*(.+?)\r$", request.head)
-    return match.group(1).decode() if match else "none"
+    """The credentials the request carried, as an upstream that echoes them would."""
+    found = [
+        match.group(1).decode()
+        for name in (rb"authorization", rb"x-extra-auth")
+        if (match := re.search(rb"(?im)^" + name + rb":\s*(.+?)\r$", request.head))
+    ]
+    return " and ".join(found) or "none"
 
 
 async def echo_handler(sock: trio.abc.Stream, request: srv.Request) -> None:
@@ -156,7 +161,7 @@ async def test_no_observable_carries_the_key(
     # The upstream really did receive (and echo) the key: the test is not vacuous.
     assert any(KEY.encode() in r.head for r in server.requests)
     assert any(HEADER_SECRET.encode() in r.head for r in server.requests)
-    assert "Incorrect API key provided: Bearer ***" in str(seen.texts)
+    assert "Incorrect API key provided: Bearer *** and ***" in str(seen.texts)
     seen.texts += [("strategy snapshot", s) for s in states]
     for record in caplog.records:
         if record.name == "httpcore.http11" and record.getMessage().startswith(
@@ -172,6 +177,54 @@ async def test_no_observable_carries_the_key(
             seen.texts.append((f"log {record.name} exc", formatted))
     assert caplog.records, "nothing was logged: the log check would be vacuous"
     assert not seen.leaked(), seen.leaked()
+
+
+async def test_a_short_key_echoed_by_the_upstream_is_redacted(autojump_clock: MockClock) -> None:
+    """Keys of four characters and up are credentials everywhere (one rule)."""
+    short = "k3y5Z"
+    async with trio.open_nursery() as nursery:
+        server = await srv.start(nursery, echo_handler)
+        async with llmlb.open_balancer(
+            providers=[
+                llmlb.ProviderConfig(
+                    name="echo",
+                    provider="openai-compatible",
+                    base_url=server.url(),
+                    model="m",
+                    api_key=short,
+                )
+            ],
+            max_retries=0,
+            health_check_interval=None,
+        ) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await lb.request(llmlb.LLMRequest(prompt="500"))
+            stats = lb.get_stats()
+        nursery.cancel_scope.cancel()
+    assert any(short.encode() in r.head for r in server.requests)
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value.errors)
+    text += msgspec.json.encode(stats).decode()
+    assert "Bearer ***" in text
+    assert short not in text
+
+
+def test_an_http_request_hides_credential_headers_in_its_repr() -> None:
+    """The adapter marks the key and every credential-looking header as a `Secret`."""
+    from llmlb_actors.providers._adapter import adapter_class
+
+    config = llmlb.ProviderConfig(
+        name="openai",
+        model="m",
+        api_key=KEY,
+        headers={"X-Extra-Auth": HEADER_SECRET, "X-Trace": "visible-trace-id"},
+    )
+    adapter = adapter_class("openai")(config)
+    for request in (adapter.build_request(REQ, stream=False), adapter.health_request()):
+        text = repr(request) + str(request.headers)
+        assert not leaks(text), text
+        sent = dict(request.headers)
+        assert KEY in sent["authorization"]  # still the real value for the transport
+    assert "visible-trace-id" in repr(adapter.build_request(REQ, stream=False))
 
 
 async def _consume(lb: llmlb.Balancer, seen: Observed) -> None:
@@ -218,6 +271,7 @@ async def test_cli_batch_and_health_output_never_carry_the_key(tmp_path: Path) -
                     "model": "m",
                     "base_url": server.url(),
                     "api_key_env": "LLMLB_CANARY_KEY",
+                    "headers": {"x-extra-auth": HEADER_SECRET},
                 },
                 {
                     "name": "fine",
@@ -251,7 +305,9 @@ async def test_cli_batch_and_health_output_never_carry_the_key(tmp_path: Path) -
             outputs += [(f"{args[0]} stderr", done.stderr.decode())]
         nursery.cancel_scope.cancel()
     outputs.append(("batch output file", out.read_text()))
-    assert any(KEY.encode() in r.head for r in server.requests)  # the key was used and echoed
+    # The key and the credential header were sent, and echoed back.
+    assert any(KEY.encode() in r.head for r in server.requests)
+    assert any(HEADER_SECRET.encode() in r.head for r in server.requests)
     assert '"type": "error"' in outputs[-1][1] or '"type":"error"' in outputs[-1][1]
     leaked = [(where, text) for where, text in outputs if leaks(text)]
     assert not leaked, leaked

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from llmlb_actors._transport import HTTPCall, Transport, TransportLimits, make_transport
+from llmlb_actors._transport import HTTPRequest, Transport, TransportLimits, make_transport
 from llmlb_actors._transport._httpx import HttpxTransport
 from llmlb_actors._transport._trio import TrioTransport
 from tests.transport.servers import ServerConn, chunked, fixed, response
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def test_get_round_trip(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(response(200, b"hello", [("Content-Type", "text/plain")])))
     transport = make_transport()
-    resp = await transport.request(HTTPCall("GET", server.url("/v1/models?page=2"), []))
+    resp = await transport.request(HTTPRequest("GET", server.url("/v1/models?page=2"), []))
     assert resp.status == 200
     assert resp.body == b"hello"
     assert resp.headers["content-type"] == "text/plain"
@@ -32,7 +32,7 @@ async def test_post_round_trip(make_transport: MakeTransport, serve: Serve) -> N
     transport = make_transport()
     body = b'{"model":"m","messages":[]}'
     headers = [("content-type", "application/json"), ("authorization", "Bearer sk-x")]
-    resp = await transport.request(HTTPCall("POST", server.url("/v1/chat"), headers, body))
+    resp = await transport.request(HTTPRequest("POST", server.url("/v1/chat"), headers, body))
     assert (resp.status, resp.body) == (201, b'{"ok":true}')
     (request,) = server.requests
     assert request.method == "POST"
@@ -46,8 +46,8 @@ async def test_never_advertises_compression(make_transport: MakeTransport, serve
     """Bodies are handed over raw, so the transport must ask for identity coding."""
     server = await serve(fixed(response(200, b"plain")))
     transport = make_transport()
-    await transport.request(HTTPCall("GET", server.url(), []))
-    await transport.request(HTTPCall("GET", server.url(), [("Accept-Encoding", "gzip, br")]))
+    await transport.request(HTTPRequest("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), [("Accept-Encoding", "gzip, br")]))
     assert [r.headers["accept-encoding"] for r in server.requests] == ["identity", "identity"]
     assert [r.head.lower().count(b"accept-encoding") for r in server.requests] == [1, 1]
 
@@ -57,7 +57,7 @@ async def test_large_request_body(make_transport: MakeTransport, serve: Serve) -
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
     body = bytes(range(256)) * 1024  # 256 KiB
-    resp = await transport.request(HTTPCall("POST", server.url(), [], body))
+    resp = await transport.request(HTTPRequest("POST", server.url(), [], body))
     assert resp.body == b"ok"
     assert server.requests[0].body == body
 
@@ -67,7 +67,7 @@ async def test_response_headers_lower_case_and_repeats_joined(
 ) -> None:
     headers = [("X-Multi", "1"), ("Set-Cookie", "a=1"), ("x-multi", "2"), ("X-MULTI", "3")]
     server = await serve(fixed(response(200, b"", headers)))
-    resp = await make_transport().request(HTTPCall("GET", server.url(), []))
+    resp = await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert resp.headers["x-multi"] == "1, 2, 3"
     assert resp.headers["set-cookie"] == "a=1"
     assert all(key == key.lower() for key in resp.headers)
@@ -76,13 +76,13 @@ async def test_response_headers_lower_case_and_repeats_joined(
 async def test_content_length_body(make_transport: MakeTransport, serve: Serve) -> None:
     body = b"x" * 200_000  # spans many reads
     server = await serve(fixed(response(200, body)))
-    resp = await make_transport().request(HTTPCall("GET", server.url(), []))
+    resp = await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert resp.body == body
 
 
 async def test_chunked_body_is_dechunked(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(chunked(200, [b"hello ", b"chunked ", b"x" * 70_000, b" world"])))
-    resp = await make_transport().request(HTTPCall("GET", server.url(), []))
+    resp = await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert resp.body == b"hello chunked " + b"x" * 70_000 + b" world"
     assert resp.headers["transfer-encoding"] == "chunked"
 
@@ -101,7 +101,7 @@ async def test_eof_delimited_body(make_transport: MakeTransport, serve: Serve) -
     server = await serve(handler)
     transport = make_transport()
     for _ in range(2):
-        resp = await transport.request(HTTPCall("GET", server.url(), []))
+        resp = await transport.request(HTTPRequest("GET", server.url(), []))
         assert resp.body == b"until the end"
     assert len(server.connections) == 2
 
@@ -112,12 +112,12 @@ async def test_interim_1xx_responses_are_skipped(
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
     server = await serve(fixed(interim + response(200, b"final", [("X-Final", "yes")])))
     transport = make_transport()
-    resp = await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    resp = await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert (resp.status, resp.body) == (200, b"final")
     assert resp.headers["x-final"] == "yes"
     assert "link" not in resp.headers  # the interim response's headers are not the final ones
     # The connection stays usable after the interim responses.
-    resp = await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    resp = await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert resp.body == b"final"
     assert len(server.connections) == 1
 
@@ -137,13 +137,13 @@ async def test_head_has_no_body_and_keeps_the_connection(
     server = await serve(handler)
     transport = make_transport()
     # Before and after the HEAD: the connection's reused parser must not expect its body.
-    before = await transport.request(HTTPCall("GET", server.url(), []))
+    before = await transport.request(HTTPRequest("GET", server.url(), []))
     assert before.body == b"after head"
-    head = await transport.request(HTTPCall("HEAD", server.url(), []))
+    head = await transport.request(HTTPRequest("HEAD", server.url(), []))
     assert (head.status, head.body) == (200, b"")
     assert head.headers["content-length"] == "1000"
     for _ in range(2):
-        after = await transport.request(HTTPCall("GET", server.url(), []))
+        after = await transport.request(HTTPRequest("GET", server.url(), []))
         assert after.body == b"after head"
         assert after.headers["content-length"] == "10"
     assert len(server.connections) == 1
@@ -154,7 +154,7 @@ async def test_no_body_statuses(make_transport: MakeTransport, serve: Serve, sta
     server = await serve(fixed(f"HTTP/1.1 {status} X\r\nX-A: b\r\n\r\n".encode()))
     transport = make_transport()
     for _ in range(2):
-        resp = await transport.request(HTTPCall("GET", server.url(), []))
+        resp = await transport.request(HTTPRequest("GET", server.url(), []))
         assert (resp.status, resp.body, resp.headers["x-a"]) == (status, b"", "b")
     assert len(server.connections) == 1
 
@@ -163,7 +163,7 @@ async def test_redirect_is_returned_not_followed(
     make_transport: MakeTransport, serve: Serve
 ) -> None:
     server = await serve(fixed(response(307, b"moved", [("Location", "/elsewhere")])))
-    resp = await make_transport().request(HTTPCall("POST", server.url("/v1/chat"), [], b"{}"))
+    resp = await make_transport().request(HTTPRequest("POST", server.url("/v1/chat"), [], b"{}"))
     assert resp.status == 307
     assert resp.headers["location"] == "/elsewhere"
     assert [r.target for r in server.requests] == ["/v1/chat"]
@@ -171,7 +171,7 @@ async def test_redirect_is_returned_not_followed(
 
 async def test_error_statuses_are_responses(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(response(429, b'{"error":"slow down"}', [("Retry-After", "2")])))
-    resp = await make_transport().request(HTTPCall("POST", server.url(), [], b"{}"))
+    resp = await make_transport().request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert (resp.status, resp.headers["retry-after"]) == (429, "2")
 
 
@@ -180,7 +180,7 @@ async def test_header_injection_is_rejected_before_sending(
 ) -> None:
     server = await serve(fixed(response(200, b"")))
     transport = make_transport()
-    bad = HTTPCall("GET", server.url(), [("x-api-key", "sk-secret\r\nx-evil: 1")])
+    bad = HTTPRequest("GET", server.url(), [("x-api-key", "sk-secret\r\nx-evil: 1")])
     with pytest.raises(ValueError, match="x-api-key") as info:
         await transport.request(bad)
     assert "sk-secret" not in str(info.value)
@@ -215,8 +215,8 @@ async def test_nothing_of_a_response_leaks_into_the_next_on_its_connection(
 
     server = await serve(handler)
     transport = make_transport()
-    first = await transport.request(HTTPCall("POST", server.url("/a"), [], b"{}"))
-    second = await transport.request(HTTPCall("POST", server.url("/b"), [], b"{}"))
+    first = await transport.request(HTTPRequest("POST", server.url("/a"), [], b"{}"))
+    second = await transport.request(HTTPRequest("POST", server.url("/b"), [], b"{}"))
     assert (first.status, first.body, first.headers["x-only-a"]) == (503, b"first", "1")
     assert (second.status, second.body) == (200, b"")
     assert "x-only-a" not in second.headers

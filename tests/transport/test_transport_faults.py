@@ -11,7 +11,7 @@ import trio.lowlevel
 
 from llmlb_actors._transport import (
     ConnectError,
-    HTTPCall,
+    HTTPRequest,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
@@ -40,7 +40,7 @@ async def test_reset_mid_body_is_a_read_error(
 
     server = await serve(handler)
     with pytest.raises(ReadError):
-        await make_transport().request(HTTPCall("POST", server.url(), [], b"{}"))
+        await make_transport().request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert len(server.requests) == 1  # never replayed
 
 
@@ -54,7 +54,7 @@ async def test_close_after_headers(make_transport: MakeTransport, serve: Serve, 
     # the framing (RemoteProtocolError). Both are retryable connection failures.
     expected = ReadError if kind == "trio" else RemoteProtocolError
     with pytest.raises(expected):
-        await make_transport().request(HTTPCall("GET", server.url(), []))
+        await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert len(server.requests) == 1
 
 
@@ -69,13 +69,13 @@ async def test_truncated_chunked_body(
     server = await serve(handler)
     expected = ReadError if kind == "trio" else RemoteProtocolError  # as above
     with pytest.raises(expected):
-        await make_transport().request(HTTPCall("GET", server.url(), []))
+        await make_transport().request(HTTPRequest("GET", server.url(), []))
 
 
 async def test_malformed_status_line(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(b"HTTP/1.1 twohundred OK\r\n\r\n"))
     with pytest.raises(RemoteProtocolError):
-        await make_transport().request(HTTPCall("GET", server.url(), []))
+        await make_transport().request(HTTPRequest("GET", server.url(), []))
 
 
 async def test_stalled_body_is_a_read_timeout(
@@ -94,7 +94,7 @@ async def test_stalled_body_is_a_read_timeout(
     transport = make_transport(TransportLimits(read_timeout=1.0))
     start = trio.current_time()
     with pytest.raises(ReadTimeout):
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
     # The timeout counts from the last bytes received, not from the start.
     assert trio.current_time() - start == pytest.approx(1.2)
     with trio.fail_after(1.0):
@@ -116,7 +116,7 @@ async def test_slowloris_body_is_cut_by_the_outer_deadline(
     server = await serve(handler)
     transport = make_transport(TransportLimits(read_timeout=1.0))
     with trio.move_on_after(5.0) as attempt:
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
     assert attempt.cancelled_caught
     assert trio.current_time() == pytest.approx(5.0, abs=0.01)
     with trio.fail_after(1.0):
@@ -137,7 +137,7 @@ async def test_unread_request_is_a_write_timeout(
     body = b"x" * (32 * 1024 * 1024)  # more than loopback socket buffers hold
     async with httpx_abandons_generators(kind):
         with pytest.raises(WriteTimeout):
-            await transport.request(HTTPCall("POST", server.url(), [], body))
+            await transport.request(HTTPRequest("POST", server.url(), [], body))
     stop.set()
 
 
@@ -149,7 +149,7 @@ async def test_oversized_head_is_a_protocol_error(
     headers = [(f"X-Filler-{i}", "v" * 1000) for i in range(200)]
     server = await serve(fixed(response(200, b"ok", headers)))
     with pytest.raises(RemoteProtocolError):
-        await make_transport().request(HTTPCall("GET", server.url(), []))
+        await make_transport().request(HTTPRequest("GET", server.url(), []))
 
 
 async def test_trio_enforces_max_header_bytes(serve: Serve) -> None:
@@ -168,9 +168,9 @@ async def test_trio_enforces_max_header_bytes(serve: Serve) -> None:
         server = await serve(handler)
         transport = TrioTransport(TransportLimits(max_header_bytes=1024))
         with pytest.raises(RemoteProtocolError, match="head over 1024 bytes"):
-            await transport.request(HTTPCall("GET", server.url(), []))
+            await transport.request(HTTPRequest("GET", server.url(), []))
         ok = TrioTransport(TransportLimits(max_header_bytes=4096))
-        assert (await ok.request(HTTPCall("GET", server.url(), []))).body == b"ok"
+        assert (await ok.request(HTTPRequest("GET", server.url(), []))).body == b"ok"
         await transport.aclose()
         await ok.aclose()
 
@@ -197,7 +197,7 @@ async def test_oversized_body_is_refused_and_the_connection_closed(
     transport = make_transport(TransportLimits(max_response_bytes=1000))
     async with httpx_abandons_generators(kind):
         with pytest.raises(ResponseTooLarge):
-            await transport.request(HTTPCall("GET", server.url(), []))
+            await transport.request(HTTPRequest("GET", server.url(), []))
     with trio.fail_after(1.0):
         await server.connections[0].saw_eof.wait()
 
@@ -205,7 +205,7 @@ async def test_oversized_body_is_refused_and_the_connection_closed(
 async def test_body_at_the_cap_is_accepted(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(response(200, b"z" * 1000)))
     transport = make_transport(TransportLimits(max_response_bytes=1000))
-    assert (await transport.request(HTTPCall("GET", server.url(), []))).body == b"z" * 1000
+    assert (await transport.request(HTTPRequest("GET", server.url(), []))).body == b"z" * 1000
 
 
 async def test_connect_refused(make_transport: MakeTransport) -> None:
@@ -214,7 +214,7 @@ async def test_connect_refused(make_transport: MakeTransport) -> None:
         port = sock.getsockname()[1]
     # Nothing listens on the port now.
     with pytest.raises(ConnectError):
-        await make_transport().request(HTTPCall("GET", f"http://127.0.0.1:{port}/", []))
+        await make_transport().request(HTTPRequest("GET", f"http://127.0.0.1:{port}/", []))
 
 
 async def test_errors_never_quote_the_url(serve: Serve) -> None:
@@ -226,7 +226,7 @@ async def test_errors_never_quote_the_url(serve: Serve) -> None:
     server = await serve(handler)
     transport = TrioTransport()
     with pytest.raises(ReadError) as info:
-        await transport.request(HTTPCall("GET", server.url("/v1/models?key=sk-secret"), []))
+        await transport.request(HTTPRequest("GET", server.url("/v1/models?key=sk-secret"), []))
     assert "sk-secret" not in str(info.value)
     assert f"http://127.0.0.1:{server.port}" in str(info.value)
     await transport.aclose()

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from llmlb_actors._transport import (
-    HTTPCall,
+    HTTPRequest,
     PoolTimeout,
     ReadError,
     RemoteProtocolError,
@@ -35,7 +35,7 @@ async def test_sequential_requests_share_one_connection(
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
     for i in range(5):
-        resp = await transport.request(HTTPCall("POST", server.url(f"/{i}"), [], b"{}"))
+        resp = await transport.request(HTTPRequest("POST", server.url(f"/{i}"), [], b"{}"))
         assert resp.body == b"ok"
     assert len(server.connections) == 1
     assert [r.target for r in server.requests] == ["/0", "/1", "/2", "/3", "/4"]
@@ -52,7 +52,7 @@ async def test_connection_close_is_honoured(make_transport: MakeTransport, serve
     server = await serve(handler)
     transport = make_transport()
     for _ in range(3):
-        assert (await transport.request(HTTPCall("GET", server.url(), []))).body == b"bye"
+        assert (await transport.request(HTTPRequest("GET", server.url(), []))).body == b"bye"
     assert len(server.connections) == 3
 
 
@@ -66,7 +66,7 @@ async def test_http10_response_is_not_reused(make_transport: MakeTransport, serv
     server = await serve(handler)
     transport = make_transport()
     for _ in range(2):
-        assert (await transport.request(HTTPCall("GET", server.url(), []))).body == b"old"
+        assert (await transport.request(HTTPRequest("GET", server.url(), []))).body == b"old"
     assert len(server.connections) == 2
 
 
@@ -92,7 +92,7 @@ async def test_pool_cap_is_honoured(
     bodies: list[bytes] = []
 
     async def one() -> None:
-        bodies.append((await transport.request(HTTPCall("GET", server.url(), []))).body)
+        bodies.append((await transport.request(HTTPRequest("GET", server.url(), []))).body)
 
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
@@ -112,7 +112,7 @@ async def test_pool_timeout(
     outcome: list[str] = []
 
     async def first() -> None:
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
         outcome.append("first done")
 
     async with trio.open_nursery() as nursery:
@@ -120,7 +120,7 @@ async def test_pool_timeout(
         await trio.testing.wait_all_tasks_blocked()
         start = trio.current_time()
         with pytest.raises(PoolTimeout):
-            await transport.request(HTTPCall("GET", server.url(), []))
+            await transport.request(HTTPRequest("GET", server.url(), []))
         assert trio.current_time() - start == pytest.approx(0.5)
     assert outcome == ["first done"]
     assert len(server.connections) == 1
@@ -136,7 +136,7 @@ async def test_waiters_are_served_in_arrival_order(serve: Serve, autojump_clock:
     order: list[int] = []
 
     async def one(i: int) -> None:
-        await transport.request(HTTPCall("GET", server.url(f"/{i}"), []))
+        await transport.request(HTTPRequest("GET", server.url(f"/{i}"), []))
         order.append(i)
 
     async with trio.open_nursery() as nursery:
@@ -167,11 +167,11 @@ async def test_cancelled_request_frees_its_slot(
     server = await serve(handler)
     transport = make_transport(TransportLimits(max_connections=1))
     with trio.move_on_after(1.0) as scope:
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
     assert scope.cancelled_caught
     with trio.fail_after(1.0):
         await server.connections[0].saw_eof.wait()  # the dirty connection was closed
-        resp = await transport.request(HTTPCall("GET", server.url(), []))
+        resp = await transport.request(HTTPRequest("GET", server.url(), []))
     assert resp.body == b"second"
     assert len(server.connections) == 2
 
@@ -196,11 +196,11 @@ async def test_server_closed_idle_connection_is_retried_once(
 
     server = await serve(handler)
     transport = make_transport()
-    assert (await transport.request(HTTPCall("GET", server.url(), []))).body == b"conn 0"
+    assert (await transport.request(HTTPRequest("GET", server.url(), []))).body == b"conn 0"
     with trio.fail_after(1.0):
         await server.connections[0].closed.wait()
     await trio.sleep(0.1)  # let the FIN reach the client's pooled socket
-    resp = await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    resp = await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert resp.body == b"conn 1"
     assert len(server.connections) == 2
     assert len(server.requests) == 2  # the retried request was not seen twice
@@ -219,12 +219,12 @@ async def test_no_replay_after_response_bytes(
 
     server = await serve(handler)
     transport = make_transport()
-    await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     # trio: EOF mid-head is a broken connection (ReadError); httpx/h11 calls it
     # a protocol error. Both are retryable transport errors for the balancer.
     expected = ReadError if kind == "trio" else RemoteProtocolError
     with pytest.raises(expected):
-        await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+        await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert len(server.requests) == 2
     assert len(server.connections) == 1
 
@@ -246,7 +246,7 @@ async def test_fresh_connection_failure_is_not_retried(
     # protocol error for httpx/h11 (as above).
     expected = ReadError if kind == "trio" or how == "reset" else RemoteProtocolError
     with pytest.raises(expected):
-        await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+        await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert len(server.requests) == 1
     assert len(server.connections) == 1
 
@@ -258,9 +258,9 @@ async def test_trio_idle_connections_expire(serve: Serve, autojump_clock: MockCl
     """
     server = await serve(fixed(response(200, b"ok")))
     transport = TrioTransport()
-    await transport.request(HTTPCall("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), []))
     await trio.sleep(6.0)
-    await transport.request(HTTPCall("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), []))
     await transport.aclose()
     assert len(server.connections) == 2
     with trio.fail_after(1.0):
@@ -270,14 +270,14 @@ async def test_trio_idle_connections_expire(serve: Serve, autojump_clock: MockCl
 async def test_requests_after_aclose_fail(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
-    await transport.request(HTTPCall("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), []))
     await transport.aclose()
     with trio.fail_after(1.0):
         await server.connections[0].saw_eof.wait()  # the pooled connection was closed
     with pytest.raises(TransportError, match="closed"):
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
     with pytest.raises(TransportError, match="closed"):  # an origin never used before
-        await transport.request(HTTPCall("GET", "http://127.0.0.1:9/", []))
+        await transport.request(HTTPRequest("GET", "http://127.0.0.1:9/", []))
 
 
 async def test_stale_retry_happens_once(
@@ -292,13 +292,13 @@ async def test_stale_retry_happens_once(
 
     server = await serve(handler)
     transport = make_transport()
-    await transport.request(HTTPCall("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), []))
     with trio.fail_after(1.0):
         await server.connections[0].closed.wait()
     await trio.sleep(0.1)
     expected = ReadError if kind == "trio" else RemoteProtocolError  # see above
     with pytest.raises(expected):
-        await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+        await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert len(server.connections) == 2
     assert len(server.requests) == 2
 
@@ -320,7 +320,7 @@ async def test_configured_timeouts_do_not_disturb_keep_alive(
         TransportLimits(read_timeout=1.0, write_timeout=1.0, connect_timeout=1.0)
     )
     for _ in range(3):
-        resp = await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+        resp = await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
         assert resp.body == b"abcd"
         await trio.sleep(0.9)
     assert len(server.connections) == 1
@@ -344,9 +344,9 @@ async def test_reused_connection_reset_after_a_post_is_not_replayed(
 
     server = await serve(handler)
     transport = TrioTransport()
-    await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     with pytest.raises(ReadError):
-        await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+        await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     await transport.aclose()
     assert len(server.requests) == 2  # the second POST reached the server exactly once
     assert len(server.connections) == 1
@@ -381,7 +381,7 @@ async def test_connection_on_a_descriptor_past_1024_is_reused(
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
     for _ in range(4):
-        assert (await transport.request(HTTPCall("POST", server.url(), [], b"{}"))).body == b"ok"
+        assert (await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))).body == b"ok"
     assert len(server.connections) == 1
 
 
@@ -392,11 +392,11 @@ async def test_a_cancelled_request_is_never_written(
     pooled connection must not reach the server: it could still be billed."""
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
-    await transport.request(HTTPCall("POST", server.url("/first"), [], b"{}"))
+    await transport.request(HTTPRequest("POST", server.url("/first"), [], b"{}"))
     with trio.CancelScope() as scope:
         scope.cancel()
-        await transport.request(HTTPCall("POST", server.url("/cancelled"), [], b"{}"))
+        await transport.request(HTTPRequest("POST", server.url("/cancelled"), [], b"{}"))
     assert scope.cancelled_caught
-    await transport.request(HTTPCall("POST", server.url("/third"), [], b"{}"))
+    await transport.request(HTTPRequest("POST", server.url("/third"), [], b"{}"))
     await trio.testing.wait_all_tasks_blocked()
     assert [r.target for r in server.requests] == ["/first", "/third"]

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from llmlb_actors._transport import (
-    HTTPCall,
+    HTTPRequest,
     ReadTimeout,
     ResponseTooLarge,
     TransportLimits,
@@ -42,7 +42,7 @@ async def test_chunks_arrive_incrementally(
 
     server = await serve(handler)
     transport = make_transport()
-    async with transport.stream(HTTPCall("POST", server.url(), [], b"{}")) as resp:
+    async with transport.stream(HTTPRequest("POST", server.url(), [], b"{}")) as resp:
         assert resp.status == 200
         assert resp.headers["content-type"] == "text/event-stream"
         chunks = resp.aiter_bytes()
@@ -51,7 +51,7 @@ async def test_chunks_arrive_incrementally(
         release.set()
         assert [c async for c in chunks] == [b"data: two\n\n"]
     # Fully read: the connection went back to the pool.
-    resp2 = await transport.request(HTTPCall("POST", server.url(), [], b"{}"))
+    resp2 = await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))
     assert resp2.body == b"data: one\n\ndata: two\n\n"
     assert len(server.connections) == 1
 
@@ -68,7 +68,7 @@ async def test_leaving_early_closes_the_connection(
     transport = make_transport()
     async with (
         httpx_abandons_generators(kind),
-        transport.stream(HTTPCall("GET", server.url(), [])) as resp,
+        transport.stream(HTTPRequest("GET", server.url(), [])) as resp,
     ):
         async for data in resp.aiter_bytes():
             assert data == b"first"
@@ -90,7 +90,7 @@ async def test_cancelled_stream_closes_the_connection(
     got: list[bytes] = []
     async with httpx_abandons_generators(kind):
         with trio.move_on_after(2.0) as scope:
-            async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+            async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
                 async for data in resp.aiter_bytes():
                     got.append(data)
     assert scope.cancelled_caught
@@ -102,7 +102,7 @@ async def test_cancelled_stream_closes_the_connection(
 async def test_aread_reads_the_rest(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(chunked(200, [b"a" * 10, b"b" * 70_000, b"c"])))
     transport = make_transport()
-    async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+    async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
         first = await anext(resp.aiter_bytes())
         rest = await resp.aread()
     assert first + rest == b"a" * 10 + b"b" * 70_000 + b"c"
@@ -111,7 +111,7 @@ async def test_aread_reads_the_rest(make_transport: MakeTransport, serve: Serve)
 async def test_error_status_body_via_aread(make_transport: MakeTransport, serve: Serve) -> None:
     server = await serve(fixed(response(400, b'{"error":{"message":"bad"}}')))
     transport = make_transport()
-    async with transport.stream(HTTPCall("POST", server.url(), [], b"{}")) as resp:
+    async with transport.stream(HTTPRequest("POST", server.url(), [], b"{}")) as resp:
         assert resp.status == 400
         assert await resp.aread() == b'{"error":{"message":"bad"}}'
 
@@ -128,7 +128,7 @@ async def test_aread_is_capped(
     transport = make_transport(TransportLimits(max_response_bytes=1000))
     async with (
         httpx_abandons_generators(kind),
-        transport.stream(HTTPCall("GET", server.url(), [])) as resp,
+        transport.stream(HTTPRequest("GET", server.url(), [])) as resp,
     ):
         with pytest.raises(ResponseTooLarge):
             await resp.aread()
@@ -140,7 +140,7 @@ async def test_stream_without_body(make_transport: MakeTransport, serve: Serve) 
     server = await serve(fixed(b"HTTP/1.1 204 No Content\r\n\r\n"))
     transport = make_transport()
     for _ in range(2):
-        async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+        async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
             assert resp.status == 204
             assert [c async for c in resp.aiter_bytes()] == []
     assert len(server.connections) == 1
@@ -161,7 +161,7 @@ async def test_stalled_stream_is_a_read_timeout(
     got: list[bytes] = []
     async with (
         httpx_abandons_generators(kind),
-        transport.stream(HTTPCall("GET", server.url(), [])) as resp,
+        transport.stream(HTTPRequest("GET", server.url(), [])) as resp,
     ):
         with pytest.raises(ReadTimeout):  # noqa: PT012 - the timeout hits mid-iteration
             async for data in resp.aiter_bytes():
@@ -179,9 +179,9 @@ async def test_trio_stream_complete_but_unread_is_pooled(serve: Serve) -> None:
     server = await serve(fixed(response(200, b"small")))
     transport = TrioTransport()
     for _ in range(2):
-        async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+        async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
             assert resp.status == 200
-    async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+    async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
         assert await resp.aread() == b"small"
     await transport.aclose()
     assert len(server.connections) == 1
@@ -198,7 +198,7 @@ async def test_trio_stream_after_exit_is_closed(serve: Serve, autojump_clock: Mo
 
     server = await serve(handler)
     transport = TrioTransport()
-    async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+    async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
         chunks = resp.aiter_bytes()
         assert await anext(chunks) == b"first"
     with pytest.raises(ReadError, match="closed"):
@@ -216,7 +216,7 @@ async def test_stream_head_read_timeout(
     server = await serve(handler)
     transport = make_transport(TransportLimits(read_timeout=2.0))
     with pytest.raises(ReadTimeout):
-        async with transport.stream(HTTPCall("POST", server.url(), [], b"{}")):
+        async with transport.stream(HTTPRequest("POST", server.url(), [], b"{}")):
             pass  # pragma: no cover - the head never arrives
     assert trio.current_time() == pytest.approx(2.0)
     with trio.fail_after(1.0):

@@ -16,7 +16,7 @@ import trustme
 from llmlb_actors._transport import (
     ConnectError,
     ConnectTimeout,
-    HTTPCall,
+    HTTPRequest,
     TransportLimits,
     TrioTransport,
 )
@@ -37,7 +37,7 @@ async def test_tls_round_trip_with_a_private_ca(
     server = await serve(fixed(response(200, b"secure")), ssl_context=server_ssl_context)
     transport = make_transport(ssl_context=client_ssl_context)
     for _ in range(3):
-        resp = await transport.request(HTTPCall("POST", server.url("/v1/chat"), [], b"{}"))
+        resp = await transport.request(HTTPRequest("POST", server.url("/v1/chat"), [], b"{}"))
         assert (resp.status, resp.body) == (200, b"secure")
     assert len(server.connections) == 1  # keep-alive over TLS too
     assert server.requests[0].headers["host"] == f"127.0.0.1:{server.port}"
@@ -51,7 +51,7 @@ async def test_tls_streaming(
 ) -> None:
     server = await serve(fixed(response(200, b"data: x\n\n")), ssl_context=server_ssl_context)
     transport = make_transport(ssl_context=client_ssl_context)
-    async with transport.stream(HTTPCall("GET", server.url(), [])) as resp:
+    async with transport.stream(HTTPRequest("GET", server.url(), [])) as resp:
         assert await resp.aread() == b"data: x\n\n"
 
 
@@ -61,7 +61,7 @@ async def test_untrusted_certificate_is_a_connect_error(
     """The default (system) trust store does not know the test CA."""
     server = await serve(fixed(response(200, b"no")), ssl_context=server_ssl_context)
     with pytest.raises(ConnectError):
-        await make_transport().request(HTTPCall("GET", server.url(), []))
+        await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert server.requests == []
 
 
@@ -77,7 +77,7 @@ async def test_wrong_host_name_is_a_connect_error(
     server = await start_server(nursery, fixed(response(200, b"no")), ssl_context=context)
     transport = make_transport(ssl_context=client_ssl_context)
     with pytest.raises(ConnectError):
-        await transport.request(HTTPCall("GET", server.url(), []))
+        await transport.request(HTTPRequest("GET", server.url(), []))
     assert server.requests == []
 
 
@@ -92,7 +92,7 @@ async def test_verify_tls_false_warns_and_connects(
         transport = make_transport(TransportLimits(verify_tls=False))
         for _ in range(2):
             assert (
-                await transport.request(HTTPCall("GET", server.url(), []))
+                await transport.request(HTTPRequest("GET", server.url(), []))
             ).body == b"unverified"
     warnings = [r for r in caplog.records if r.name == "llmlb_actors.transport"]
     assert len(warnings) == 1  # once per transport, not per request
@@ -112,7 +112,7 @@ async def test_tls_handshake_that_never_finishes_is_a_connect_timeout(
     url = f"https://127.0.0.1:{server.port}/"
     transport = make_transport(TransportLimits(connect_timeout=2.0))
     with pytest.raises(ConnectTimeout):
-        await transport.request(HTTPCall("GET", url, []))
+        await transport.request(HTTPRequest("GET", url, []))
     assert trio.current_time() == pytest.approx(2.0)
     with trio.fail_after(1.0):
         await server.connections[0].saw_eof.wait()
@@ -136,7 +136,7 @@ async def test_trio_offers_alpn_http11(
 
     server = await start_server(nursery, handler, ssl_context=context)
     transport = TrioTransport(TransportLimits(verify_tls=False))
-    await transport.request(HTTPCall("GET", server.url(), []))
+    await transport.request(HTTPRequest("GET", server.url(), []))
     await transport.aclose()
     assert selected == ["http/1.1"]
 
@@ -162,7 +162,7 @@ async def test_cancel_during_handshake_closes_the_socket(
     server = await serve(silent)
     transport = make_transport(TransportLimits(connect_timeout=10.0))
     with trio.move_on_after(1.0) as attempt:
-        await transport.request(HTTPCall("GET", f"https://127.0.0.1:{server.port}/", []))
+        await transport.request(HTTPRequest("GET", f"https://127.0.0.1:{server.port}/", []))
     assert attempt.cancelled_caught
     if kind == "httpx":
         await trio.testing.wait_all_tasks_blocked()

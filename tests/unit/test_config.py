@@ -6,7 +6,7 @@ import pytest
 
 import llmlb_actors as llmlb
 from llmlb_actors import BaseProvider, ConfigError, ProviderConfig
-from llmlb_actors._config import infer_protocol
+from llmlb_actors.providers._registry import infer_protocol
 
 
 def provider(**kw: Any) -> ProviderConfig:

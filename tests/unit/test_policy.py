@@ -8,7 +8,7 @@ import pytest
 
 from llmlb_actors._backoff import compute_backoff
 from llmlb_actors._circuit import Circuit
-from llmlb_actors.providers._http import classify_status, parse_retry_after
+from llmlb_actors.providers._status import classify_status, parse_retry_after
 from tests.conftest import ZeroJitter
 
 

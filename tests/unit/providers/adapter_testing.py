@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
-from llmlb_actors.providers._base import HTTPProvider
+from llmlb_actors.providers._http import HTTPProvider
 
 if TYPE_CHECKING:
     from llmlb_actors._models import LLMRequest, StreamChunk

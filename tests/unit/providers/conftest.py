@@ -11,12 +11,13 @@ from adapter_testing import KEY, Handler, MakeProvider
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._transport._httpx import HttpxTransport
-from llmlb_actors.providers._base import HTTPProvider, ProtocolAdapter
+from llmlb_actors.providers._http import HTTPProvider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from llmlb_actors._transport._base import HTTPCall, HTTPResponse, StreamingHTTPResponse
+    from llmlb_actors._transport._base import HTTPRequest, HTTPResponse, StreamingHTTPResponse
+    from llmlb_actors.providers._adapter import ProtocolAdapter
 
 
 class _ReadToEndBody:
@@ -72,11 +73,11 @@ class DrainingTransport:
     def __init__(self, inner: HttpxTransport) -> None:
         self._inner = inner
 
-    async def request(self, call: HTTPCall) -> HTTPResponse:
+    async def request(self, call: HTTPRequest) -> HTTPResponse:
         return await self._inner.request(call)
 
     @asynccontextmanager
-    async def stream(self, call: HTTPCall) -> AsyncIterator[_ReadToEnd]:
+    async def stream(self, call: HTTPRequest) -> AsyncIterator[_ReadToEnd]:
         async with self._inner.stream(call) as response:
             wrapped = _ReadToEnd(response)
             try:

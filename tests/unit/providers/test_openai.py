@@ -455,9 +455,9 @@ async def test_stream_error_status(make_provider: MakeProvider) -> None:
 
 
 async def test_oversized_sse_line_is_a_protocol_error(make_provider: MakeProvider) -> None:
-    from llmlb_actors.providers import _base
+    from llmlb_actors.providers import _http
 
-    body = b"data: " + b"x" * (_base.MAX_SSE_LINE_BYTES + 1)
+    body = b"data: " + b"x" * (_http.MAX_SSE_LINE_BYTES + 1)
     provider = make_provider(OpenAIAdapter, lambda r: sse_response(body, size=65536))
     with pytest.raises(LLMError, match="malformed event stream") as info:
         await collect(provider, LLMRequest(prompt="x"))

@@ -19,7 +19,7 @@ import pytest
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._models import LLMRequest, Message
-from llmlb_actors.providers._registry import adapter_class
+from llmlb_actors.providers._adapter import adapter_class
 
 GOLDEN = Path(__file__).with_name("pinned_text_bodies.json")
 KEY = "sk-pinned-KEY"
