@@ -23,7 +23,7 @@ import trio
 from .. import _version
 from .._balancer import open_balancer
 from .._errors import BalancerClosedError
-from .._models import LLMRequest, Message, Usage
+from .._models import LLMRequest, Message
 from .._secrets import Redactor
 from .common import (
     SIMULATOR,
@@ -103,6 +103,16 @@ class _ErrorInfo(msgspec.Struct, kw_only=True):
     attempts: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
+class _TokenCounts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`Usage` as a result line writes it: the cache and reasoning counts only when reported."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
 class _Result(msgspec.Struct, kw_only=True, tag="result", tag_field="type"):
     id: str | int
     line: int
@@ -110,7 +120,7 @@ class _Result(msgspec.Struct, kw_only=True, tag="result", tag_field="type"):
     model: str
     content: str
     finish_reason: str | None
-    usage: Usage
+    usage: _TokenCounts
     latency: float
     attempts: int
     meta: msgspec.Raw | msgspec.UnsetType = _UNSET
@@ -344,7 +354,7 @@ class _Run:
                     model=response.model,
                     content=response.content,
                     finish_reason=response.finish_reason,
-                    usage=response.usage,
+                    usage=_TokenCounts(**msgspec.structs.asdict(response.usage)),
                     latency=round(result.latency, 6),
                     attempts=response.attempts,
                     meta=pending.meta,

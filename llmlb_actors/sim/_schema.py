@@ -25,14 +25,19 @@ _FORMATS: Final = {
 }
 
 
-def sample(schema: object, *, root: dict[str, Any] | None = None, depth: int = 0) -> Any:
-    """A value that validates against ``schema`` (best effort for exotic keywords)."""
+def sample(
+    schema: object, *, root: dict[str, Any] | None = None, depth: int = 0, name: str = ""
+) -> Any:
+    """A value that validates against ``schema`` (best effort for exotic keywords).
+
+    A string property is ``"sim-<property name>"`` (``{"city": "sim-city"}``).
+    """
     if not isinstance(schema, dict) or depth > _MAX_DEPTH:
         return None if depth > _MAX_DEPTH else {}
     root = schema if root is None else root
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        return sample(_resolve(ref, root), root=root, depth=depth + 1)
+        return sample(_resolve(ref, root), root=root, depth=depth + 1, name=name)
     if "const" in schema:
         return schema["const"]
     enum = schema.get("enum")
@@ -42,30 +47,31 @@ def sample(schema: object, *, root: dict[str, Any] | None = None, depth: int = 0
         options = schema.get(key)
         if isinstance(options, list) and options:
             chosen = next((o for o in options if _type_of(o) != "null"), options[0])
-            return sample(chosen, root=root, depth=depth + 1)
+            return sample(chosen, root=root, depth=depth + 1, name=name)
     every = schema.get("allOf")
     if isinstance(every, list) and every:
         merged: dict[str, Any] = {}
         for part in every:
             if isinstance(part, dict):
                 merged.update(_resolve(part["$ref"], root) if "$ref" in part else part)
-        return sample(merged, root=root, depth=depth + 1)
+        return sample(merged, root=root, depth=depth + 1, name=name)
     kind = _type_of(schema)
     if kind == "object":
         props = schema.get("properties")
         out: dict[str, Any] = {}
         if isinstance(props, dict):
-            for name, sub in props.items():
-                out[name] = sample(sub, root=root, depth=depth + 1)
+            for prop, sub in props.items():
+                out[prop] = sample(sub, root=root, depth=depth + 1, name=str(prop))
         return out
     if kind == "array":
         count = max(1, int(schema.get("minItems", 1) or 1))
         limit = schema.get("maxItems")
         if isinstance(limit, int):
             count = min(count, limit)
-        return [sample(schema.get("items", {}), root=root, depth=depth + 1) for _ in range(count)]
+        items = schema.get("items", {})
+        return [sample(items, root=root, depth=depth + 1, name=name) for _ in range(count)]
     if kind == "string":
-        return _string(schema)
+        return _string(schema, name)
     if kind in ("integer", "number"):
         return _number(schema, kind)
     if kind == "boolean":
@@ -104,8 +110,8 @@ def _type_of(schema: object) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _string(schema: dict[str, Any]) -> str:
-    text = _FORMATS.get(str(schema.get("format", "")), "sim")
+def _string(schema: dict[str, Any], name: str) -> str:
+    text = _FORMATS.get(str(schema.get("format", "")), f"sim-{name}" if name else "sim")
     low = schema.get("minLength")
     if isinstance(low, int) and len(text) < low:
         text = text + "x" * (low - len(text))

@@ -106,7 +106,7 @@ async def test_tool_loop_whole_and_streamed(sim: Simulator, name: str) -> None:
         first = await lb.request(ASK)
         assert first.finish_reason == "tool_calls"
         (call,) = first.tool_calls
-        assert (call.name, call.arguments) == ("get_weather", {"city": "sim", "days": 1})
+        assert (call.name, call.arguments) == ("get_weather", {"city": "sim-city", "days": 1})
         async with lb.stream(ASK) as chunks:
             got = [chunk async for chunk in chunks]
         streamed = [c for chunk in got for c in chunk.tool_calls]
@@ -125,7 +125,7 @@ async def test_structured_output_and_json_mode(sim: Simulator, name: str) -> Non
         report = await lb.request(LLMRequest(prompt="Report on Paris", response_format=REPORT))
         anything = await lb.request(LLMRequest(prompt="Answer in JSON", response_format="json"))
     assert json.loads(report.content) == {
-        "city": "sim",
+        "city": "sim-city",
         "temperature": 1.0,
         "tags": ["sunny", "sunny"],
     }

@@ -747,7 +747,7 @@ WEATHER_PARAMETERS: dict[str, Any] = {
     "required": ["city", "days"],
     "additionalProperties": False,
 }
-ARGUMENTS = {"city": "sim", "days": 1}  # what the simulator derives from the schema
+ARGUMENTS = {"city": "sim-city", "days": 1}  # what the simulator derives from the schema
 QUESTION = "What is the weather in Paris"
 TOOL_RESULT = '{"temperature": 21}'
 
@@ -760,7 +760,7 @@ class Report(pydantic.BaseModel):
     sunny: bool
 
 
-EXPECTED_REPORT = Report(city="sim", temperature=1.0, sunny=True)
+EXPECTED_REPORT = Report(city="sim-city", temperature=1.0, sunny=True)
 OPENAI_TOOL: Any = {
     "type": "function",
     "function": {
