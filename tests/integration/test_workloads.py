@@ -298,3 +298,16 @@ async def test_bad_input_never_reaches_a_provider(sim: Simulator) -> None:
                                                                        "content": "1"}])
             )  # fmt: skip
     assert sim.stats("openai").requests == 0
+
+
+async def test_azure_health_probe_works_on_both_url_shapes(sim: Simulator) -> None:
+    async with balancer(sim, ("azure", "azure-classic")) as lb:
+        assert await lb.health_check() == {"azure": True, "azure-classic": True}
+    wrong = [
+        sim.provider_config("azure", api_key="wrong"),
+        sim.provider_config("azure-classic", api_key="wrong", api_version="2024-10-21"),
+    ]
+    async with llmlb.open_balancer(providers=wrong, health_check_interval=None) as lb:
+        assert await lb.health_check() == {"azure": False, "azure-classic": False}
+    assert sim.stats("azure").health_probes == 2
+    assert sim.stats("azure-classic").health_probes == 2
