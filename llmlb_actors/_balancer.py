@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, StreamHandle, needs_of
+from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, StreamHandle
 from ._actors._requests import RequestLoop
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
@@ -48,7 +48,9 @@ class Balancer:
         strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
         self._dispatcher = Dispatcher(strategy, config.queue_size)
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
-        self._requests = RequestLoop(config, self._dispatcher, rng)
+        self._requests = RequestLoop(
+            config, self._dispatcher, rng, check_needs=self._refuse_impossible
+        )
 
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
@@ -75,8 +77,6 @@ class Balancer:
                 or the request was rejected (400/422); ``.errors`` has each attempt.
             ConfigError: the request has tools or images and no provider takes them.
         """
-        if type(request) is LLMRequest and (request.tools or request.messages):
-            self._refuse_impossible(request)
         outcome = await self._requests.run(request, stream=False, timeout=timeout)
         assert isinstance(outcome, LLMResponse)
         return outcome
@@ -92,8 +92,6 @@ class Balancer:
         text received so far. Leaving the block early closes the upstream.
         ``timeout`` bounds the time to the first chunk.
         """
-        if type(request) is LLMRequest and (request.tools or request.messages):
-            self._refuse_impossible(request)
         outcome = await self._requests.run(request, stream=True, timeout=timeout)
         assert isinstance(outcome, StreamHandle)
         try:
@@ -101,12 +99,10 @@ class Balancer:
         finally:
             outcome.close()
 
-    def _refuse_impossible(self, request: LLMRequest) -> None:
-        """Raise `ConfigError` (nothing is sent) if no provider can take the request's
-        tools or images; the dispatcher routes it only to those that can."""
-        needs = needs_of(request)
-        if not needs:
-            return
+    def _refuse_impossible(self, needs: int) -> None:
+        """Raise `ConfigError` (nothing is sent) if no provider can take a request's
+        tools or images (``needs``); the dispatcher routes it only to those that can."""
+        needs &= NEEDS_TOOLS | NEEDS_IMAGES
         actors = self._supervisor.actors.values()
         if any(not needs & ~actor.accepts for actor in actors):
             return

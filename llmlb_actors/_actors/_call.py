@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NEEDS_IMAGES",
+    "NEEDS_STREAM",
     "NEEDS_TOOLS",
     "Call",
-    "NeedfulCall",
     "Outcome",
     "Reroute",
     "StreamHandle",
@@ -47,6 +47,8 @@ NEEDS_TOOLS = 1
 """The request offers tools or carries tool turns."""
 NEEDS_IMAGES = 2
 """The request carries an image part."""
+NEEDS_STREAM = 4
+"""The caller streams the answer."""
 
 
 def needs_of(request: LLMRequest) -> int:
@@ -82,6 +84,7 @@ class Call:
         "assigned",
         "attempt",
         "errors",
+        "needs",
         "outcome",
         "provider",
         "request",
@@ -90,12 +93,12 @@ class Call:
         "waiter",
     )
 
-    needs = 0
-    """`NEEDS_TOOLS` / `NEEDS_IMAGES` bits; a class default, so a text request pays nothing."""
-
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request
         self.stream = stream
+        # What a provider must offer to take this call (NEEDS_* bits): the dispatcher's
+        # one check for streaming, tools and images (0: any provider will do).
+        self.needs = NEEDS_STREAM if stream else 0
         self.attempt = 0
         self.outcome: Outcome | None = None
         self.assigned = 0  # attempts dispatched so far, re-routes included
@@ -165,16 +168,6 @@ class Call:
         self.abandoned = True
         if self.scope is not None:
             self.scope.cancel()
-
-
-class NeedfulCall(Call):
-    """A call whose request only some providers can take (tools, images)."""
-
-    __slots__ = ("needs",)
-
-    def __init__(self, request: LLMRequest, needs: int, *, stream: bool = False) -> None:
-        super().__init__(request, stream=stream)
-        self.needs = needs
 
 
 class StreamHandle:
@@ -257,5 +250,6 @@ class StreamHandle:
 
 def call_for(request: LLMRequest, stream: bool) -> Call:
     """The call for ``request``: one that only some providers may take if it has tools or images."""
-    needs = needs_of(request)
-    return NeedfulCall(request, needs, stream=stream) if needs else Call(request, stream=stream)
+    call = Call(request, stream=stream)
+    call.needs |= needs_of(request)
+    return call

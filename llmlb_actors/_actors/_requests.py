@@ -19,14 +19,17 @@ from .._backoff import compute_backoff
 from .._errors import BalancerClosedError, LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse
 from .._stats import BalancerTotals
-from ._call import Call, Reroute, StreamHandle, call_for
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle, call_for
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Callable
 
     from .._config import BalancerConfig
 
 __all__ = ["RequestLoop", "Routing"]
+
+_TOOLS_OR_IMAGES = NEEDS_TOOLS | NEEDS_IMAGES
 
 #: The deadline of a request without a timeout (one shared object, none per request).
 _NO_DEADLINE = nullcontext()
@@ -82,9 +85,16 @@ class RequestLoop:
     """Runs each request to its one outcome, in the task of whoever asked. Strictly private."""
 
     def __init__(
-        self, balancer_config: BalancerConfig, routing: Routing, rng: random.Random
+        self,
+        balancer_config: BalancerConfig,
+        routing: Routing,
+        rng: random.Random,
+        *,
+        check_needs: Callable[[int], None] | None = None,
     ) -> None:
         self._balancer_config = balancer_config
+        # Raises ConfigError when no provider can take a call's tools or images.
+        self._check_needs = check_needs
         self._routing = routing
         self._rng = rng
         self._request_timeout = balancer_config.request_timeout
@@ -115,6 +125,8 @@ class RequestLoop:
             call = Call(request, stream=stream)  # a prompt: every provider can take it
         else:
             call = call_for(request, stream)
+            if call.needs & _TOOLS_OR_IMAGES and self._check_needs is not None:
+                self._check_needs(call.needs)
         start = trio.current_time()
         limit = timeout if timeout is not None else self._request_timeout
         self._requests += 1

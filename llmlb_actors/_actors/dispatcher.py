@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
-from ._call import Call
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call
 
 if TYPE_CHECKING:
     from ..strategies import Strategy
     from .provider import ProviderActor
 
 __all__ = ["Dispatcher"]
+
+_TOOLS_OR_IMAGES = NEEDS_TOOLS | NEEDS_IMAGES
 
 
 class _Saturated:
@@ -140,7 +142,11 @@ class Dispatcher:
                     "No provider available: every provider is removed, disabled, at its "
                     "attempt limit for this request"
                     + (" or cannot stream" if call.stream else "")
-                    + (" or cannot take its tools or images" if call.needs else "")
+                    + (
+                        " or cannot take its tools or images"
+                        if call.needs & _TOOLS_OR_IMAGES
+                        else ""
+                    )
                 ),
             )
             return True
@@ -150,7 +156,7 @@ class Dispatcher:
     def route(self, call: Call) -> ProviderActor | _Saturated | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
-        if call.assigned == 0 and not call.stream and not call.needs:
+        if call.assigned == 0 and not call.needs:
             pool = self.rotation  # a first attempt: every provider is eligible and untried
         else:
             eligible: list[ProviderActor] = []
@@ -189,9 +195,7 @@ class Dispatcher:
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
     """May ``actor`` get an attempt of ``call`` at all (streaming, tools, images, its cap)?"""
-    if call.stream and not actor.supports_streaming:
-        return False
     if call.needs & ~actor.accepts:
-        return False  # tools or images this provider cannot take
+        return False  # a stream, tools or images this provider cannot take
     cap = actor.max_attempts
     return cap is None or call.attempts_at(actor.name) < cap

@@ -15,7 +15,7 @@ from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
 from .._secrets import Redactor
 from .._stats import ProviderStats, StatsRecorder
-from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle
+from ._call import NEEDS_IMAGES, NEEDS_STREAM, NEEDS_TOOLS, Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
@@ -62,8 +62,10 @@ class ProviderActor:
         self._on_capacity = on_capacity
         self.provider: BaseProvider = factory(config)
         self.supports_streaming = self.provider.supports_streaming
-        self.accepts = (NEEDS_TOOLS if self.provider.supports_tools else 0) | (
-            NEEDS_IMAGES if self.provider.supports_images else 0
+        self.accepts = (
+            (NEEDS_STREAM if self.supports_streaming else 0)
+            | (NEEDS_TOOLS if self.provider.supports_tools else 0)
+            | (NEEDS_IMAGES if self.provider.supports_images else 0)
         )
         self.timeout = (
             config.timeout if config.timeout is not None else balancer_config.global_timeout
