@@ -61,9 +61,9 @@ class ProviderActor:
         self._rng = rng
         self._on_capacity = on_capacity
         self.provider: BaseProvider = factory(config)
-        self.supports_streaming = self.provider.supports_streaming
+        # What calls it may take (NEEDS_* bits): the dispatcher's one capability check.
         self.accepts = (
-            (NEEDS_STREAM if self.supports_streaming else 0)
+            (NEEDS_STREAM if self.provider.supports_streaming else 0)
             | (NEEDS_TOOLS if self.provider.supports_tools else 0)
             | (NEEDS_IMAGES if self.provider.supports_images else 0)
         )
