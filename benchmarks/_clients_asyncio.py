@@ -146,7 +146,7 @@ async def _aiohttp_stream(spec: PointSpec) -> AsyncIterator[_Client]:
     """Raw SSE over aiohttp: split lines, decode each ``data:`` event with msgspec."""
     import aiohttp
 
-    url = spec.upstream.chat_url(0)
+    url = spec.upstream.sse_base_url("openai", 0) + "/chat/completions"
     headers = {**_HEADERS, "accept": "text/event-stream"}
     connector = aiohttp.TCPConnector(limit=spec.concurrency)
     perf = time.perf_counter

@@ -218,7 +218,7 @@ def _balancer_details(lb: Balancer) -> dict[str, Any]:
 def _balancer_probe(lb: Balancer) -> Callable[[], dict[str, float]]:
     """Where the requests in flight are, sampled during the window: the achieved
     concurrency at the HTTP layer (running attempts) versus waiting in mailboxes."""
-    actors = [lb._provider_actor(p.name) for p in lb.config.providers]
+    actors = [lb._supervisor.actors[p.name] for p in lb.config.providers]
     dispatcher = lb._dispatcher
 
     def probe() -> dict[str, float]:
@@ -244,27 +244,86 @@ async def _balancer(spec: PointSpec, providers: int, transport: str) -> AsyncIte
         yield _Client(one, lambda: _balancer_details(lb), _balancer_probe(lb))
 
 
+_STREAM_PROVIDER = {"openai": "openai-compatible", "anthropic": "anthropic", "gemini": "gemini"}
+
+
+def _stream_fields(spec: PointSpec, protocol: str, index: int) -> dict[str, Any]:
+    """A provider whose streamed answers are ``protocol``'s fixed 64-delta SSE body."""
+    from ._sse_bodies import SSE_MODELS
+
+    return {
+        "provider": _STREAM_PROVIDER[protocol],
+        "base_url": spec.upstream.sse_base_url(protocol, index),
+        "model": SSE_MODELS[protocol],
+    }
+
+
+async def _consume(chunks: AsyncIterator[Any], t0: float) -> tuple[float | None, int]:
+    """Read a stream to its end: time to the first text delta, and how many deltas came."""
+    perf = time.perf_counter
+    ttfc: float | None = None
+    count = 0
+    async for chunk in chunks:
+        if chunk.delta:
+            if ttfc is None:
+                ttfc = perf() - t0
+            count += 1
+    return ttfc, count
+
+
 @asynccontextmanager
-async def _balancer_stream(spec: PointSpec) -> AsyncIterator[_Client]:
+async def _balancer_stream(
+    spec: PointSpec, providers: int, protocol: str = "openai"
+) -> AsyncIterator[_Client]:
+    """``lb.stream`` over ``providers`` round-robin, each streaming ``protocol``'s body."""
     from llmlb_actors._balancer import open_balancer
+    from llmlb_actors._config import BalancerConfig
 
     request = _request()
     perf = time.perf_counter
-    async with open_balancer(balancer_config(spec, 1)) as lb:
+    base = balancer_config(spec, providers)
+    config = BalancerConfig(
+        strategy=base.strategy,
+        providers=[
+            _provider_config(spec, i, **_stream_fields(spec, protocol, i)) for i in range(providers)
+        ],
+        health_check_interval=None,
+        global_timeout=base.global_timeout,
+        queue_size=base.queue_size,
+    )
+    async with open_balancer(config) as lb:
 
         async def one() -> tuple[float | None, int]:
             t0 = perf()
-            ttfc: float | None = None
-            count = 0
             async with lb.stream(request) as chunks:
-                async for chunk in chunks:
-                    if chunk.delta:
-                        if ttfc is None:
-                            ttfc = perf() - t0
-                        count += 1
-            return ttfc, count
+                return await _consume(chunks, t0)
 
         yield _Client(one, lambda: _balancer_details(lb), _balancer_probe(lb))
+
+
+@asynccontextmanager
+async def _provider_stream(spec: PointSpec) -> AsyncIterator[_Client]:
+    """``HTTPProvider.stream`` alone (adapter + transport, no actors): the floor under
+    the balancer's streams."""
+    from llmlb_actors._transport import TransportLimits, TrioTransport
+    from llmlb_actors.providers._http import HTTPProvider
+    from llmlb_actors.providers.openai import OpenAICompatibleAdapter
+
+    config = _provider_config(spec, 0, **_stream_fields(spec, "openai", 0))
+    transport = TrioTransport(TransportLimits(max_connections=spec.concurrency))
+    provider = HTTPProvider(config, OpenAICompatibleAdapter(config), transport)
+    request = _request()
+    perf = time.perf_counter
+    try:
+
+        async def one() -> tuple[float | None, int]:
+            t0 = perf()
+            async with provider.stream(request) as chunks:
+                return await _consume(chunks, t0)
+
+        yield _Client(one)
+    finally:
+        await transport.aclose()
 
 
 TRIO_CONFIGS: dict[str, Callable[[PointSpec], Any]] = {
@@ -275,7 +334,11 @@ TRIO_CONFIGS: dict[str, Callable[[PointSpec], Any]] = {
     "llmlb-1": lambda spec: _balancer(spec, 1, "default"),
     "llmlb-3": lambda spec: _balancer(spec, 3, "default"),
     "llmlb-1-httpx": lambda spec: _balancer(spec, 1, "httpx"),
-    "llmlb-stream": _balancer_stream,
+    "llmlb-stream": lambda spec: _balancer_stream(spec, 1),
+    "llmlb-stream-3": lambda spec: _balancer_stream(spec, 3),
+    "llmlb-stream-3-anthropic": lambda spec: _balancer_stream(spec, 3, "anthropic"),
+    "llmlb-stream-3-gemini": lambda spec: _balancer_stream(spec, 3, "gemini"),
+    "llmlb-stream-provider": _provider_stream,
 }
 
 

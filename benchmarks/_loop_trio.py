@@ -2,7 +2,7 @@
 
 No limiter or semaphore sits between the workers and the client under test:
 a load generator that awaits a `CapacityLimiter` before each request can cap
-real concurrency far below C (``performance-baseline.md``). The result
+real concurrency far below C. The result
 reports the concurrency actually achieved (``littles_l``).
 """
 

@@ -31,8 +31,16 @@ LABELS = {
     "llmlb-transport": "llmlb TrioTransport alone",
     "llmlb-provider": "llmlb HTTPProvider alone (adapter + transport)",
     "llmlb-1-httpx": "llmlb_actors, 1 provider, httpx transport",
-    "llmlb-stream": "llmlb_actors stream (1 provider)",
-    "aiohttp-stream": "aiohttp on asyncio, raw SSE",
+    "llmlb-stream": "llmlb_actors stream, 1 provider",
+    "llmlb-stream-3": "llmlb_actors stream, 3 providers round-robin (OpenAI SSE)",
+    "llmlb-stream-3-anthropic": "llmlb_actors stream, 3 providers (Anthropic SSE)",
+    "llmlb-stream-3-gemini": "llmlb_actors stream, 3 providers (Gemini SSE)",
+    "llmlb-stream-provider": "llmlb HTTPProvider.stream alone (OpenAI SSE)",
+    "aiohttp-stream": "aiohttp on asyncio, raw SSE (reference)",
+    "llmlb-aio": "llmlb_actors.aio on asyncio (trio thread), 1 provider",
+    "llmlb-aio-guest": "llmlb_actors.aio, runner='guest', 1 provider",
+    "llmlb-sync": "llmlb_actors.sync from C threads, 1 provider",
+    "litellm-sync": "LiteLLM Router.completion from C threads",
 }
 
 

@@ -75,7 +75,7 @@ async def _inflight(spec: ScaleSpec) -> dict[str, Any]:
     request = _request()
     async with _balancer(spec, n) as lb:
         await _warm(lb)
-        actor = lb._provider_actor(lb.config.providers[0].name)
+        actor = lb._supervisor.actors[lb.config.providers[0].name]
         gc.collect()
         baseline = current_rss_kib()
         peak_before = peak_rss_kib()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ._common import REPLY_JSON, UPSTREAM_CORE, pin
+from ._sse_bodies import SSE_PATHS, SSE_PROTOCOLS, nginx_string, sse_body
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -49,6 +50,17 @@ class Upstream(msgspec.Struct, frozen=True, kw_only=True):
 
     def chat_url(self, index: int = 0) -> str:
         return self.base_url(index) + "/chat/completions"
+
+    def sse_base_url(self, protocol: str, index: int = 0) -> str:
+        """Base URL of a provider whose streamed answers are ``protocol``'s fixed SSE body
+        (nginx); the simulator streams OpenAI answers only, at `base_url`."""
+        if self.kind != "nginx":
+            if protocol != "openai":
+                raise ValueError(f"the simulator upstream streams openai only, not {protocol}")
+            return self.base_url(index)
+        port = self.ports[index % len(self.ports)]
+        version = "/v1" if protocol == "openai" else ""
+        return f"http://127.0.0.1:{port}/sse/{protocol}{version}"
 
 
 def free_ports(count: int) -> list[int]:
@@ -102,6 +114,7 @@ http {{
             default_type application/json;
             return 200 '{{"object":"list","data":[]}}';
         }}
+{sse_locations}
     }}
     server {{
         listen 127.0.0.1:{status_port};
@@ -111,6 +124,34 @@ http {{
     }}
 }}
 """
+
+
+def _sse_locations() -> str:
+    """One location per protocol serving its fixed 64-delta SSE body.
+
+    nginx caps one configuration token at 4 KiB, so the body is set in pieces
+    and returned as their concatenation (evaluated per request: a 14 KiB copy).
+    """
+    locations = []
+    for protocol in SSE_PROTOCOLS:
+        body = sse_body(protocol)
+        pieces = [body[i : i + _NGINX_PIECE] for i in range(0, len(body), _NGINX_PIECE)]
+        sets = "".join(
+            f"            set $sse{i} '{nginx_string(piece)}';\n" for i, piece in enumerate(pieces)
+        )
+        joined = "".join(f"$sse{i}" for i in range(len(pieces)))
+        locations.append(
+            f"        location = /sse/{protocol}{SSE_PATHS[protocol]} {{\n"
+            "            default_type text/event-stream;\n"
+            f"{sets}"
+            f'            return 200 "{joined}";\n'
+            "        }"
+        )
+    return "\n".join(locations)
+
+
+#: Raw bytes per configuration token (escaping may nearly double them; the cap is 4 KiB).
+_NGINX_PIECE = 1800
 
 
 def _children(pid: int) -> list[int]:
@@ -154,7 +195,11 @@ def run_nginx(count: int = 3) -> Iterator[Upstream]:
         with open(conf, "w") as f:
             f.write(
                 _NGINX_CONF.format(
-                    tmp=tmp, listens=listens, reply=REPLY_JSON, status_port=status_port
+                    tmp=tmp,
+                    listens=listens,
+                    reply=REPLY_JSON,
+                    status_port=status_port,
+                    sse_locations=_sse_locations(),
                 )
             )
         proc = subprocess.Popen(

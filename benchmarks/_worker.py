@@ -17,7 +17,7 @@ import msgspec
 from ._common import pin, raise_fd_limit
 from ._results import PointResult, PointSpec
 
-__all__ = ["ASYNCIO_NAMES", "TRIO_NAMES", "measure"]
+__all__ = ["ASYNCIO_NAMES", "FRONTEND_NAMES", "TRIO_NAMES", "measure"]
 
 TRIO_NAMES = frozenset(
     {
@@ -29,9 +29,15 @@ TRIO_NAMES = frozenset(
         "llmlb-3",
         "llmlb-1-httpx",
         "llmlb-stream",
+        "llmlb-stream-3",
+        "llmlb-stream-3-anthropic",
+        "llmlb-stream-3-gemini",
+        "llmlb-stream-provider",
     }
 )
 ASYNCIO_NAMES = frozenset({"aiohttp", "aiohttp-stream", "litellm"})
+#: The asyncio and sync front-ends (and LiteLLM's sync Router): `_clients_frontends`.
+FRONTEND_NAMES = frozenset({"llmlb-aio", "llmlb-aio-guest", "llmlb-sync", "litellm-sync"})
 
 
 def measure(spec: PointSpec) -> PointResult:
@@ -44,11 +50,20 @@ def measure(spec: PointSpec) -> PointResult:
         from ._clients_asyncio import run_asyncio_point
 
         return run_asyncio_point(spec)
+    if spec.config in FRONTEND_NAMES:
+        from ._clients_frontends import run_frontend_point
+
+        return run_frontend_point(spec)
     raise ValueError(f"unknown configuration {spec.config!r}")
 
 
 def main() -> None:
     spec = msgspec.json.decode(sys.argv[1], type=PointSpec)
+    # Every client measured honours HTTP(S)_PROXY (httpx, LiteLLM, llmlb's trust_env):
+    # a proxy from the machine's environment must not sit between it and the upstream.
+    for name in list(os.environ):
+        if name.lower() in ("http_proxy", "https_proxy", "all_proxy"):
+            del os.environ[name]
     if spec.pin_core is not None:
         pin(spec.pin_core)
     raise_fd_limit()

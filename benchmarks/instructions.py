@@ -9,6 +9,11 @@ imports cancelled out.
 
     .venv/bin/python -m benchmarks.instructions                 # C=1 and C=64, requests and streams
     .venv/bin/python -m benchmarks.instructions --concurrency 1 --requests 500
+    .venv/bin/python -m benchmarks.instructions --front-end trio aio aio-guest sync --whole
+
+``--front-end`` counts the same closed loop through ``llmlb_actors.aio`` (``aio``: the
+default trio thread; ``aio-guest``: the guest run) or ``llmlb_actors.sync`` (C caller
+threads); callgrind counts every thread of the process.
 
 ``--worker`` runs one measured process (what valgrind runs).
 """
@@ -16,12 +21,14 @@ imports cancelled out.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -36,6 +43,7 @@ __all__ = ["main"]
 
 _RESPONSE = llmlb.LLMResponse(content="ok", model="m")
 _CHUNK = llmlb.StreamChunk(delta="ok")
+FRONT_ENDS = ["trio", "aio", "aio-guest", "sync"]
 
 
 class _YieldOnce(llmlb.BaseProvider):
@@ -54,13 +62,17 @@ class _YieldOnce(llmlb.BaseProvider):
         yield chunks()
 
 
-async def _drive(requests: int, concurrency: int, stream: bool) -> None:
-    config = llmlb.BalancerConfig(
+def _config(concurrency: int) -> llmlb.BalancerConfig:
+    return llmlb.BalancerConfig(
         providers=[
             llmlb.ProviderConfig(name="p", provider=_YieldOnce, max_concurrency=concurrency)
         ],
         health_check_interval=None,
     )
+
+
+async def _drive(requests: int, concurrency: int, stream: bool) -> None:
+    config = _config(concurrency)
     request = llmlb.LLMRequest(prompt="hi")
     left = requests
     async with llmlb.open_balancer(config) as lb:
@@ -81,7 +93,58 @@ async def _drive(requests: int, concurrency: int, stream: bool) -> None:
                 nursery.start_soon(one_caller)
 
 
-def _count(requests: int, concurrency: int, stream: bool) -> int:
+async def _drive_aio(requests: int, concurrency: int, stream: bool, runner: str) -> None:
+    from llmlb_actors import aio
+
+    request = llmlb.LLMRequest(prompt="hi")
+    tickets = iter(range(requests))
+    async with aio.open_balancer(_config(concurrency), runner=runner) as lb:  # type: ignore[arg-type]
+
+        async def one_caller() -> None:
+            for _ in tickets:
+                if stream:
+                    async with lb.stream(request) as chunks:
+                        async for _chunk in chunks:
+                            pass
+                else:
+                    await lb.request(request)
+
+        await asyncio.gather(*(one_caller() for _ in range(concurrency)))
+
+
+def _drive_sync(requests: int, concurrency: int, stream: bool) -> None:
+    from llmlb_actors import sync
+
+    request = llmlb.LLMRequest(prompt="hi")
+    tickets = iter(range(requests))  # next() on it is atomic: the callers share it
+    with sync.open_balancer(_config(concurrency)) as lb:
+
+        def one_caller() -> None:
+            for _ in tickets:
+                if stream:
+                    for _chunk in lb.stream(request):
+                        pass
+                else:
+                    lb.request(request)
+
+        callers = [threading.Thread(target=one_caller) for _ in range(concurrency)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+
+
+def _work(front_end: str, requests: int, concurrency: int, stream: bool) -> None:
+    if front_end == "trio":
+        trio.run(_drive, requests, concurrency, stream)
+    elif front_end in ("aio", "aio-guest"):
+        runner = "guest" if front_end == "aio-guest" else "thread"
+        asyncio.run(_drive_aio(requests, concurrency, stream, runner))
+    else:
+        _drive_sync(requests, concurrency, stream)
+
+
+def _count(requests: int, concurrency: int, stream: bool, front_end: str = "trio") -> int:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install -y valgrind)")
@@ -99,6 +162,8 @@ def _count(requests: int, concurrency: int, stream: bool) -> int:
             str(requests),
             "--concurrency",
             str(concurrency),
+            "--front-end",
+            front_end,
         ]
         if stream:
             cmd.append("--stream")
@@ -116,10 +181,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 64])
     parser.add_argument("--stream", action="store_true", help="streams only")
     parser.add_argument("--whole", action="store_true", help="whole responses only")
+    parser.add_argument(
+        "--front-end",
+        nargs="*",
+        default=["trio"],
+        choices=FRONT_ENDS,
+        help="trio (the default), aio (the trio thread), aio-guest, sync",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        trio.run(_drive, args.requests, args.concurrency[0], args.stream)
+        _work(args.front_end[0], args.requests, args.concurrency[0], args.stream)
         return
     kinds = [False, True]
     if args.stream:
@@ -129,11 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     n = args.requests
     for stream in kinds:
         for concurrency in args.concurrency:
-            low = _count(n, concurrency, stream)
-            high = _count(3 * n, concurrency, stream)
-            per = (high - low) / (2 * n)
-            label = "stream " if stream else "request"
-            print(f"{label} C={concurrency:<5} {per:>10,.0f} instructions per request", flush=True)
+            for front_end in args.front_end:
+                low = _count(n, concurrency, stream, front_end)
+                high = _count(3 * n, concurrency, stream, front_end)
+                per = (high - low) / (2 * n)
+                label = "stream " if stream else "request"
+                print(
+                    f"{label} C={concurrency:<5} {front_end:<9} {per:>10,.0f} "
+                    "instructions per request",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

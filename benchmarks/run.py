@@ -2,12 +2,16 @@
 
 One interleaved run (rep 1: A B C …, rep 2: A B C …) of every configuration
 at every concurrency, each point in a fresh process pinned to the client
-core while the upstream owns the other core; then a streaming run and the
-scale checks against the simulator, and a profile of the llmlb hot path.
-Writes ``benchmarks/out/latest.md``, ``latest.json`` and ``bench.png``; a
-full default run also refreshes the committed ``benchmarks/bench.png``.
+core while the upstream owns the other core; then an interleaved streaming
+run (fixed SSE bodies from nginx), the scale checks against the simulator,
+and profiles of the llmlb hot paths. Writes ``benchmarks/out/latest.md``,
+``latest.json``, ``bench.png`` and ``stream.png``; a full default run also
+refreshes the committed ``benchmarks/bench.png`` and ``benchmarks/stream.png``.
 
+``--scenario stream`` runs the streaming part alone (and its profile);
 ``--quick`` is a smoke run of well under a minute; see ``--help``.
+``--scenario quota [its options]`` runs the quota scenario (``benchmarks/quota.py``)
+instead; a full default run ends with it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ from ._report import (
 )
 from ._results import PointResult, PointSpec
 from ._scale import ScaleSpec
+from ._streaming import (
+    STREAM_CONCURRENCY,
+    STREAM_CONFIGS,
+    run_streams,
+    stream_plot,
+    stream_report,
+)
 from ._upstream import Upstream, nginx_path, run_nginx, run_simulator
 
 if TYPE_CHECKING:
@@ -57,11 +68,37 @@ DEFAULT_CONFIGS = [
     "llmlb-provider",
     "llmlb-1",
     "llmlb-3",
+    "llmlb-aio",
+    "llmlb-sync",
+    "litellm-sync",
 ]
 DEFAULT_CONCURRENCY = [1, 64, 512, 2048]
 #: Too slow to run at high concurrency in a 15-minute budget: the naive httpx pool
 #: takes minutes to finish its first 2048 requests, LiteLLM ~45 s.
-SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx"})
+SLOW_CONFIGS = frozenset({"httpx", "litellm", "llmlb-1-httpx", "litellm-sync"})
+#: One caller thread per request in flight: capped like the slow ones (2048 threads
+#: measure the operating system more than the client).
+THREADED_CONFIGS = frozenset({"llmlb-sync", "litellm-sync"})
+#: LiteLLM is measured over a fixed number of requests, not a time window.
+LITELLM_CONFIGS = frozenset({"litellm", "litellm-sync"})
+#: Named subsets (``--scenario NAME``): configurations, concurrencies, and no streaming,
+#: scale or profile runs. ``frontends``: the asyncio and sync front-ends (issue 17).
+SCENARIOS: dict[str, dict[str, list[Any]]] = {
+    "frontends": {
+        "configs": [
+            "aiohttp",
+            "llmlb-1",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+            "litellm-sync",
+        ],
+        "concurrency": [64, 512],
+    },
+}
+#: Scenarios with their own runner (``--scenario NAME [its options]``): a module with
+#: ``main(argv) -> int`` each. ``quota``: pooled quota, side by side (issue 14).
+MODULE_SCENARIOS = {"quota": "benchmarks.quota"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -69,6 +106,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
+    p.add_argument(
+        "--scenario",
+        choices=sorted([*SCENARIOS, "stream", "whole", *MODULE_SCENARIOS]),
+        help="a named subset. stream: the streaming run and its profile only; whole: no "
+        "streaming run; frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, "
+        "litellm-sync at C=64,512, no stream/scale/profile; quota: its own runner "
+        "(benchmarks/quota.py, its options after it)",
+    )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")
     p.add_argument(
@@ -90,19 +135,54 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--simulator", action="store_true", help="use the simulator even if nginx exists"
     )
     p.add_argument("--no-stream", action="store_true", help="skip the streaming run")
+    p.add_argument(
+        "--stream-configs",
+        type=_names,
+        help=f"streaming configurations (default {','.join(STREAM_CONFIGS)})",
+    )
+    p.add_argument(
+        "--stream-concurrency",
+        type=_ints,
+        help=f"streaming C values (default {','.join(map(str, STREAM_CONCURRENCY))})",
+    )
     p.add_argument("--no-scale", action="store_true", help="skip the scale checks")
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
+    p.add_argument(
+        "--no-scenarios",
+        action="store_true",
+        help=f"a full run skips {', '.join(MODULE_SCENARIOS)}",
+    )
     p.add_argument("--inflight", type=int, help="requests in flight at once (default 10000)")
     p.add_argument("--batch", type=int, help="requests through lb.map (default 100000)")
     p.add_argument("--out", default=os.path.join(HERE, "out"), help="output directory")
     args = p.parse_args(argv)
+    if args.scenario in SCENARIOS:
+        scenario = SCENARIOS[args.scenario]
+        args.configs = args.configs or list(scenario["configs"])
+        args.concurrency = args.concurrency or list(scenario["concurrency"])
+        args.no_stream = args.no_scale = args.no_profile = True
     quick = args.quick
     args.reps = args.reps or (1 if quick else 3)
     args.concurrency = args.concurrency or ([1, 64] if quick else DEFAULT_CONCURRENCY)
     args.full = args.configs is None and not quick and args.reps >= 3
     args.full = args.full and args.concurrency == DEFAULT_CONCURRENCY
+    args.stream_full = (
+        not quick
+        and args.reps >= 3
+        and args.stream_configs is None
+        and args.stream_concurrency in (None, STREAM_CONCURRENCY)
+    )
+    args.stream_configs = args.stream_configs or STREAM_CONFIGS
+    args.stream_concurrency = args.stream_concurrency or ([1, 64] if quick else STREAM_CONCURRENCY)
+    if args.scenario == "stream":
+        args.full = False
+        args.no_scale = True
+    elif args.scenario == "whole":
+        args.no_stream = True
+        args.stream_full = False
+    args.stream_full = args.stream_full and not args.no_stream
     if args.configs is None:
-        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c == "litellm")]
+        args.configs = [c for c in DEFAULT_CONFIGS if not (quick and c in LITELLM_CONFIGS)]
     args.measure = args.measure or (1.0 if quick else 3.0)
     args.warmup = args.warmup or (0.3 if quick else 1.0)
     args.litellm_requests = args.litellm_requests or (30 if quick else 150)
@@ -196,14 +276,14 @@ def run_point(spec: PointSpec, timeout: float) -> PointResult | None:
 
 
 def _spec_for(args: argparse.Namespace, up: Upstream, config: str, c: int, rep: int) -> PointSpec:
-    max_requests = args.litellm_requests if config == "litellm" else None
+    max_requests = args.litellm_requests if config in LITELLM_CONFIGS else None
     return PointSpec(
         config=config,
         concurrency=c,
         upstream=up,
         rep=rep,
         warmup_s=args.warmup,
-        measure_s=max(args.measure, 60.0) if config == "litellm" else args.measure,
+        measure_s=max(args.measure, 60.0) if config in LITELLM_CONFIGS else args.measure,
         max_requests=max_requests,
         pin_core=CLIENT_CORE,
     )
@@ -235,7 +315,8 @@ def interleaved(
     for rep in range(args.reps):
         for c in concurrency:
             for config in configs:
-                if config in SLOW_CONFIGS and c > args.slow_max_concurrency:
+                capped = config in SLOW_CONFIGS or config in THREADED_CONFIGS
+                if capped and c > args.slow_max_concurrency:
                     continue
                 spec = _spec_for(args, up, config, c, rep)
                 timeout = spec.warmup_s + spec.measure_s + (240 if config in SLOW_CONFIGS else 90)
@@ -304,29 +385,6 @@ def upstream_capacity(args: argparse.Namespace, up: Upstream) -> dict[str, Any]:
 # -- streaming, scale, profile ------------------------------------------------------------
 
 
-def streaming(args: argparse.Namespace) -> list[PointResult]:
-    print("\nStreaming (simulator in its own process, 64 deltas per answer, no pacing):")
-    results: list[PointResult] = []
-    with run_simulator(1, chunks=64) as sim:
-        for rep in range(args.reps):
-            for c in (1, 64):
-                for config in ("llmlb-stream", "aiohttp-stream"):
-                    spec = PointSpec(
-                        config=config,
-                        concurrency=c,
-                        upstream=sim,
-                        rep=rep,
-                        warmup_s=args.warmup,
-                        measure_s=args.measure,
-                        pin_core=CLIENT_CORE,
-                    )
-                    result = run_point(spec, spec.measure_s + 90)
-                    if result is not None:
-                        results.append(result)
-                        print(_progress(result, args.reps), flush=True)
-    return results
-
-
 def _run_scale(spec: ScaleSpec, timeout: float) -> dict[str, Any] | None:
     cmd = [sys.executable, "-m", "benchmarks._scale", msgspec.json.encode(spec).decode()]
     try:
@@ -375,14 +433,16 @@ def scale(args: argparse.Namespace, up: Upstream) -> dict[str, Any]:
     return out
 
 
-def profile(args: argparse.Namespace, up: Upstream, out_dir: str) -> dict[str, str]:
-    """pyinstrument and cProfile of llmlb_actors (3 providers) at C=64."""
+def profile(
+    args: argparse.Namespace, up: Upstream, out_dir: str, config: str = "llmlb-3"
+) -> dict[str, str]:
+    """pyinstrument and cProfile of ``config`` at C=64."""
     paths: dict[str, str] = {}
-    print("\nProfiling llmlb-3 at C=64:")
+    print(f"\nProfiling {config} at C=64:")
     for kind in ("pyinstrument", "cprofile"):
-        path = os.path.join(out_dir, f"profile-{kind}-llmlb-3-c64.txt")
+        path = os.path.join(out_dir, f"profile-{kind}-{config}-c64.txt")
         spec = PointSpec(
-            config="llmlb-3",
+            config=config,
             concurrency=64,
             upstream=up,
             warmup_s=args.warmup,
@@ -392,7 +452,7 @@ def profile(args: argparse.Namespace, up: Upstream, out_dir: str) -> dict[str, s
         )
         result = run_point(spec, spec.measure_s + 120)
         if result is not None:
-            paths[kind] = path
+            paths[f"{kind}-{config}"] = path
             print(f"  {kind}: {path} ({result.cpu_us_per_req:,.0f} µs/req under the profiler)")
     return paths
 
@@ -412,6 +472,97 @@ def _fmt_delta(r: tuple[float, float, float] | None) -> str:
     return f"{r[0]:+,.0f} µs ({r[1]:+,.0f} to {r[2]:+,.0f})"
 
 
+def _whole_report(
+    args: argparse.Namespace, points: list[PointResult], md: list[str], data: dict[str, Any]
+) -> None:
+    """The whole-response tables: the run, ratios, added CPU and CPU against C."""
+    summaries = summarize(points)
+    order = [c for c in DEFAULT_CONFIGS + sorted(LABELS) if c in args.configs]
+    order = list(dict.fromkeys(order))
+    subjects = [
+        c
+        for c in (
+            "llmlb-3",
+            "llmlb-1",
+            "llmlb-provider",
+            "llmlb-transport",
+            "llmlb-aio",
+            "llmlb-aio-guest",
+            "llmlb-sync",
+        )
+        if c in args.configs
+    ]
+    cs = sorted({p.concurrency for p in points})
+    md.append(
+        "Medians over repetitions, (min–max). *achieved C* = throughput × mean latency "
+        "(Little's law): the concurrency really sustained. *upstream CPU* = the upstream "
+        "process's CPU during the window, % of one core (100 would mean it limits).\n"
+    )
+    md.append(markdown_table(summaries, order))
+
+    md.append("\n## Ratios (paired within each repetition; median (min–max))\n")
+    md.append("| subject | vs | metric | " + " | ".join(f"C={c}" for c in cs) + " |")
+    md.append("|---|---|---|" + "---:|" * len(cs))
+    for subject in subjects:
+        for ref in ("aiohttp", "litellm", "litellm-sync", "llmlb-aio"):
+            if ref not in args.configs or ref == subject:
+                continue
+            if ref == "litellm-sync" and subject != "llmlb-sync":
+                continue  # LiteLLM's sync Router: the sync front-end's counterpart
+            if ref == "llmlb-aio" and subject != "llmlb-aio-guest":
+                continue  # the two asyncio runners, against each other
+            rows: list[tuple[str, Any]] = [("throughput", lambda r: r.rps)]
+            if ref in ("aiohttp", "llmlb-aio"):
+                rows.append(("p99 latency", lambda r: r.p99_ms))
+                rows.append(("CPU/request", lambda r: r.cpu_us_per_req))
+            for name, metric in rows:
+                rat = ratios(points, subject, ref, metric)
+                data["ratios"][f"{subject}/{ref}/{name}"] = rat
+                md.append(
+                    f"| {subject} | {ref} | {name} | "
+                    + " | ".join(_fmt_ratio(rat.get(c)) for c in cs)
+                    + " |"
+                )
+
+    md.append("\n## What each layer adds (CPU µs per request, paired)\n")
+    md.append("| layer | " + " | ".join(f"C={c}" for c in cs) + " |")
+    md.append("|---|" + "---:|" * len(cs))
+    layers = [
+        ("balancer, 1 provider − transport alone", "llmlb-1", "llmlb-transport"),
+        ("balancer, 3 providers − transport alone", "llmlb-3", "llmlb-transport"),
+        ("adapter + provider − transport alone", "llmlb-provider", "llmlb-transport"),
+        ("actors (balancer, 1 provider − provider alone)", "llmlb-1", "llmlb-provider"),
+        ("asyncio front-end (llmlb-aio − trio, 1 provider)", "llmlb-aio", "llmlb-1"),
+        ("asyncio guest run (llmlb-aio-guest − trio, 1 provider)", "llmlb-aio-guest", "llmlb-1"),
+        ("sync front-end (llmlb-sync − trio, 1 provider)", "llmlb-sync", "llmlb-1"),
+    ]
+    for label, subject, base in layers:
+        if subject in args.configs and base in args.configs:
+            delta = added_cpu(points, subject, base)
+            data["added_cpu"][f"{subject}-{base}"] = delta
+            md.append(f"| {label} | " + " | ".join(_fmt_delta(delta.get(c)) for c in cs) + " |")
+
+    md.append("\n## CPU per request against concurrency (median µs; ratio to the lowest C)\n")
+    md.append("| client | " + " | ".join(f"C={c}" for c in cs) + " | max/min |")
+    md.append("|---|" + "---:|" * (len(cs) + 1))
+    for config in order:
+        flat = cpu_flatness(summaries, config)
+        if not flat:
+            continue
+        data["cpu_flatness"][config] = flat
+        cells = [
+            f"{flat['cpu_us'][c]:,.0f} ({flat['relative_to_lowest_c'][c]:.2f})"
+            if c in flat["cpu_us"]
+            else "–"
+            for c in cs
+        ]
+        md.append(
+            f"| {LABELS.get(config, config)} | "
+            + " | ".join(cells)
+            + f" | {flat['max_over_min']:.2f} |"
+        )
+
+
 def report(
     args: argparse.Namespace,
     env: dict[str, Any],
@@ -422,12 +573,6 @@ def report(
     scaled: dict[str, Any],
 ) -> tuple[str, dict[str, Any]]:
     summaries = summarize(points)
-    order = [c for c in DEFAULT_CONFIGS + sorted(LABELS) if c in args.configs]
-    order = list(dict.fromkeys(order))
-    subjects = [
-        c for c in ("llmlb-3", "llmlb-1", "llmlb-provider", "llmlb-transport") if c in args.configs
-    ]
-    cs = sorted({p.concurrency for p in points})
     md: list[str] = []
     md.append(f"# llmlb_actors benchmark — {env['date']}\n")
     md.append(
@@ -462,88 +607,12 @@ def report(
         f"C={args.slow_max_concurrency}"
     )
     md.append("- Command: `" + " ".join(["python -m benchmarks.run", *sys.argv[1:]]) + "`\n")
-    md.append(
-        "Medians over repetitions, (min–max). *achieved C* = throughput × mean latency "
-        "(Little's law): the concurrency really sustained. *upstream CPU* = the upstream "
-        "process's CPU during the window, % of one core (100 would mean it limits).\n"
-    )
-    md.append(markdown_table(summaries, order))
-
     data: dict[str, Any] = {"ratios": {}, "added_cpu": {}, "cpu_flatness": {}}
-    md.append("\n## Ratios (paired within each repetition; median (min–max))\n")
-    md.append("| subject | vs | metric | " + " | ".join(f"C={c}" for c in cs) + " |")
-    md.append("|---|---|---|" + "---:|" * len(cs))
-    for subject in subjects:
-        for ref in ("aiohttp", "litellm"):
-            if ref not in args.configs:
-                continue
-            rows: list[tuple[str, Any]] = [("throughput", lambda r: r.rps)]
-            if ref == "aiohttp":
-                rows.append(("p99 latency", lambda r: r.p99_ms))
-                rows.append(("CPU/request", lambda r: r.cpu_us_per_req))
-            for name, metric in rows:
-                rat = ratios(points, subject, ref, metric)
-                data["ratios"][f"{subject}/{ref}/{name}"] = rat
-                md.append(
-                    f"| {subject} | {ref} | {name} | "
-                    + " | ".join(_fmt_ratio(rat.get(c)) for c in cs)
-                    + " |"
-                )
-
-    md.append("\n## What llmlb adds over its own transport (CPU µs per request, paired)\n")
-    md.append("| layer | " + " | ".join(f"C={c}" for c in cs) + " |")
-    md.append("|---|" + "---:|" * len(cs))
-    layers = [
-        ("balancer, 1 provider − transport alone", "llmlb-1", "llmlb-transport"),
-        ("balancer, 3 providers − transport alone", "llmlb-3", "llmlb-transport"),
-        ("adapter + provider − transport alone", "llmlb-provider", "llmlb-transport"),
-        ("actors (balancer, 1 provider − provider alone)", "llmlb-1", "llmlb-provider"),
-    ]
-    for label, subject, base in layers:
-        if subject in args.configs and base in args.configs:
-            delta = added_cpu(points, subject, base)
-            data["added_cpu"][f"{subject}-{base}"] = delta
-            md.append(f"| {label} | " + " | ".join(_fmt_delta(delta.get(c)) for c in cs) + " |")
-
-    md.append("\n## CPU per request against concurrency (median µs; ratio to the lowest C)\n")
-    md.append("| client | " + " | ".join(f"C={c}" for c in cs) + " | max/min |")
-    md.append("|---|" + "---:|" * (len(cs) + 1))
-    for config in order:
-        flat = cpu_flatness(summaries, config)
-        if not flat:
-            continue
-        data["cpu_flatness"][config] = flat
-        cells = [
-            f"{flat['cpu_us'][c]:,.0f} ({flat['relative_to_lowest_c'][c]:.2f})"
-            if c in flat["cpu_us"]
-            else "–"
-            for c in cs
-        ]
-        md.append(
-            f"| {LABELS.get(config, config)} | "
-            + " | ".join(cells)
-            + f" | {flat['max_over_min']:.2f} |"
-        )
-
+    if points:
+        _whole_report(args, points, md, data)
     if streams:
-        ss = summarize(streams)
-        md.append("\n## Streaming (simulator, 64 deltas per answer, no pacing)\n")
-        md.append(
-            "| client | C | streams/s | chunks/s | time to first chunk p50 / p99 ms "
-            "| CPU µs/stream | simulator CPU % |"
-        )
-        md.append("|---|---:|---:|---:|---:|---:|---:|")
-        for key in sorted(ss, key=lambda k: (k[0] != "llmlb-stream", k[1])):
-            s = ss[key]
-            md.append(
-                f"| {LABELS.get(key[0], key[0])} | {key[1]} "
-                f"| {s.median(lambda r: r.rps):,.0f} "
-                f"| {s.median(lambda r: r.extra.get('chunks_per_s', 0.0)):,.0f} "
-                f"| {s.median(lambda r: r.extra.get('ttfc_p50_ms', 0.0)):.2f} / "
-                f"{s.median(lambda r: r.extra.get('ttfc_p99_ms', 0.0)):.2f} "
-                f"| {s.median(lambda r: r.cpu_us_per_req):,.0f} "
-                f"| {s.median(lambda r: r.upstream_cpu_pct):.0f} |"
-            )
+        text, data["streaming"] = stream_report(streams, up.kind)
+        md.append(text)
 
     if scaled:
         md.append("\n## Scale\n")
@@ -609,7 +678,23 @@ def _upstream(args: argparse.Namespace) -> Iterator[Upstream]:
         yield up
 
 
+def run_scenario(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    if name not in MODULE_SCENARIOS:
+        print(f"unknown scenario {name!r}; expected one of {', '.join(MODULE_SCENARIOS)}")
+        return 2
+    scenario_main = importlib.import_module(MODULE_SCENARIOS[name]).main
+    return int(scenario_main(list(argv)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--scenario" in argv:
+        at = argv.index("--scenario")
+        name = argv[at + 1] if at + 1 < len(argv) else ""
+        if name in MODULE_SCENARIOS:
+            return run_scenario(name, argv[:at] + argv[at + 2 :])
     args = parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("!! fewer than 2 cores: client and upstream will share one core")
@@ -633,11 +718,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for c in ("1", "64")
             )
         )
-        print(f"\nInterleaved run: {args.reps} reps × C={args.concurrency} × {args.configs}")
-        points = interleaved(args, up, args.configs, args.concurrency)
-        streams = [] if args.no_stream else streaming(args)
+        points: list[PointResult] = []
+        if args.scenario != "stream":
+            print(f"\nInterleaved run: {args.reps} reps × C={args.concurrency} × {args.configs}")
+            points = interleaved(args, up, args.configs, args.concurrency)
+        streams = [] if args.no_stream else run_streams(args, up, run_point, _progress)
         scaled = {} if args.no_scale else scale(args, up)
-        profiles = {} if args.no_profile else profile(args, up, args.out)
+        profiles: dict[str, str] = {}
+        if not args.no_profile:
+            if args.scenario != "stream":
+                profiles.update(profile(args, up, args.out))
+            if streams:
+                profiles.update(profile(args, up, args.out, "llmlb-stream-3"))
     env["load_average_end"] = os.getloadavg()
     env["wall_seconds"] = time.perf_counter() - started
     md, data = report(args, env, up, capacity, points, streams, scaled)
@@ -678,6 +770,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.full:
             shutil.copyfile(png, os.path.join(HERE, "bench.png"))
             print("full run: copied the plot to benchmarks/bench.png")
+    if streams:
+        stream_png = os.path.join(args.out, "stream.png")
+        stream_plot(
+            summarize(streams),
+            stream_png,
+            f"{env['date']} · {env['machine']} · {env['python'].split(' (')[0]} · "
+            f"upstream {up.kind}, SSE",
+        )
+        print(f"wrote {args.out}/stream.png")
+        if args.stream_full and up.kind == "nginx":
+            shutil.copyfile(stream_png, os.path.join(HERE, "stream.png"))
+            print("full streaming run: copied the plot to benchmarks/stream.png")
+    if args.full and not args.no_scenarios:
+        for name in MODULE_SCENARIOS:
+            run_scenario(name, ["--out", args.out])
     return 0
 
 

@@ -1,10 +1,13 @@
 """llmlb_actors: load-balance LLM API calls with a trio actor system.
 
 The public surface is re-exported here; everything else lives in private
-``_modules``. ``llmlb_actors.sim`` (the loopback simulator) and
-``llmlb_actors.strategies`` are public submodules.
+``_modules``. ``llmlb_actors.sim`` (the loopback simulator),
+``llmlb_actors.strategies``, ``llmlb_actors.transports``, ``llmlb_actors.testing``
+(helpers for your tests), and the front-ends for asyncio and synchronous code,
+``llmlb_actors.aio`` and ``llmlb_actors.sync``, are public submodules.
 """
 
+from . import transports as transports
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult
@@ -22,6 +25,7 @@ from ._errors import LLMError as LLMError
 from ._errors import LLMLBError as LLMLBError
 from ._errors import LoadBalancerError as LoadBalancerError
 from ._errors import OverloadedError as OverloadedError
+from ._errors import RateLimitedError as RateLimitedError
 from ._errors import StrategyError as StrategyError
 from ._loading import load_config as load_config
 from ._models import LLMRequest as LLMRequest
@@ -54,6 +58,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderState",
     "ProviderStats",
+    "RateLimitedError",
     "StrategyError",
     "StreamChunk",
     "TextPart",

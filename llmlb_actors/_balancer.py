@@ -6,6 +6,7 @@ import random
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, StreamHandle
@@ -17,8 +18,11 @@ from ._config import BalancerConfig, ProviderConfig
 from ._errors import BalancerClosedError, ConfigError
 from ._groups import collapse_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
-from ._transport import make_transport
+from ._quota._estimate import TiktokenEstimator, default_estimator, estimate_chars
+from ._quota._gate import QuotaGate
+from ._quota._store import InProcessQuotaStore
 from ._transport._base import Transport, TransportLimits
+from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
 from .providers._http import HTTPProvider
 from .strategies import StrategyOptions, make_strategy
@@ -32,22 +36,58 @@ if TYPE_CHECKING:
 __all__ = ["Balancer", "open_balancer"]
 
 
+def _quota_gate(config: BalancerConfig) -> QuotaGate | None:
+    """The balancer's quota gate (``quota="on"``), over the configured or in-process store."""
+    if config.quota == "off":
+        return None
+    estimator = config.token_estimator
+    if estimator == "auto":
+        estimator = default_estimator()
+    elif estimator == "chars":
+        estimator = estimate_chars
+    elif estimator == "tiktoken":
+        estimator = TiktokenEstimator()
+    assert callable(estimator)
+    store = config.quota_store or InProcessQuotaStore()
+    return QuotaGate(
+        store, estimator, probe=config.quota_probe, max_retry_after=config.max_retry_delay
+    )
+
+
+async def _load_encodings(quota: QuotaGate, providers: list[ProviderConfig]) -> None:
+    """Load tiktoken vocabularies in a thread, for models with token budgets; until then
+    (and if it fails) the character estimate answers."""
+    estimator = quota.estimator
+    if not isinstance(estimator, TiktokenEstimator):
+        return
+    for provider in providers:
+        if (provider.tpm or provider.tpd) and estimator.needs_load(provider.model):
+            await trio.to_thread.run_sync(estimator.load, provider.model, abandon_on_cancel=True)
+
+
 class Balancer:
     """A running balancer. Get one from `open_balancer`; all methods are trio-only."""
 
     def __init__(
         self,
         config: BalancerConfig,
-        transport: Callable[[], Transport],
+        transports: TransportSet,
         rng: random.Random,
     ) -> None:
         self.config = config
-        self._transport_factory = transport
-        self._transport: Transport | None = None
+        self._transports = transports
         self._rng = rng
-        strategy = make_strategy(config.strategy, options=StrategyOptions.from_config(config, rng))
-        self._dispatcher = Dispatcher(strategy, config.queue_size)
-        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng)
+        self._quota = quota = _quota_gate(config)
+        options = StrategyOptions.from_config(config, rng)
+        if quota is not None:
+            options = msgspec.structs.replace(
+                options, headroom=lambda name: quota.headroom(name, trio.current_time())
+            )
+        strategy = make_strategy(config.strategy, options=options)
+        self._dispatcher = Dispatcher(
+            strategy, config.queue_size, quota, fail_fast=config.on_overload == "fail"
+        )
+        self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng, quota)
         self._requests = RequestLoop(
             config, self._dispatcher, rng, check_needs=self._refuse_impossible
         )
@@ -55,11 +95,10 @@ class Balancer:
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
         if isinstance(protocol, str):
-            if self._transport is None:
-                # Created on first use: a balancer of custom providers needs none.
-                self._transport = self._transport_factory()
+            # Created on first use: a balancer of custom providers needs none.
+            transport = self._transports.get(provider_config.proxy)
             adapter = adapter_class(protocol)(provider_config)
-            return HTTPProvider(provider_config, adapter, self._transport)
+            return HTTPProvider(provider_config, adapter, transport)
         return protocol(provider_config)
 
     # -- requests -----------------------------------------------------------------
@@ -149,7 +188,16 @@ class Balancer:
 
     def get_totals(self) -> BalancerTotals:
         """Balancer-wide counters."""
-        return self._requests.totals()
+        totals = self._requests.totals()
+        quota = self._quota
+        if quota is None:
+            return totals
+        return msgspec.structs.replace(
+            totals,
+            quota_waits=quota.waits,
+            quota_wait_seconds=quota.wait_seconds,
+            rate_limited=quota.refused,
+        )
 
     def get_healthy_providers(self) -> list[ProviderConfig]:
         """Configs of the providers in rotation whose circuit is closed, in config order."""
@@ -192,10 +240,6 @@ class Balancer:
             raise BalancerClosedError("the balancer is closed")
         await self._supervisor.remove(name)
 
-    def _provider_actor(self, name: str) -> Any:
-        """The live actor (tests and chaos tooling only)."""
-        return self._supervisor.actors[name]
-
 
 @asynccontextmanager
 async def open_balancer(
@@ -225,25 +269,20 @@ async def open_balancer(
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
     rng = rng or random.Random(config.seed)
-    owned = isinstance(config.transport, str)
-
-    def build_transport() -> Transport:
-        if not isinstance(config.transport, str):
-            return config.transport
-        limits = TransportLimits(
-            max_response_bytes=config.max_response_bytes,
-            verify_tls=config.verify_tls,
-            max_connections=max(p.max_concurrency for p in config.providers),
-        )
-        if transport_factory is not None:
-            return transport_factory(limits)
-        return make_transport(config.transport, limits)
-
-    balancer = Balancer(config, build_transport, rng)
+    limits = TransportLimits(
+        max_response_bytes=config.max_response_bytes,
+        verify_tls=config.verify_tls,
+        max_connections=max(p.max_concurrency for p in config.providers),
+    )
+    # Reads (and checks) the environment's proxy settings now, before anything starts.
+    transports = TransportSet(config, limits, transport_factory)
+    balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(balancer._dispatcher.run)
             await nursery.start(balancer._supervisor.run)
+            if balancer._quota is not None:
+                nursery.start_soon(_load_encodings, balancer._quota, list(config.providers))
             try:
                 for provider in config.providers:
                     await balancer._supervisor.add(provider)
@@ -257,5 +296,4 @@ async def open_balancer(
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
-            if owned and balancer._transport is not None:
-                await balancer._transport.aclose()
+            await transports.aclose()

@@ -171,7 +171,7 @@ class BatchResults:
     async def __anext__(self) -> BatchResult:
         # A ready result is returned without a schedule point: yielding per
         # result would hand over at most one result per scheduler pass and
-        # starve the requests (measured: 2x slower). Fairness is kept anyway:
+        # starve the requests. Fairness is kept anyway:
         # the buffer holds at most ``window`` results, then this has to wait.
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import ssl
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
@@ -17,7 +18,15 @@ import msgspec
 
 from ._circuit import CircuitState
 from ._errors import ConfigError
+from ._quota._store import QuotaStore
+from ._quota._types import Limits
 from ._transport._base import Transport
+from ._transport._settings import (
+    TRANSPORT_NAMES,
+    check_config,
+    check_provider_proxy,
+    proxy_label,
+)
 from .providers._base import BaseProvider
 from .providers._registry import PROTOCOLS, infer_protocol
 
@@ -29,6 +38,7 @@ __all__ = [
     "StrategyName",
 ]
 
+TOKEN_ESTIMATORS = ("auto", "chars", "tiktoken")
 _BAD_HEADER = re.compile(r"[\r\n\0]")
 # What both transports can put in a header: printable ASCII and tab. Anything else
 # (non-ASCII, control characters) would only fail when sent, inside the provider actor.
@@ -83,6 +93,17 @@ def _check_count(owner: str, field: str, value: object, *, minimum: int) -> None
         raise ConfigError(f"{owner}{field} must be >= {minimum}, got {value!r}", field=field)
 
 
+#: Budgets beyond this are not a real provider's (and would make pacing arithmetic absurd).
+MAX_BUDGET = 10**12
+
+
+def _check_positive_int(owner: str, field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{owner}{field} must be a positive integer, got {value!r}", field=field)
+    if value > MAX_BUDGET:
+        raise ConfigError(f"{owner}{field} must be <= {MAX_BUDGET:.0e}, got {value!r}", field=field)
+
+
 class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One provider: who to call, with which key and model.
 
@@ -108,6 +129,15 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
                                     (Azure: the ``api-version``; None uses its v1 API)
+    proxy               None        ``http://[user:pass@]host:port`` for this provider
+                                    only; wins over ``BalancerConfig.proxy``
+    rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in
+                                    any rolling 1-second window
+    tpm                 None        tokens per minute: a bucket of ``tpm`` refilling
+                                    ``tpm / 60`` per second
+    rpd, tpd            None        requests / tokens in any rolling 24 hours
+    default_max_tokens  None        completion tokens reserved for a request that sets
+                                    no ``max_tokens``
     ==================  ==========  ===================================================
     """
 
@@ -123,6 +153,12 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     mailbox_size: int | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     api_version: str | None = None
+    proxy: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    default_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -154,6 +190,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         _check_count(who, "max_concurrency", self.max_concurrency, minimum=1)
         if self.mailbox_size is not None:
             _check_count(who, "mailbox_size", self.mailbox_size, minimum=1)
+        for budget in ("rpm", "tpm", "rpd", "tpd", "default_max_tokens"):
+            value = getattr(self, budget)
+            if value is not None:
+                _check_positive_int(who, budget, value)
         if not isinstance(self.headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()
         ):
@@ -171,6 +211,7 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     f"{who}headers: the value of {key!r} must be printable ASCII",
                     field="headers",
                 )
+        check_provider_proxy(who, self.proxy)
         protocol = self.protocol  # raises ConfigError when unknown
         custom = not isinstance(protocol, str)
         if not custom and (not isinstance(self.model, str) or not self.model.strip()):
@@ -190,6 +231,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",
                 field="base_url",
             )
+
+    @property
+    def limits(self) -> Limits:
+        """The configured budgets (``rpm``, ``tpm``, ``rpd``, ``tpd``)."""
+        return Limits(rpm=self.rpm, tpm=self.tpm, rpd=self.rpd, tpd=self.tpd)
 
     @property
     def protocol(self) -> str | type[BaseProvider]:
@@ -268,7 +314,9 @@ class ProviderState(msgspec.Struct, frozen=True, kw_only=True):
 
 #: The strategy names a config may use. Each has a factory in the registry
 #: `llmlb_actors.strategies.STRATEGIES`, keyed by this type (a test checks both agree).
-StrategyName = Literal["round-robin", "failover", "weighted", "least-busy", "latency", "custom"]
+StrategyName = Literal[
+    "round-robin", "failover", "weighted", "least-busy", "latency", "quota", "custom"
+]
 STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
@@ -300,9 +348,26 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_idle_timeout     30.0 s        longest gap between stream chunks
     transport               default       ``default`` (trio + httptools) or ``httpx``,
                                           or a `Transport` instance
-    max_response_bytes      16 MiB        cap on one response body
+    max_response_bytes      16 MiB        cap on one response body (decoded)
     verify_tls              True          turning it off logs a warning
+    proxy                   None          ``http://[user:pass@]host:port`` for every
+                                          provider (CONNECT for https origins)
+    trust_env               True          honour HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+                                          NO_PROXY, SSL_CERT_FILE, SSL_CERT_DIR
+    ca_bundle               None          PEM file (or directory) of CAs to trust
+                                          instead of the system store
+    ssl_context             None          an ``ssl.SSLContext`` used as given
     seed                    None          seeds jitter and weighted picks (reproducible)
+    quota                   on            ``on``: pace to providers' budgets (configured
+                                          and learned from headers); ``off``: send
+                                          blindly and back off on 429, as before
+    quota_store             None          a `QuotaStore` (default: in-process)
+    quota_probe             False         a provider with no configured limits takes
+                                          one attempt at a time until its first answer
+                                          (whose headers say its limits)
+    token_estimator         auto          ``auto`` (tiktoken if installed, else
+                                          characters), ``chars``, ``tiktoken``, or
+                                          callable(request, model) -> prompt tokens
     ======================  ============  ===============================================
     """
 
@@ -327,7 +392,15 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     transport: str | Transport = "default"
     max_response_bytes: int = 16 * 1024 * 1024
     verify_tls: bool = True
+    proxy: str | None = None
+    trust_env: bool = True
+    ca_bundle: str | None = None
+    ssl_context: ssl.SSLContext | None = None
     seed: int | None = None
+    quota: Literal["on", "off"] = "on"
+    quota_store: QuotaStore | None = None
+    quota_probe: bool = False
+    token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGY_NAMES:
@@ -372,7 +445,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 )
         interval = self.health_check_interval
         if interval is not None and interval < MIN_HEALTH_CHECK_INTERVAL:
-            # A period the clock cannot even represent (1e-300 s) made the health loop
+            # A period the clock cannot represent (1e-300 s) would make the health loop
             # spin without time passing; a tiny one would flood the provider with probes.
             raise ConfigError(
                 f"health_check_interval must be >= {MIN_HEALTH_CHECK_INTERVAL} s "
@@ -393,14 +466,48 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         ):
             raise ConfigError("seed must be an integer", field="seed")
         if not isinstance(self.transport, str | Transport) or (
-            isinstance(self.transport, str) and self.transport not in ("default", "trio", "httpx")
+            isinstance(self.transport, str) and self.transport not in TRANSPORT_NAMES
         ):
             raise ConfigError(
                 f"transport must be 'default', 'trio', 'httpx' or a Transport, "
                 f"got {self.transport!r}",
                 field="transport",
             )
+        check_config(self)
+        self._check_quota()
+
+    def _check_quota(self) -> None:
+        if self.quota not in ("on", "off"):
+            raise ConfigError(f"quota must be 'on' or 'off', got {self.quota!r}", field="quota")
+        if not isinstance(self.quota_probe, bool):
+            raise ConfigError("quota_probe must be a boolean", field="quota_probe")
+        if self.quota_store is not None and not isinstance(self.quota_store, QuotaStore):
+            raise ConfigError(
+                f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",
+                field="quota_store",
+            )
+        estimator = self.token_estimator
+        if not callable(estimator) and estimator not in TOKEN_ESTIMATORS:
+            raise ConfigError(
+                f"token_estimator must be one of {', '.join(TOKEN_ESTIMATORS)} or a callable, "
+                f"got {estimator!r}",
+                field="token_estimator",
+            )
+        if estimator == "tiktoken":
+            try:
+                import tiktoken  # noqa: F401
+            except ImportError:
+                raise ConfigError(
+                    "token_estimator 'tiktoken' needs tiktoken: pip install 'llmlb-actors[tokens]'",
+                    field="token_estimator",
+                ) from None
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)
         return f"BalancerConfig(strategy={self.strategy!r}, providers=[{names}])"
+
+    def __rich_repr__(self) -> Any:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            # A proxy URL may carry a password: shown as http://host:port only.
+            yield name, proxy_label(value) if name == "proxy" and value is not None else value

@@ -7,6 +7,7 @@
     ├── LoadBalancerError           a request failed as a whole; ``.errors`` holds every attempt
     │   ├── StrategyError           a routing strategy raised or chose something impossible
     │   ├── OverloadedError         every mailbox is full and the balancer is set to fail fast
+    │   ├── RateLimitedError        no provider's budget admits the request, and it cannot wait
     │   └── BalancerClosedError     the balancer shut down (or was closed) before answering
     └── ConfigError                 bad configuration or bad input (also a ``ValueError``)
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "BalancerClosedError",
@@ -29,13 +30,16 @@ __all__ = [
     "LLMLBError",
     "LoadBalancerError",
     "OverloadedError",
+    "RateLimitedError",
     "StrategyError",
 ]
 
 ErrorKind = Literal[
     "http",  # the provider answered with an error status
     "timeout",  # the attempt, a connect, a read or a stream stall timed out
-    "connection",  # connect refused, reset, closed early
+    "connection",  # connect refused, reset, closed early, DNS
+    "tls",  # the server's certificate or host name did not verify (a misconfiguration)
+    "proxy",  # the proxy is unreachable, or refused the request or tunnel (403, 407, 502)
     "protocol",  # the answer was malformed: bad JSON, wrong shape, oversized, broken stream
     "crash",  # the provider actor crashed or was removed while holding the attempt
     "cancelled",  # the caller gave up (deadline or cancellation)
@@ -146,6 +150,31 @@ class StrategyError(LoadBalancerError):
 
 class OverloadedError(LoadBalancerError):
     """Every mailbox is full and the balancer is configured with ``on_overload="fail"``."""
+
+
+class RateLimitedError(LoadBalancerError):
+    """No provider's budget (``rpm``, ``tpm``, a learned limit, a Retry-After...) admits
+    the request now, and it may not wait: ``on_overload="fail"``, or the earliest refill
+    comes after the request's deadline.
+
+    Attributes:
+        retry_after: seconds until some provider's budget admits it, or ``None`` when
+            that is not known (a probe or a hold without an end is pending).
+        budgets: provider name → the budget that refused it (``"rpm"``, ``"tpm"``,
+            ``"rpd"``, ``"tpd"``, ``"retry-after"``, ``"daily-quota"``, ...).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        errors: Sequence[LLMError] = (),
+        *,
+        retry_after: float | None = None,
+        budgets: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, errors)
+        self.retry_after = retry_after
+        self.budgets: dict[str, str] = dict(budgets or {})
 
 
 class BalancerClosedError(LoadBalancerError):

@@ -50,13 +50,19 @@ class _ProviderFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     mailbox_size: int | msgspec.UnsetType = _UNSET
     headers: dict[str, str] | msgspec.UnsetType = _UNSET
     api_version: str | msgspec.UnsetType = _UNSET
+    rpm: int | msgspec.UnsetType = _UNSET
+    tpm: int | msgspec.UnsetType = _UNSET
+    rpd: int | msgspec.UnsetType = _UNSET
+    tpd: int | msgspec.UnsetType = _UNSET
+    default_max_tokens: int | msgspec.UnsetType = _UNSET
+    proxy: str | msgspec.UnsetType | None = _UNSET
 
 
 class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The whole file: `BalancerConfig` fields at the top level, ``[[providers]]`` below.
 
-    ``custom_strategy`` (a callable) and ``transport`` objects cannot come
-    from a file; ``transport`` may name one.
+    ``custom_strategy`` (a callable), ``ssl_context`` and ``transport``
+    objects cannot come from a file; ``transport`` may name one.
     """
 
     providers: list[_ProviderFile]
@@ -79,7 +85,13 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     transport: str | msgspec.UnsetType = _UNSET
     max_response_bytes: int | msgspec.UnsetType = _UNSET
     verify_tls: bool | msgspec.UnsetType = _UNSET
+    proxy: str | msgspec.UnsetType | None = _UNSET
+    trust_env: bool | msgspec.UnsetType = _UNSET
+    ca_bundle: str | msgspec.UnsetType | None = _UNSET
     seed: int | msgspec.UnsetType | None = _UNSET
+    quota: str | msgspec.UnsetType = _UNSET
+    quota_probe: bool | msgspec.UnsetType = _UNSET
+    token_estimator: str | msgspec.UnsetType = _UNSET
 
 
 _HINTS = {
@@ -87,6 +99,12 @@ _HINTS = {
     "environment variable holding the key",
     "custom_strategy": "a custom strategy is a Python callable and cannot come from a file; "
     "build the BalancerConfig in code",
+    "quota_store": "a quota store is a Python object and cannot come from a file; "
+    "build the BalancerConfig in code",
+    "ssl_context": "an ssl.SSLContext cannot come from a file; set ca_bundle to a PEM file "
+    "instead, or build the BalancerConfig in code",
+    "proxy": "proxy credentials are not read from files: put the proxy URL with its "
+    "credentials in HTTPS_PROXY / HTTP_PROXY in the environment",
 }
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
 
@@ -156,14 +174,22 @@ def _read(source: str) -> Any:
 
 def _refuse_known_mistakes(raw: dict[str, Any], source: str) -> None:
     """Turn the likeliest wrong keys into advice rather than "unknown field"."""
-    for key in ("custom_strategy",):
+    for key in ("custom_strategy", "ssl_context"):
         if key in raw:
             raise ConfigError(_HINTS[key], field=key, source=source)
+    if _has_credentials(raw.get("proxy")):
+        raise ConfigError(_HINTS["proxy"], field="proxy", source=source)
     providers = raw.get("providers")
     if isinstance(providers, list):
         for i, item in enumerate(providers):
             if isinstance(item, dict) and "api_key" in item:
                 raise ConfigError(_HINTS["api_key"], field=f"providers[{i}].api_key", source=source)
+            if isinstance(item, dict) and _has_credentials(item.get("proxy")):
+                raise ConfigError(_HINTS["proxy"], field=f"providers[{i}].proxy", source=source)
+
+
+def _has_credentials(proxy: object) -> bool:
+    return isinstance(proxy, str) and "@" in proxy
 
 
 def _from_validation(exc: msgspec.ValidationError, source: str) -> ConfigError:

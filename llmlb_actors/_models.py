@@ -464,7 +464,11 @@ class LLMResponse(msgspec.Struct, frozen=True, kw_only=True):
     """The request's ``metadata``, handed back untouched."""
 
 
-class StreamChunk(msgspec.Struct, frozen=True, kw_only=True):
+# gc=False: a stream in flight holds a read's worth of chunks (a 64-delta answer is
+# often one read), and tracked chunks made the garbage collector run ~6x as often
+# (17-29 % of a stream's CPU at 64-512 in flight). Chunks hold only strings and
+# `Usage`, so they can never be part of a reference cycle.
+class StreamChunk(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A piece of a streamed answer.
 
     ``delta`` is the new text. The last chunk of a stream carries

@@ -6,9 +6,11 @@ A credential is any of:
 * the value of a configured header whose name looks like a credential
   (``auth``, ``key``, ``token``, ``secret``, ``cookie``), and the token alone
   of a ``"<Scheme> <token>"`` value (``Bearer sk-...``);
+* the password of a proxy URL (``ProviderConfig.proxy``, ``BalancerConfig.proxy``,
+  and with ``trust_env`` the ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` variables);
 * whatever else a source in `PROVIDER_SOURCES` or `BALANCER_SOURCES` returns
-  (register one there to protect a new field, e.g. the password of a proxy or
-  Redis URL through `url_password`).
+  (register one there to protect a new field, e.g. the password of a Redis URL
+  through `url_password`).
 
 Values shorter than `MIN_LENGTH` characters are ignored: they would blank out
 ordinary words, and nobody issues keys that short.
@@ -23,6 +25,7 @@ header values an `HTTPRequest` carries.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -98,14 +101,39 @@ def _credential_headers(config: ProviderConfig) -> Iterable[str]:
     return found
 
 
+def _proxy_password(url: str | None) -> list[str]:
+    # A proxy may be written as a bare "user:pass@host:port", meaning http://.
+    if not url:
+        return []
+    return url_password(url if "://" in url else f"http://{url}")
+
+
+def _provider_proxy(config: ProviderConfig) -> Iterable[str]:
+    return _proxy_password(config.proxy)
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy")
+
+
+def _balancer_proxies(config: BalancerConfig) -> Iterable[str]:
+    """``BalancerConfig.proxy``'s password, and (with ``trust_env``) the environment's."""
+    found = _proxy_password(config.proxy)
+    if config.trust_env:
+        for name in _PROXY_VARIABLES:
+            found += _proxy_password(os.environ.get(name))
+            found += _proxy_password(os.environ.get(name.upper()))
+    return found
+
+
 #: Where a `ProviderConfig` keeps credentials. Append a source to protect a new field.
 PROVIDER_SOURCES: list[Callable[[ProviderConfig], Iterable[str]]] = [
     _api_key,
     _credential_headers,
+    _provider_proxy,
 ]
 
 #: Where a `BalancerConfig` keeps credentials of its own (beyond its providers').
-BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = []
+BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = [_balancer_proxies]
 
 
 def provider_secrets(config: ProviderConfig) -> set[str]:

@@ -61,6 +61,26 @@ class ProviderStats(msgspec.Struct, frozen=True, kw_only=True):
     streams_failed: int = 0
     average_ttft_ms: float = 0.0
     """Mean time to first token of streams, ms."""
+    rpm: int | None = None
+    """Configured budgets (`ProviderConfig.rpm`, ``tpm``, ``rpd``, ``tpd``)."""
+    tpm: int | None = None
+    rpd: int | None = None
+    tpd: int | None = None
+    learned_rpm: int | None = None
+    """Limits the provider's rate-limit headers reported (the stricter one applies)."""
+    learned_tpm: int | None = None
+    remaining_requests: int | None = None
+    """Requests its budgets admit now (``None``: nothing limits them)."""
+    remaining_tokens: int | None = None
+    """Tokens its budgets admit now (``None``: nothing limits them)."""
+    refill_in: float = 0.0
+    """Seconds until it admits a request again (0: now; ``inf``: after an answer)."""
+    quota_reason: str | None = None
+    """The budget behind a non-zero ``refill_in`` (``"rpm"``, ``"retry-after"``...)."""
+    throttled: int = 0
+    """Attempts here that had waited for budget before they were sent."""
+    rate_limited: int = 0
+    """Upstream 429 answers from this provider."""
 
 
 class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +92,13 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     in_flight: int = 0
     retries: int = 0
     rerouted: int = 0
+    quota_waits: int = 0
+    """Requests that reached the head of the dispatcher's queue and waited there for a
+    budget (those queued behind one wait with it, and are not counted again)."""
+    quota_wait_seconds: float = 0.0
+    """Their waits at the head of the queue, summed."""
+    rate_limited: int = 0
+    """Requests refused at once with `RateLimitedError` (``on_overload="fail"`` or deadline)."""
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -99,11 +126,13 @@ class StatsRecorder:
         "latencies",
         "latency_sum",
         "prompt_tokens",
+        "rate_limited",
         "retries",
         "streams_completed",
         "streams_failed",
         "streams_started",
         "successful",
+        "throttled",
         "total",
         "total_tokens",
         "ttft_count",
@@ -128,6 +157,8 @@ class StatsRecorder:
         self.streams_failed = 0
         self.ttft_sum = 0.0
         self.ttft_count = 0
+        self.throttled = 0
+        self.rate_limited = 0
 
     def success(self, seconds: float, usage: Usage | None, *, retry: bool) -> None:
         self.total += 1

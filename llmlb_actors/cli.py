@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests in flight (default 32)",
     )
+    demo.add_argument(
+        "--scenario",
+        choices=("faults", "quota"),
+        default="faults",
+        help="faults (default): one provider is flaky; quota: providers with rate limits, "
+        "paced to their pooled quota with no 429s",
+    )
     _add_strategy(demo)
     _add_seed(demo)
 

@@ -5,16 +5,20 @@ candidates for one attempt: providers in rotation, healthy, with mailbox room
 and not yet tried by this request (when any untried remain), in configuration
 order. Strategies are synchronous and never block, so a decision is atomic.
 
-========== ==================================================================
-name       picks
-========== ==================================================================
+=========== =================================================================
+name        picks
+=========== =================================================================
 round-robin the next candidate after the previous pick, in config order
 failover    the first candidate in config order
 weighted    smooth weighted round-robin (nginx): exact proportions per window
 least-busy  the fewest requests in flight; ties in config order
 latency     the lowest smoothed latency x (1 + in flight); unmeasured first
+quota       the most budget left relative to its limit (rpm, tpm, learned limits)
 custom      your callable over read-only `ProviderState` snapshots
-========== ==================================================================
+=========== =================================================================
+
+With quotas on, every strategy sees only the providers whose budget admits the
+request now.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import msgspec
 
 from ._config import STRATEGY_NAMES, ProviderState, StrategyName
 from ._errors import StrategyError
+from ._quota._strategy import QuotaStrategy
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,6 +44,7 @@ __all__ = [
     "FailoverStrategy",
     "LatencyStrategy",
     "LeastBusyStrategy",
+    "QuotaStrategy",
     "RoundRobinStrategy",
     "Strategy",
     "StrategyOptions",
@@ -231,6 +237,8 @@ class StrategyOptions(msgspec.Struct, frozen=True, kw_only=True):
     """``BalancerConfig.custom_strategy``."""
     rng: random.Random = msgspec.field(default_factory=random.Random)
     """The balancer's random source (seeded from ``BalancerConfig.seed``)."""
+    headroom: Callable[[str], float] | None = None
+    """Budget left relative to its limit per provider name, in [0, 1] (``quota``)."""
 
     @classmethod
     def from_config(cls, config: BalancerConfig, rng: random.Random) -> StrategyOptions:
@@ -251,6 +259,7 @@ STRATEGIES: dict[StrategyName, Callable[[StrategyOptions], Strategy]] = {
     "weighted": lambda _: WeightedStrategy(),
     "least-busy": lambda _: LeastBusyStrategy(),
     "latency": lambda _: LatencyStrategy(),
+    "quota": lambda options: QuotaStrategy(options.headroom),
     "custom": _custom,
 }
 

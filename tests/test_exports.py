@@ -70,4 +70,28 @@ def test_error_tree() -> None:
     assert issubclass(llmlb_actors.LoadBalancerError, llmlb_actors.LLMLBError)
     assert issubclass(llmlb_actors.ConfigError, llmlb_actors.LLMLBError)
     assert issubclass(llmlb_actors.ConfigError, ValueError)
+    assert issubclass(llmlb_actors.RateLimitedError, llmlb_actors.LoadBalancerError)
     assert issubclass(llmlb_actors.StrategyError, llmlb_actors.LoadBalancerError)
+
+
+def test_public_transports_module() -> None:
+    """Users who pass a transport import it from here, never from ``_transport``."""
+    from llmlb_actors import transports
+
+    assert transports.__all__ == ["HttpxTransport", "Transport", "TransportLimits", "TrioTransport"]
+    assert issubclass(transports.TransportLimits, msgspec.Struct)
+    for name in ("HttpxTransport", "Transport", "TrioTransport"):
+        assert getattr(transports, name).__module__ == "llmlb_actors.transports", name
+
+
+def test_front_end_modules_are_deliberate() -> None:
+    from llmlb_actors import aio, sync
+
+    assert aio.__all__ == ["Balancer", "BatchMap", "BatchResults", "Stream", "open_balancer"]
+    assert sync.__all__ == ["Balancer", "BatchIterator", "Stream", "open_balancer"]
+    for module in (aio, sync):
+        for name in module.__all__:
+            assert getattr(module, name).__module__ == module.__name__, name
+    # Both front-ends raise the library's own exception types, exported once.
+    assert not hasattr(aio, "LoadBalancerError")
+    assert not hasattr(sync, "LoadBalancerError")

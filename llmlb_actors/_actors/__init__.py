@@ -1,1 +1,2 @@
-"""The actors: provider actors, the dispatcher and the supervisor. Strictly private."""
+"""The actors (provider actors, the dispatcher, the supervisor) and the request loop
+callers run beside them. Strictly private; see ARCHITECTURE.md."""

@@ -13,12 +13,13 @@ allocates lives as long as the request, so at thousands in flight each one is
 walked by the garbage collector several times: a call allocates as few as it can.
 
 A streamed call resolves to a `StreamHandle`, the caller's end of the chunks
-the worker pumps; the handle closes its call when the caller leaves. They name
-each other, so they live in one module.
+the worker hands over a read at a time; the handle closes its call when the
+caller leaves. They name each other, so they live in one module.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Union
 
 import msgspec
@@ -30,6 +31,8 @@ from .._models import LLMRequest, LLMResponse, StreamChunk
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from .._quota._types import Cost, Reservation
 
 __all__ = [
     "NEEDS_IMAGES",
@@ -74,6 +77,9 @@ class Reroute:
 Outcome = Union[LLMResponse, LLMError, LoadBalancerError, Reroute, "StreamHandle"]
 
 
+_NO_DEADLINE = float("inf")
+
+
 class Call:
     """One request in flight. Strictly private."""
 
@@ -83,14 +89,18 @@ class Call:
         "abandoned",
         "assigned",
         "attempt",
+        "costs",
+        "deadline",
         "errors",
         "needs",
         "outcome",
         "provider",
         "request",
+        "reservation",
         "scope",
         "stream",
         "waiter",
+        "waiting_since",
     )
 
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
@@ -109,6 +119,13 @@ class Call:
         self._counts: dict[str, int] | None = None  # from the second attempt on
         self.errors: list[LLMError] | None = None  # each failed attempt's, once one failed
         self.waiter: trio.lowlevel.Task | None = None
+        # Quota: when the request must have an answer by (its deadline), what it is
+        # expected to cost per model, what the running attempt reserved, and since when
+        # it has waited for a budget (None while it has not).
+        self.deadline = _NO_DEADLINE
+        self.costs: dict[tuple[str | None, int | None], Cost] | None = None
+        self.reservation: Reservation | None = None
+        self.waiting_since: float | None = None
 
     def next_attempt(self) -> None:
         """Arm a fresh reply slot; earlier attempts can no longer resolve."""
@@ -170,27 +187,57 @@ class Call:
             self.scope.cancel()
 
 
+_NEVER = sys.maxsize
+
+
 class StreamHandle:
     """Chunks of one committed stream, as the caller iterates them.
 
-    The worker that owns the upstream response sends chunks over a small
-    memory channel; the first chunk was already read (that is the commit
-    point: failover is only possible before it). An error after the commit is
-    re-raised as an `LLMError` with ``partial=True`` and the text so far.
-    Strictly private; users see it as an async iterator of `StreamChunk`.
+    The worker that owns the upstream response hands over batches: every
+    chunk one read of the body completed, in one wake-up of the caller. The
+    handle holds the batch being read and room for one more, so the worker
+    reads at most one batch ahead (backpressure). The first batch was already
+    read (that is the commit point: failover is only possible before it). An
+    error after the commit is re-raised as an `LLMError` with
+    ``partial=True`` and the text so far. Strictly private; users see it as
+    an async iterator of `StreamChunk`.
+
+    When the body has ended, the worker settles the attempt only once the
+    caller has taken all but the last chunk (or left), and the caller sees the
+    end only after that: a caller that leaves early cancels the stream, whether
+    or not its last bytes had arrived, and one that read it all finds the
+    attempt settled.
     """
 
-    __slots__ = ("_call", "_error", "_first", "_parts", "_recv", "finished", "provider")
+    __slots__ = (
+        "_batch",
+        "_call",
+        "_closed",
+        "_complete",
+        "_ended",
+        "_error",
+        "_index",
+        "_next",
+        "_parts",
+        "_waiter",
+        "_wake_at",
+        "_worker",
+        "finished",
+        "provider",
+    )
 
-    def __init__(
-        self,
-        first: StreamChunk,
-        recv: trio.MemoryReceiveChannel[StreamChunk],
-        provider: str,
-        call: Call,
-    ) -> None:
-        self._first: StreamChunk | None = first
-        self._recv = recv
+    def __init__(self, first: list[StreamChunk], provider: str, call: Call) -> None:
+        self._batch = first
+        self._index = 0
+        self._next: list[StreamChunk] | None = None  # the batch read ahead, if any
+        self._waiter: trio.lowlevel.Task | None = None  # the caller, waiting for a batch
+        # The worker, waiting for room for a batch or for the caller to take the last;
+        # in the second case, woken once the caller takes the chunk at this index.
+        self._worker: trio.lowlevel.Task | None = None
+        self._wake_at = _NEVER
+        self._complete = False  # the body ended normally: every chunk is here
+        self._ended = False  # the worker hands over nothing more
+        self._closed = False  # the caller left
         self._call = call
         self._error: LLMError | None = None
         self.provider = provider
@@ -198,37 +245,127 @@ class StreamHandle:
         self.finished = False
         """Set by the worker when the stream ended completely."""
 
+    # -- the worker's side -------------------------------------------------------------
+
+    async def put(self, batch: list[StreamChunk]) -> None:
+        """Hand ``batch`` over; waits while the one batch of room is taken.
+
+        Raises:
+            trio.ClosedResourceError: the caller left the stream.
+        """
+        while self._next is not None and not self._closed:
+            await self._park()
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._next = batch
+        self._wake_caller()
+
+    async def complete(self) -> None:
+        """The body ended normally: wait until the caller took all but the last chunk.
+
+        Raises:
+            trio.ClosedResourceError: the caller left the stream first.
+        """
+        self._complete = True
+        while self._left() > 1 and not self._closed:
+            if self._next is None:  # else taking the next batch wakes us
+                self._wake_at = len(self._batch) - 2
+            await self._park()
+        if self._closed:
+            raise trio.ClosedResourceError
+
+    def end(self) -> None:
+        """The worker is done (finished, failed or stopped): nothing more comes."""
+        self._ended = True
+        self._wake_caller()
+
     def fail(self, error: LLMError) -> None:
         """Set by the worker when the stream broke after the commit."""
         self._error = error
+
+    async def _park(self) -> None:
+        self._worker = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort_worker)
+
+    def _abort_worker(self, _: object) -> trio.lowlevel.Abort:
+        self._worker = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake_caller(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
+
+    def _wake_worker(self) -> None:
+        worker = self._worker
+        if worker is not None:
+            self._worker = None
+            trio.lowlevel.reschedule(worker)
+
+    def _left(self) -> int:
+        """Chunks handed over that the caller has not taken yet."""
+        left = len(self._batch) - self._index
+        return left if self._next is None else left + len(self._next)
+
+    # -- the caller's side -------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[StreamChunk]:
         return self
 
     async def __anext__(self) -> StreamChunk:
-        chunk = self._first
-        if chunk is not None:
-            self._first = None
-        else:
-            try:
-                item = await self._recv.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                if self._error is not None:
-                    raise self._partial(self._error) from None
-                if self.finished:
-                    raise StopAsyncIteration from None
-                raise self._partial(
-                    LLMError(
-                        "stream broken: the provider actor stopped before the stream ended",
-                        provider=self.provider,
-                        retryable=True,
-                        kind="crash",
-                    )
-                ) from None
-            chunk = item
-        if chunk.delta:
-            self._parts.append(chunk.delta)
-        return msgspec.structs.replace(chunk, provider=self.provider)
+        batch = self._batch
+        index = self._index
+        if index >= len(batch):
+            batch = await self._refill()
+            index = 0
+        self._index = index + 1
+        if index >= self._wake_at:  # all but the last chunk taken: the stream completed
+            self._wake_at = _NEVER
+            self._wake_worker()
+        chunk = batch[index]
+        delta = chunk.delta
+        if delta:
+            self._parts.append(delta)
+        if chunk.provider != self.provider:  # built-in protocols stamp it already
+            chunk = msgspec.structs.replace(chunk, provider=self.provider)
+        return chunk
+
+    async def _refill(self) -> list[StreamChunk]:
+        """The next batch (a cancellation point), or the end of the stream."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            batch = self._next
+            if batch:
+                self._next = None
+                self._batch = batch
+                self._wake_at = _NEVER
+                self._wake_worker()  # room for the next batch (or the last was taken)
+                return batch
+            if self._ended or self._closed:
+                raise self._ending()
+            self._wake_worker()  # it waits for this caller to have taken the chunks
+            self._waiter = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self)
+
+    def __call__(self, _: object) -> trio.lowlevel.Abort:
+        """The abort function of the waiting caller (cancelled: nobody to wake)."""
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _ending(self) -> BaseException:
+        if self._error is not None:
+            return self._partial(self._error)
+        if self.finished:
+            return StopAsyncIteration()
+        return self._partial(
+            LLMError(
+                "stream broken: the provider actor stopped before the stream ended",
+                provider=self.provider,
+                retryable=True,
+                kind="crash",
+            )
+        )
 
     @property
     def text(self) -> str:
@@ -244,7 +381,9 @@ class StreamHandle:
 
     def close(self) -> None:
         """Stop the stream: the worker closes the upstream response at once."""
-        self._recv.close()
+        self._closed = True
+        self._next = None
+        self._wake_worker()
         self._call.abandon()
 
 

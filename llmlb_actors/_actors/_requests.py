@@ -129,6 +129,8 @@ class RequestLoop:
                 self._check_needs(call.needs)
         start = trio.current_time()
         limit = timeout if timeout is not None else self._request_timeout
+        if limit is not None:
+            call.deadline = start + limit
         self._requests += 1
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import BalancerClosedError, LoadBalancerError, OverloadedError, StrategyError
+from .._errors import (
+    BalancerClosedError,
+    LLMError,
+    LoadBalancerError,
+    OverloadedError,
+    StrategyError,
+)
+from .._quota._gate import Wait
 from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call
 
 if TYPE_CHECKING:
+    from .._quota._gate import QuotaGate
     from ..strategies import Strategy
     from .provider import ProviderActor
 
@@ -37,16 +46,37 @@ class Dispatcher:
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
     in the caller's task instead (`route_now`). The request loop reaches it
-    through the `Routing` interface only. Strictly private.
+    through the `Routing` interface only.
+
+    With quotas on (``quota``, a `QuotaGate`), candidates are first narrowed to
+    the providers whose budgets admit the call now; the strategy picks among
+    those and the pick's budget is reserved. When none admits it, the call waits
+    here, at the head of the queue (so waiting calls go in arrival order), until
+    the earliest refill or a change (an answer, a refund, a provider added or
+    removed), its deadline, or its caller giving up; it fails at once with
+    `RateLimitedError` when it may not wait (``on_overload="fail"``, or the
+    refill comes after its deadline). Strictly private.
     """
 
-    def __init__(self, strategy: Strategy, queue_size: int) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        queue_size: int,
+        quota: QuotaGate | None = None,
+        *,
+        fail_fast: bool = False,
+    ) -> None:
         self.strategy = strategy
         self._send, self._recv = trio.open_memory_channel[Call](queue_size)
         self.rotation: list[ProviderActor] = []
         self._capacity = trio.Event()
         self._waiting = False
         self._idle = False  # parked on an empty queue: nothing is ahead of a new call
+        self.quota = quota
+        self._fail_fast = fail_fast
+        self._quota_wait: Wait | None = None  # set by _step when the head call must wait
+        if quota is not None:
+            quota.store.subscribe(self.notify_capacity)
 
     def set_rotation(self, actors: list[ProviderActor]) -> None:
         """The supervisor's current providers in rotation, in config order."""
@@ -123,11 +153,29 @@ class Dispatcher:
         while not call.abandoned and not self._step(call):
             self._waiting = True
             self._capacity = trio.Event()
-            await self._capacity.wait()
+            wait, self._quota_wait = self._quota_wait, None
+            if wait is None:
+                await self._capacity.wait()
+            else:
+                await self._wait_for_budget(call, wait.at)
             self._waiting = False
+        if call.waiting_since is not None:  # its caller gave up while it waited
+            self._end_wait(call, trio.current_time())
+
+    async def _wait_for_budget(self, call: Call, until: float) -> None:
+        """Until a budget may admit ``call`` (``until``, or a change), or its caller gives up.
+
+        The call's scope is the wait's: the caller abandoning the call cancels it.
+        """
+        with trio.CancelScope(deadline=until) as scope:
+            call.scope = scope
+            try:
+                await self._capacity.wait()
+            finally:
+                call.scope = None
 
     def _step(self, call: Call) -> bool:
-        """Route ``call`` once; False if every candidate's mailbox is full (it must wait)."""
+        """Route ``call`` once; False if it must wait (mailboxes full, or no budget admits it)."""
         try:
             choice = self.route(call)
         except StrategyError as exc:
@@ -135,12 +183,14 @@ class Dispatcher:
             return True
         if isinstance(choice, _Saturated):
             return False
+        if isinstance(choice, Wait):
+            return self._must_wait(call, choice)
         if choice is None:
             call.resolve(
                 call.attempt,
                 LoadBalancerError(
                     "No provider available: every provider is removed, disabled, at its "
-                    "attempt limit for this request"
+                    "attempt limit or misconfigured for this request"
                     + (" or cannot stream" if call.stream else "")
                     + (
                         " or cannot take its tools or images"
@@ -150,10 +200,53 @@ class Dispatcher:
                 ),
             )
             return True
-        choice.enqueue(call, trio.current_time())
+        now = trio.current_time()
+        quota = self.quota
+        if quota is not None and (quota.limited_names or call.waiting_since is not None):
+            self._admit(choice, call, now)
+        choice.enqueue(call, now)
         return True
 
-    def route(self, call: Call) -> ProviderActor | _Saturated | None:
+    def _must_wait(self, call: Call, wait: Wait) -> bool:
+        """No budget admits ``call`` now: fail it at once, or leave it waiting (False)."""
+        quota = self.quota
+        assert quota is not None
+        now = trio.current_time()
+        why = None
+        if not wait.fits:
+            why = "too large"
+        elif self._fail_fast:
+            why = "on_overload='fail'"
+        elif call.deadline < wait.at < math.inf:
+            # (A wait for an answer, ``inf``, may end before the deadline: it waits.)
+            why = "the request's deadline comes before any refill"
+        if why is not None:
+            if wait.fits:
+                quota.refused += 1
+            self._end_wait(call, now)
+            call.resolve(call.attempt, quota.refusal(wait, now, why=why))
+            return True
+        if call.waiting_since is None:
+            call.waiting_since = now
+        self._quota_wait = wait
+        return False
+
+    def _admit(self, choice: ProviderActor, call: Call, now: float) -> None:
+        """Reserve the pick's budget; count a wait that ends here."""
+        assert self.quota is not None
+        self.quota.reserve(choice, call, now)
+        if call.waiting_since is not None:
+            choice.stats.throttled += 1
+            self._end_wait(call, now)
+
+    def _end_wait(self, call: Call, now: float) -> None:
+        since = call.waiting_since
+        if since is not None and self.quota is not None:
+            call.waiting_since = None
+            self.quota.waits += 1
+            self.quota.wait_seconds += now - since
+
+    def route(self, call: Call) -> ProviderActor | _Saturated | Wait | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
         if call.assigned == 0 and not call.needs:
@@ -170,6 +263,20 @@ class Dispatcher:
             pool = untried or eligible
         if not pool:
             return None
+        quota = self.quota
+        if quota is not None and quota.limited_names:
+            admitted = quota.admissible(pool, call, now)
+            if isinstance(admitted, Wait):
+                return admitted
+            # A budgeted attempt goes to a free worker at once, never into a mailbox: a
+            # queue would delay its send and bunch it with later ones, past the window.
+            pool = [
+                a
+                for a in admitted
+                if a.in_flight < a.provider_config.max_concurrency or not quota.limited(a.name)
+            ]
+            if not pool:
+                return _SATURATED
         ready = [a for a in pool if a.queued < a.mailbox_size and a.available(now)]
         if ready:
             return self.strategy.select(ready)  # type: ignore[return-value]
@@ -194,8 +301,24 @@ class Dispatcher:
 
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
-    """May ``actor`` get an attempt of ``call`` at all (streaming, tools, images, its cap)?"""
+    """May ``actor`` get an attempt of ``call`` at all (streaming, tools, images, its
+    attempt cap, and no failure there that another attempt would only repeat)?"""
     if call.needs & ~actor.accepts:
         return False  # a stream, tools or images this provider cannot take
     cap = actor.max_attempts
-    return cap is None or call.attempts_at(actor.name) < cap
+    if cap is not None and call.attempts_at(actor.name) >= cap:
+        return False
+    errors = call.errors
+    return not errors or not any(_repeats_at(error, actor.name) for error in errors)
+
+
+def _repeats_at(error: LLMError, provider: str) -> bool:
+    """A failure at ``provider`` that no retry there can fix: a misconfiguration found
+    without any HTTP answer (a certificate that does not verify, a proxy refusing us,
+    a content coding we cannot decode). Such a request fails over, never retries there."""
+    return (
+        error.provider == provider
+        and error.disables_provider
+        and not error.retryable
+        and error.status is None
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -13,15 +14,21 @@ from .._circuit import Circuit
 from .._config import ProviderState
 from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
+from .._quota._observe import install as install_observation_slot
 from .._secrets import Redactor
 from .._stats import ProviderStats, StatsRecorder
+from .._transport._base import ON_SEND
 from ._call import NEEDS_IMAGES, NEEDS_STREAM, NEEDS_TOOLS, Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
     from .._config import BalancerConfig, ProviderConfig
+    from .._models import LLMRequest
+    from .._quota._gate import QuotaGate
+    from .._quota._observe import ObservationSlot
+    from .._quota._types import Observation
     from ..providers._base import BaseProvider
 
 __all__ = ["ProviderActor"]
@@ -51,6 +58,7 @@ class ProviderActor:
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
         on_capacity: Callable[[], None],
+        quota: QuotaGate | None = None,
     ) -> None:
         self.provider_config = config = provider_config
         self.name = config.name
@@ -90,6 +98,7 @@ class ProviderActor:
         self._nursery: trio.Nursery | None = None
         self._workers = 0
         self._idle_workers = 0
+        self.quota = quota
 
     # -- what the dispatcher and strategies read ---------------------------------
 
@@ -164,7 +173,30 @@ class ProviderActor:
             streams_completed=s.streams_completed,
             streams_failed=s.streams_failed,
             average_ttft_ms=s.average_ttft_ms,
+            **self._quota_statistics(),
         )
+
+    def _quota_statistics(self) -> dict[str, Any]:
+        config = self.provider_config
+        out: dict[str, Any] = {
+            "rpm": config.rpm,
+            "tpm": config.tpm,
+            "rpd": config.rpd,
+            "tpd": config.tpd,
+            "throttled": self.stats.throttled,
+            "rate_limited": self.stats.rate_limited,
+        }
+        if self.quota is not None:
+            view = self.quota.store.view(self.name, trio.current_time())
+            out.update(
+                learned_rpm=view.learned_rpm,
+                learned_tpm=view.learned_tpm,
+                remaining_requests=view.remaining_requests,
+                remaining_tokens=view.remaining_tokens,
+                refill_in=view.refill_in,
+                quota_reason=view.reason,
+            )
+        return out
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -192,16 +224,6 @@ class ProviderActor:
         self.provider = self._factory(self.provider_config)
         return old
 
-    def inject_crash(self, exc: BaseException) -> None:
-        """Make the actor crash as if a worker raised ``exc`` (tests and chaos runs)."""
-        if self._nursery is None:
-            raise RuntimeError(f"provider actor {self.name!r} is not running")
-
-        async def crash() -> None:
-            raise exc
-
-        self._nursery.start_soon(crash)
-
     def _spawn_worker(self) -> None:
         assert self._nursery is not None
         self._workers += 1
@@ -210,11 +232,14 @@ class ProviderActor:
 
     async def _worker(self) -> None:
         # One cancel scope serves every attempt this worker runs, its deadline moved
-        # per attempt: entering a fresh scope per attempt cost ~16 µs here (a quarter
-        # of the actor layer's instructions), moving a deadline ~5 µs. A scope that
-        # fired (an attempt timed out or was abandoned) is replaced.
+        # per attempt: entering a scope costs several times what moving a deadline
+        # does, and per attempt it would be the actor layer's largest cost. A scope
+        # that fired (an attempt timed out or was abandoned) is replaced.
         recv = self.mailbox_recv
         running = _Running()
+        if self.quota is not None:
+            running.slot = install_observation_slot()
+            ON_SEND.set(lambda: self._on_send(running))
         while True:
             with trio.CancelScope() as scope:
                 while True:
@@ -227,9 +252,8 @@ class ProviderActor:
                     self._on_capacity()
                     # Keep one idle worker ready, plus one per call waiting beyond the
                     # idle ones, spawned at once: a spawned worker only starts on the
-                    # next scheduler pass, so spawning one per receive ramped a burst up
-                    # by one attempt per pass (10k queued calls ran ~1-2k at a time, and
-                    # at C=512 only ~50 attempts ran while the rest queued).
+                    # next scheduler pass, so spawning one per receive would ramp a
+                    # burst up by one attempt per pass, far below max_concurrency.
                     missing = min(
                         self.queued + 1 - self._idle_workers,
                         self.provider_config.max_concurrency - self._workers,
@@ -238,6 +262,8 @@ class ProviderActor:
                         self._spawn_worker()
                     if not call.abandoned:
                         await self._attempt(call, scope, running)
+                    elif call.reservation is not None:
+                        self._settle_quota(call, None, None)  # never sent: refund
                     # An idle worker must not keep its last call (and its response) alive.
                     del call
                     self._idle_workers += 1
@@ -286,6 +312,8 @@ class ProviderActor:
         call.scope = scope
         stream = _StreamState() if call.stream else None
         running.start(call, attempt, start, stream)
+        if running.slot is not None:
+            running.slot.observation = None
         response: LLMResponse | None = None
         error: LLMError | None = None
         try:
@@ -302,19 +330,40 @@ class ProviderActor:
             error = exc
         finally:
             # On a crash or shutdown the caller must see a broken stream, not a clean end.
-            if stream is not None and stream.send is not None:
-                stream.send.close()
+            if stream is not None and stream.handle is not None:
+                stream.handle.end()
+        slot = running.slot
         running.clear()
         call.scope = None  # from now on the caller's abandon must not reach this worker
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
+            usage = stream.usage if stream is not None else response.usage if response else None
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, response, error, stream, interrupted=False)
 
     def _settle_interrupted(self, running: _Running) -> None:
         call = running.call
         assert call is not None
         attempt, start, stream = running.attempt, running.started, running.stream
+        slot = running.slot
         running.clear()
         call.scope = None
+        if slot is not None and (call.reservation is not None or slot.observation is not None):
+            usage = stream.usage if stream is not None and stream.handle is not None else None
+            self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, None, None, stream, interrupted=True)
+
+    def _on_send(self, running: _Running) -> None:
+        """The transport is about to write the running attempt's request."""
+        call = running.call
+        if call is not None and self.quota is not None:
+            self.quota.sent(call, trio.current_time())
+
+    def _settle_quota(
+        self, call: Call, usage: Usage | None, observation: Observation | None
+    ) -> None:
+        """Settle the attempt's reservation with its usage and what its response said."""
+        assert self.quota is not None
+        self.quota.settle(call, usage, observation, trio.current_time(), provider=self.name)
 
     def _settle(
         self,
@@ -369,6 +418,8 @@ class ProviderActor:
         self.redact.error(error)
         cancelled = error.kind == "cancelled"
         self.stats.failure(str(error), retry=retry, cancelled=cancelled)
+        if error.status == 429:
+            self.stats.rate_limited += 1
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
@@ -388,15 +439,28 @@ class ProviderActor:
     async def _stream(
         self, call: Call, attempt: int, scope: trio.CancelScope, start: float, state: _StreamState
     ) -> None:
-        """Open the stream, commit on the first chunk, then pump chunks to the caller.
+        """Open the stream, commit on the first chunk, then hand chunks to the caller.
 
-        Before the commit an `LLMError` propagates (the attempt failed and may be
-        retried elsewhere); after it, errors reach the caller through the handle.
+        Chunks travel in batches: all that one read of the body completed, in one
+        hand-over and one wake-up of the caller, with the idle deadline moved once
+        per read. Before the commit an `LLMError` propagates (the attempt failed
+        and may be retried elsewhere); after it, errors reach the caller through
+        the handle.
         """
         idle = self.balancer_config.stream_idle_timeout
-        async with self.provider.stream(call.request) as chunks:
-            first = await anext(aiter(chunks), None)
-            if first is None:
+        provider = self.provider
+        # `HTTPProvider.stream_batches` hands over what each read completed, with the
+        # chunks already stamped with this provider's name; any other provider
+        # streams one chunk at a time.
+        by_read = getattr(provider, "stream_batches", None)
+        opened = (
+            by_read(call.request, self.name)
+            if by_read is not None
+            else _one_per_batch(provider, call.request)
+        )
+        async with opened as batches:
+            first = await anext(batches, None)
+            if not first:
                 raise LLMError(
                     "stream ended before its first chunk",
                     provider=self.name,
@@ -406,22 +470,18 @@ class ProviderActor:
             now = trio.current_time()
             self.stats.first_token(now - start)
             self.circuit.record_success()
-            state.usage = first.usage
-            send, recv = trio.open_memory_channel[StreamChunk](1)
-            state.send = send
-            state.handle = StreamHandle(first, recv, self.name, call)
-            call.resolve(attempt, state.handle)
+            handle = state.handle = StreamHandle(first, self.name, call)
+            _take_usage(state, first)
+            call.resolve(attempt, handle)
             scope.deadline = now + idle
             try:
-                async for chunk in chunks:
+                async for batch in batches:
                     scope.deadline = trio.current_time() + idle
-                    if chunk.usage is not None:
-                        state.usage = chunk.usage
-                    try:
-                        send.send_nowait(chunk)  # no scheduler pass while the caller keeps up
-                    except trio.WouldBlock:
-                        await send.send(chunk)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if batch:
+                        _take_usage(state, batch)
+                        await handle.put(batch)
+                await handle.complete()
+            except trio.ClosedResourceError:
                 call.abandon()  # the caller left early: close the upstream now
 
     def _end_stream(
@@ -434,7 +494,6 @@ class ProviderActor:
         retry: bool,
     ) -> None:
         assert state.handle is not None
-        assert state.send is not None
         now = trio.current_time()
         self.held.discard(call)
         self.active -= 1
@@ -496,6 +555,8 @@ class ProviderActor:
             else:
                 error = LLMError(reason, provider=self.name, retryable=True, kind="crash")
             self.stats.failure(reason, retry=call.assigned > 1, cancelled=cancelled)
+            if call.reservation is not None:
+                self._settle_quota(call, None, None)
             call.resolve(call.attempt, error)
         self.active -= len(self.held)
         self.held.clear()
@@ -509,6 +570,8 @@ class ProviderActor:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             self.queued -= 1
+            if call.reservation is not None:
+                self._settle_quota(call, None, None)
             call.resolve(call.attempt, Reroute(reason))
         self._on_capacity()
         self._maybe_idle()
@@ -517,20 +580,50 @@ class ProviderActor:
 class _StreamState:
     """What a streamed attempt left behind for `ProviderActor._end_stream`."""
 
-    __slots__ = ("handle", "send", "usage")
+    __slots__ = ("handle", "usage")
 
     def __init__(self) -> None:
         self.handle: StreamHandle | None = None
-        self.send: trio.MemorySendChannel[StreamChunk] | None = None
         self.usage: Usage | None = None
 
 
-class _Running:
-    """The attempt a worker is running, for settling it if its scope fires."""
+def _take_usage(state: _StreamState, batch: list[StreamChunk]) -> None:
+    """The stream's usage is the last one any chunk reported (the built-in
+    protocols put it on the final chunk, the last of its batch)."""
+    for chunk in reversed(batch):
+        if chunk.usage is not None:
+            state.usage = chunk.usage
+            return
 
-    __slots__ = ("attempt", "call", "started", "stream")
+
+@asynccontextmanager
+async def _one_per_batch(
+    provider: BaseProvider, request: LLMRequest
+) -> AsyncIterator[AsyncIterator[list[StreamChunk]]]:
+    """A provider's own `stream`, one chunk per batch (it says nothing about reads)."""
+    async with provider.stream(request) as chunks:
+        batches = _singles(chunks)
+        try:
+            yield batches
+        finally:
+            await batches.aclose()
+
+
+async def _singles(chunks: AsyncIterator[StreamChunk]) -> AsyncGenerator[list[StreamChunk], None]:
+    async for chunk in chunks:
+        yield [chunk]
+
+
+class _Running:
+    """The attempt a worker is running, for settling it if its scope fires.
+
+    ``slot`` (quotas on) receives what the running attempt's response said.
+    """
+
+    __slots__ = ("attempt", "call", "slot", "started", "stream")
 
     def __init__(self) -> None:
+        self.slot: ObservationSlot | None = None
         self.clear()
 
     def start(self, call: Call, attempt: int, started: float, stream: _StreamState | None) -> None:

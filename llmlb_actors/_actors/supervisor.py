@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .._config import BalancerConfig, ProviderConfig
+    from .._quota._gate import QuotaGate
     from ..providers._base import BaseProvider
     from .dispatcher import Dispatcher
 
@@ -40,8 +41,10 @@ class Supervisor:
         dispatcher: Dispatcher,
         factory: Callable[[ProviderConfig], BaseProvider],
         rng: random.Random,
+        quota: QuotaGate | None = None,
     ) -> None:
         self.balancer_config = balancer_config
+        self.quota = quota
         self.dispatcher = dispatcher
         self._factory = factory
         self._rng = rng
@@ -80,13 +83,18 @@ class Supervisor:
             self._factory,
             self._rng,
             self.dispatcher.notify_capacity,
+            self.quota,
         )
+        if self.quota is not None:
+            self.quota.add(provider_config, trio.current_time())
         self._next_index += 1
         self.actors[name] = actor
         try:
             await self._nursery.start(self._supervise, actor)
         except BaseException:
             self.actors.pop(name, None)
+            if self.quota is not None:
+                self.quota.remove(name)
             raise
         self._publish()
         return actor
@@ -189,6 +197,8 @@ class Supervisor:
         await actor.stopped.wait()
         self.actors.pop(name, None)
         self.dispatcher.strategy.forget(name)
+        if self.quota is not None:
+            self.quota.remove(name)
         with trio.CancelScope(shield=True):
             await _close_quietly(actor.provider)
 

@@ -1,5 +1,5 @@
 """``llmlb batch``: JSONL prompts in, JSONL answers out, resumable and crash-safe.
-Strictly private; the formats are documented in ``docs/cli-and-batch.md``.
+Strictly private; the formats are documented in README.md ("Batch files").
 
 Crash safety comes from three rules:
 

@@ -19,6 +19,7 @@ import msgspec
 
 from .._config import BalancerConfig
 from .._loading import load_config
+from .._transport._settings import proxy_label
 from ..sim import Simulator
 
 if TYPE_CHECKING:
@@ -100,6 +101,22 @@ async def open_target(
         yield Target(config=finish(config), label=SIMULATOR, simulator=sim)
 
 
+_NETWORK: dict[str, object] = {
+    "proxy": None,
+    "trust_env": True,
+    "ca_bundle": None,
+    "ssl_context": None,
+}
+
+
+def _network_value(name: str, value: Any) -> object:
+    if name == "proxy":
+        return proxy_label(value)
+    if name == "ssl_context":
+        return "custom"
+    return value
+
+
 def config_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
     """A hash of everything that shapes a run, without secrets.
 
@@ -125,11 +142,18 @@ def config_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
                 "has_key": p.api_key is not None,
             }
         )
+        if p.proxy is not None:
+            providers[-1]["proxy"] = proxy_label(p.proxy)  # never its credentials
     fields = {
         name: getattr(config, name)
         for name in config.__struct_fields__
-        if name not in ("providers", "custom_strategy", "transport", "seed")
+        if name not in ("providers", "custom_strategy", "transport", "seed", *_NETWORK)
     }
+    # Network settings count only when set, so runs from before they existed still match.
+    for name, default in _NETWORK.items():
+        value = getattr(config, name)
+        if value != default:
+            fields[name] = _network_value(name, value)
     fields["transport"] = config.transport if isinstance(config.transport, str) else "custom"
     fields["custom_strategy"] = config.custom_strategy is not None
     fields["providers"] = providers

@@ -33,6 +33,10 @@ DEMO_SETTINGS = {
 
 async def run_demo(args: argparse.Namespace) -> int:
     """Run prompts through the balancer against three simulated providers, one flaky."""
+    if getattr(args, "scenario", "faults") == "quota":
+        from .demo_quota import run_quota_demo
+
+        return await run_quota_demo(args)
     out = console()
     async with open_target(args, demo_fleet(), sim_overrides=DEMO_SETTINGS) as target:
         sim = target.simulator

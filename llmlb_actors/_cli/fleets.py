@@ -14,6 +14,7 @@ __all__ = [
     "bench_fleet",
     "demo_fleet",
     "parse_providers",
+    "quota_fleet",
 ]
 
 DEFAULT_SIM_SPEC = "openai:openai,claude:anthropic,gemini:gemini,cohere:cohere,mistral:mistral"
@@ -26,17 +27,21 @@ _BEHAVIOUR_KEYS = {
     "seed": "seed",
     "reply": "reply",
     "retry_after": "retry_after",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "rpd": "rpd",
 }
 _PROVIDER_KEYS = {"model": "model", "key": "api_key", "port": "port"}
-_INTS = {"chunks", "seed", "port"}
+_INTS = {"chunks", "seed", "port", "rpm", "tpm", "rpd"}
 
 SPEC_HELP = """\
 SPEC is a comma-separated list of NAME[:PROTOCOL][:OPTION=VALUE...]. PROTOCOL is
 openai (default), openai-compatible, anthropic, gemini, cohere or mistral.
 OPTIONs: latency, jitter, token_delay (seconds), chunks, seed, reply, retry_after,
+rpm, tpm, rpd (quotas: 429 past them, with the protocol's rate-limit headers),
 model, key (the API key it demands; default: any), port, and any outcome name
 with its probability per request, e.g. 503=0.1, 429=0.05, hang=0.01, reset=0.01.
-Example: "fast:openai:latency=0.01,flaky:anthropic:503=0.2:hang=0.02"."""
+Example: "fast:openai:latency=0.01:rpm=600,flaky:anthropic:503=0.2:hang=0.02"."""
 
 
 def parse_providers(spec: str, *, base_port: int = 0) -> list[SimProvider]:
@@ -114,6 +119,27 @@ def demo_fleet() -> list[SimProvider]:
             behaviour=Behaviour(
                 latency=0.005, latency_jitter=0.025, faults={"503": 0.12, "hang": 0.02}, seed=3
             ),
+        ),
+    ]
+
+
+def quota_fleet() -> list[SimProvider]:
+    """Three providers with quotas (pooled 1,500 rpm) for ``llmlb demo --scenario quota``."""
+    return [
+        SimProvider(
+            name="alpha",
+            protocol="openai",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=600, seed=1),
+        ),
+        SimProvider(
+            name="beta",
+            protocol="anthropic",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=600, seed=2),
+        ),
+        SimProvider(
+            name="gamma",
+            protocol="openai",
+            behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=300, seed=3),
         ),
     ]
 

@@ -1,7 +1,9 @@
 """HTTP transports: the seam between sans-I/O adapters and the network.
 
-``make_transport("default" | "trio" | "httpx", limits)`` builds one; see
-`_base` for the protocol and the error tree.
+``make_transport("default" | "trio" | "httpx", limits, network)`` builds one;
+see `_base` for the protocol and the error tree, `_settings` for how a
+balancer's config becomes transports. The public names are re-exported by
+``llmlb_actors.transports``.
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ from __future__ import annotations
 from ._base import (
     ConnectError,
     ConnectTimeout,
+    ContentEncodingError,
     HTTPRequest,
     HTTPResponse,
+    NetworkSettings,
     PoolTimeout,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
     ResponseTooLarge,
     StreamingHTTPResponse,
+    TLSError,
     Transport,
     TransportError,
     TransportLimits,
@@ -25,20 +31,25 @@ from ._base import (
     WriteTimeout,
 )
 from ._httpx import HttpxTransport
+from ._settings import make_transport
 from ._trio import TrioTransport
 
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
+    "ContentEncodingError",
     "HTTPRequest",
     "HTTPResponse",
     "HttpxTransport",
+    "NetworkSettings",
     "PoolTimeout",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
     "ResponseTooLarge",
     "StreamingHTTPResponse",
+    "TLSError",
     "Transport",
     "TransportError",
     "TransportLimits",
@@ -48,20 +59,3 @@ __all__ = [
     "WriteTimeout",
     "make_transport",
 ]
-
-
-def make_transport(kind: str, limits: TransportLimits) -> Transport:
-    """Build the transport named by ``kind``.
-
-    ``"default"`` and ``"trio"`` give `TrioTransport` (HTTP/1.1 on trio
-    sockets, the fast path); ``"httpx"`` gives `HttpxTransport` (proxies,
-    HTTP/2, custom clients).
-
-    Raises:
-        ValueError: an unknown ``kind``.
-    """
-    if kind in ("default", "trio"):
-        return TrioTransport(limits)
-    if kind == "httpx":
-        return HttpxTransport(limits)
-    raise ValueError(f"unknown transport {kind!r}; expected 'default', 'trio' or 'httpx'")

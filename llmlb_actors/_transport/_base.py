@@ -16,25 +16,32 @@ layer maps to `LLMError` in one place. Redirects are never followed.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    import ssl
+    from collections.abc import AsyncIterator, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
 __all__ = [
+    "ON_SEND",
     "ConnectError",
     "ConnectTimeout",
+    "ContentEncodingError",
     "HTTPRequest",
     "HTTPResponse",
+    "NetworkSettings",
     "PoolTimeout",
+    "ProxyError",
     "ReadError",
     "ReadTimeout",
     "RemoteProtocolError",
     "ResponseTooLarge",
     "StreamingHTTPResponse",
+    "TLSError",
     "Transport",
     "TransportError",
     "TransportLimits",
@@ -42,6 +49,13 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
 ]
+
+
+#: A callback a transport calls, in the sending task, right before a request's bytes go
+#: out (after any connection set-up). The quota layer stamps its request window with it:
+#: a fresh connection (a TLS handshake) can take longer than the window's margin.
+#: ``None``: nobody listens. Transports that cannot tell (httpx) do not call it.
+ON_SEND: ContextVar[Callable[[], None] | None] = ContextVar("llmlb_on_send", default=None)
 
 
 class HTTPRequest(NamedTuple):
@@ -124,12 +138,45 @@ class TransportLimits(msgspec.Struct, frozen=True, kw_only=True):
     verify_tls: bool = True
 
 
+class NetworkSettings(NamedTuple):
+    """What both transports take besides `TransportLimits`: proxy and trust (`_proxy`, `_tls`)."""
+
+    proxy: str | None = None
+    trust_env: bool = True
+    ca_bundle: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    def __repr__(self) -> str:
+        # The proxy URL may carry a password: never shown, only whether one is set.
+        proxy = None if self.proxy is None else "<set>"
+        return (
+            f"NetworkSettings(proxy={proxy}, trust_env={self.trust_env}, "
+            f"ca_bundle={self.ca_bundle!r}, ssl_context={self.ssl_context!r})"
+        )
+
+
 class TransportError(Exception):
     """Base of transport failures; never reaches users (mapped to LLMError)."""
 
 
 class ConnectError(TransportError):
     """Could not connect (refused, unreachable, TLS handshake failed)."""
+
+
+class TLSError(ConnectError):
+    """The server's certificate or host name did not verify: a misconfiguration, not a blip."""
+
+
+class ProxyError(ConnectError):
+    """The proxy could not be reached, or refused the request or tunnel (407, 403, 502...).
+
+    The message names the proxy by ``http://host:port``, never with its credentials.
+    ``status`` is the proxy's HTTP status when it answered.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ReadError(TransportError):
@@ -142,6 +189,10 @@ class WriteError(TransportError):
 
 class RemoteProtocolError(TransportError):
     """The server broke HTTP/1.1 (bad status line, bad chunking, oversized headers)."""
+
+
+class ContentEncodingError(RemoteProtocolError):
+    """A compressed body that cannot be decoded: an unsupported coding, or corrupt data."""
 
 
 class ResponseTooLarge(TransportError):

@@ -31,7 +31,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: (RFC 3986 reserved and unreserved characters, plus "%" for existing escapes).
 _TARGET_SAFE = "/?:@!$&'()*+,;=-._~%[]"
 #: Headers whose value the transport owns: framing, connection management, and
-#: content coding (we never decompress, so we never advertise gzip).
+#: content coding (we ask for identity; see `_decode` for what arrives anyway).
 _OWNED = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Validated method and header names; a hit skips the regex. Bounded so that
@@ -182,6 +182,25 @@ def _non_ascii_header(headers: Sequence[tuple[str, str]]) -> str:
     return "?"  # pragma: no cover
 
 
+class _Dropped(dict[str, str]):
+    """Where trailer fields go: nowhere.
+
+    Fields after a chunked body must not be merged into the headers (RFC 9110
+    6.5.1: a trailer Retry-After would steer backoff), and nothing here needs
+    them. Once the head is complete the reader points ``on_header`` here, which
+    costs nothing per header (no "is this a trailer?" test on the hot path).
+    """
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def __setitem__(self, key: str, value: str) -> None:
+        pass
+
+
+_TRAILERS = _Dropped()
+
+
 class ResponseReader:
     """Callbacks for the responses on one connection, driven by `httptools.HttpResponseParser`.
 
@@ -198,6 +217,7 @@ class ResponseReader:
 
     __slots__ = (
         "_eof_body",
+        "_fields",
         "_head_only",
         "_header_bytes",
         "_http11",
@@ -224,6 +244,7 @@ class ResponseReader:
         """Ready for the (next) response on this connection: every per-response field."""
         self.status = 0
         self.headers: dict[str, str] = {}
+        self._fields = self.headers
         self.chunks: list[bytes] = []
         self.size = 0
         self.headers_done = False
@@ -276,7 +297,7 @@ class ResponseReader:
         self._header_bytes += len(name) + len(value) + 4
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        headers = self.headers
+        headers = self._fields
         if key in headers:
             headers[key] = f"{headers[key]}, {text}"
         else:
@@ -289,6 +310,7 @@ class ResponseReader:
             return  # interim (1xx): on_message_complete resets, the real response follows
         self.status = status
         self.headers_done = True
+        self._fields = _TRAILERS
         headers = self.headers
         self._http11 = parser.get_http_version() == "1.1"
         if self._head_only:
@@ -317,7 +339,7 @@ class ResponseReader:
 
     def on_message_complete(self) -> None:
         if not self.headers_done:
-            self.headers = {}  # end of a 1xx; its headers are not the response's
+            self.headers = self._fields = {}  # end of a 1xx; its headers are not the response's
             return
         if self.complete:
             return

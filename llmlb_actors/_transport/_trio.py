@@ -1,9 +1,9 @@
 """The default transport: HTTP/1.1 over trio sockets, httptools parsing, a keep-alive pool.
 
-Why not httpx here: its client layer alone costs ~440 µs per request and its
-pool degrades with concurrency (``reference/transport-experiments.md``). This
-transport does one exchange in ~150 µs of CPU, flat in concurrency, by doing
-only what an LLM API call needs:
+Why not httpx here: its client layer costs several times this transport's CPU
+per request, and its pool degrades as concurrency grows (measured side by side
+in ``benchmarks/``; figures in ``benchmarks/RESULTS.md``). This transport stays
+cheap and flat in concurrency by doing only what an LLM API call needs:
 
 * one write of head and body (``os.write`` on the socket for plain TCP, see
   `_Connection`); one parser and one small callback object per exchange; no
@@ -31,30 +31,40 @@ import logging
 import math
 import os
 import select
-import ssl
 from typing import TYPE_CHECKING, Literal
 
 import httptools
 import trio
 
 from ._base import (
+    ON_SEND,
     ConnectError,
     ConnectTimeout,
+    ContentEncodingError,
     HTTPRequest,
     HTTPResponse,
+    NetworkSettings,
+    PoolTimeout,
+    ProxyError,
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
     ResponseTooLarge,
+    TLSError,
     TransportError,
     TransportLimits,
     WriteError,
     WriteTimeout,
 )
+from ._decode import ContentDecoder, decoder_for
+from ._describe import describe, is_certificate_failure, timed_out
 from ._http11 import ResponseReader, Target, encode_head, parse_url
 from ._pool import OriginPool
+from ._proxy import Proxy, ProxyRoutes, connect_request, parse_connect_reply
+from ._tls import check_trust_options, client_context
 
 if TYPE_CHECKING:
+    import ssl
     from types import TracebackType
 
 __all__ = ["TrioTransport"]
@@ -82,31 +92,33 @@ _IO_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    cause = exc.__cause__
-    if cause is not None and cause is not exc:
-        text = f"{text} ({_describe(cause)})"
-    return text
+_PHASE_WORDS = {
+    "connect": "",
+    "write": " while sending the request",
+    "read": " while reading the response",
+}
 
 
-def _translate(exc: BaseException, phase: _Phase, label: str) -> TransportError:
+def _translate(exc: BaseException, phase: _Phase, target: Target) -> TransportError:
     """The one place lower-layer exceptions become `TransportError`s.
 
-    ``label`` is the origin only; URLs may carry keys and are never included.
+    Messages say what happened in words (`describe`) and where, by origin only:
+    URLs may carry keys and are never included.
     """
-    detail = f"{label}: {_describe(exc)}"
+    label = target.label
     if isinstance(exc, trio.TooSlowError):
         return {"connect": ConnectTimeout, "write": WriteTimeout, "read": ReadTimeout}[phase](
-            detail
+            f"timed out{_PHASE_WORDS[phase] or ' connecting'} ({label})"
         )
     if isinstance(exc, httptools.HttpParserError | httptools.HttpParserUpgrade):
-        return RemoteProtocolError(detail)
+        return RemoteProtocolError(f"malformed response: {exc} ({label})")
+    words = describe(exc, target.host)
     if phase == "connect":
-        return ConnectError(detail)
-    if phase == "write":
-        return WriteError(detail)
-    return ReadError(detail)
+        if is_certificate_failure(exc):
+            return TLSError(words)
+        return ConnectError(words if words.startswith("DNS:") else f"{words} ({label})")
+    error = WriteError if phase == "write" else ReadError
+    return error(f"{words}{_PHASE_WORDS[phase]} ({label})")
 
 
 _IDEMPOTENT_PREFIXES = (b"GET ", b"HEAD ", b"OPTIONS ", b"PUT ", b"DELETE ")
@@ -136,21 +148,83 @@ def _closed_by_peer(conn: _Connection) -> bool:
 
 
 # poll(), not select(): select() refuses descriptors >= FD_SETSIZE (1024) with a
-# ValueError, which made every pooled connection past the 1024th look dead (at
-# 2,048 in flight, a third of all requests opened a new connection). Windows has
-# no poll(), and its select() has no such limit on descriptor values.
+# ValueError, which would make every pooled connection past the 1024th look dead
+# and be replaced. Windows has no poll(), and its select() has no such limit on
+# descriptor values.
 _poll = getattr(select, "poll", None)
 
 
 def _happy_eyeballs(host: str) -> float | None:
     """No connection racing for an IP literal: it has one address, and each connect's
     racing timer (which fires whenever a connect takes over 0.25 s, as under a burst)
-    costs ~8 % of a cold connection's CPU."""
+    is pure cost there."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
         return 0.25  # trio's default: race IPv6/IPv4 addresses of a name
     return None
+
+
+def _decode_whole(headers: dict[str, str], body: bytes, limit: int, label: str) -> bytes:
+    try:
+        decoder = decoder_for(headers, limit)
+        if decoder is None:
+            return body
+        decoded = decoder.decode(body)
+        decoder.finish()
+    except (ContentEncodingError, ResponseTooLarge) as exc:
+        raise type(exc)(f"{exc} ({label})") from None
+    return decoded
+
+
+def _forward_head(request: HTTPRequest, target: Target, proxy: Proxy) -> bytes:
+    """The request head for an http origin through a proxy: absolute form, proxy credentials."""
+    absolute = target._replace(target=f"http://{target.host_header}{target.target}")
+    headers = list(request.headers)
+    if proxy.authorization is not None:
+        headers.append(("proxy-authorization", proxy.authorization))
+    return encode_head(request.method, absolute, headers, request.body)
+
+
+#: Cap on a proxy's reply to CONNECT (status line and headers).
+_MAX_CONNECT_REPLY = 64 * 1024
+
+
+async def _open_tunnel(tcp: trio.SocketStream, target: Target, proxy: Proxy) -> None:
+    """CONNECT through ``proxy`` to ``target``; on return ``tcp`` carries the tunnel.
+
+    Raises:
+        ProxyError: the proxy refused (its status and reason in the message) or
+            broke off; never with its credentials.
+    """
+    authority = f"{target.host}:{target.port}"
+    try:
+        await tcp.send_all(connect_request(target.host, target.port, proxy))
+        reply = bytearray()
+        while (parsed := parse_connect_reply(reply)) is None:
+            data = await tcp.receive_some(_RECEIVE_BYTES)
+            if not data:
+                raise ProxyError(
+                    f"proxy {proxy.label} closed the connection before answering CONNECT"
+                )
+            reply += data
+            if len(reply) > _MAX_CONNECT_REPLY:
+                raise ProxyError(
+                    f"proxy {proxy.label}: reply to CONNECT over {_MAX_CONNECT_REPLY} bytes"
+                )
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise ProxyError(f"proxy {proxy.label}: {describe(exc, proxy.host)}") from exc
+    except ValueError as exc:
+        raise ProxyError(f"proxy {proxy.label}: {exc}") from None
+    status, reason, length = parsed
+    if not 200 <= status < 300:
+        raise ProxyError(
+            f"proxy {proxy.label} refused the tunnel to {authority}: {status} {reason}".rstrip(),
+            status=status,
+        )
+    if length != len(reply):
+        # Bytes from the origin before we spoke TLS: not a tunnel we can trust.
+        raise ProxyError(f"proxy {proxy.label} sent data after its CONNECT reply")
 
 
 class _StaleConnection(Exception):
@@ -164,8 +238,8 @@ class _Connection:
     ``os.write`` on its descriptor, waiting with `trio.lowlevel.wait_readable`
     / ``wait_writable`` only when the socket would block. trio's own socket
     methods wrap each call in a cancellation check, a forced scheduler pass and
-    three nested coroutines: at 2,048 in flight that machinery (and the garbage
-    collector walking it while it waits) cost more than the HTTP exchange. TLS
+    three nested coroutines: with thousands in flight that machinery (and the
+    garbage collector walking it while it waits) costs more than the exchange. TLS
     connections, and Windows (no ``os.read`` on sockets), use the trio stream.
     """
 
@@ -230,7 +304,7 @@ class _Deadlines:
     """The one cancel scope of an exchange when read/write timeouts are configured.
 
     Its deadline moves with the phase instead of nesting a scope around every
-    socket operation (each scope costs ~15-20 µs).
+    socket operation (entering a scope costs several times moving a deadline).
     """
 
     __slots__ = ("phase", "read", "scope", "write")
@@ -255,8 +329,8 @@ class _Deadlines:
 
     def error(self, label: str) -> TransportError:
         if self.phase == "write":
-            return WriteTimeout(f"{label}: no progress sending for {self.write} s")
-        return ReadTimeout(f"{label}: no response bytes for {self.read} s")
+            return WriteTimeout(timed_out(self.write, "sending the request", label))
+        return ReadTimeout(timed_out(self.read, "reading the response", label))
 
 
 class TrioTransport:
@@ -265,29 +339,50 @@ class TrioTransport:
     One instance is shared by every provider actor of a balancer, inside one
     trio run. Connections are pooled per origin (scheme, host, port), at most
     ``limits.max_connections`` each. Redirects are returned, never followed.
-    Responses are not decompressed (``accept-encoding: identity`` is sent).
+    ``accept-encoding: identity`` is sent; a gzip or deflate body is decoded
+    anyway (capped at ``max_response_bytes`` decoded), other codings refused
+    (`_decode`). Trailer fields are dropped, never merged into the headers.
 
     Args:
         limits: timeouts, pool size and size caps (`TransportLimits`).
-        ssl_context: the context for https origins, e.g. one trusting a
-            private CA. Default: `ssl.create_default_context()` with ALPN
-            ``http/1.1``: certificates and host names verified.
+        proxy: an ``http://[user:pass@]host:port`` proxy for every origin:
+            https origins are tunnelled (CONNECT), http origins sent in
+            absolute form. Default: none, or the environment's (`_proxy`).
+        trust_env: read ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/``NO_PROXY``
+            and ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (read once, here).
+        ca_bundle: a PEM file (or directory) of CAs trusted instead of the
+            system store.
+        ssl_context: the context for https origins, used as given.
+            Default (neither): the system store, see `_tls`; certificates and
+            host names verified.
 
     Raises:
-        ValueError: ``max_connections`` below 1, or both ``ssl_context`` and
-            ``verify_tls=False`` given (say which one you mean).
+        ValueError: ``max_connections`` below 1, ``ssl_context`` or
+            ``ca_bundle`` with ``verify_tls=False`` or with each other, a
+            missing ``ca_bundle``, or a proxy URL that is not http://.
     """
 
     def __init__(
-        self, limits: TransportLimits | None = None, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        limits: TransportLimits | None = None,
+        *,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        ca_bundle: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits = limits or TransportLimits()
         if limits.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if ssl_context is not None and not limits.verify_tls:
-            raise ValueError("pass either ssl_context or verify_tls=False, not both")
+        check_trust_options(
+            verify_tls=limits.verify_tls, ca_bundle=ca_bundle, ssl_context=ssl_context
+        )
+        routes = ProxyRoutes(proxy, trust_env=trust_env)
         if not limits.verify_tls:
             log.warning("TLS certificate verification is OFF for the trio transport")
+        self._network = NetworkSettings(proxy, trust_env, ca_bundle, ssl_context)
+        # None when no origin can use a proxy: the hot path then never looks.
+        self._routes = routes if routes.enabled else None
         self._ssl_context = ssl_context
         self._pools: dict[tuple[str, str, int], OriginPool[_Connection]] = {}
         self._closed = False
@@ -340,7 +435,7 @@ class TrioTransport:
         )
         try:
             while not reader.complete:
-                await self._receive(conn, reader, target.label, deadlines)
+                await self._receive(conn, reader, target, deadlines)
         except BaseException:
             conn.close()
             pool.discard()
@@ -348,7 +443,10 @@ class TrioTransport:
         chunks = reader.chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._finish(pool, conn, reader)
-        return HTTPResponse(reader.status, reader.headers, body)
+        headers = reader.headers
+        if "content-encoding" in headers and body:
+            body = _decode_whole(headers, body, self.limits.max_response_bytes, target.label)
+        return HTTPResponse(reader.status, headers, body)
 
     def _pool(self, target: Target) -> OriginPool[_Connection]:
         pool = self._pools.get(target.origin)
@@ -371,7 +469,16 @@ class TrioTransport:
         slot has been given back and the connection closed.
         """
         body = request.body
-        head = encode_head(request.method, target, request.headers, body)
+        routes = self._routes
+        if routes is None:  # no proxy anywhere: one test on the hot path
+            proxy = None
+            head = encode_head(request.method, target, request.headers, body)
+        else:
+            proxy = routes.for_origin(*target.origin)
+            if proxy is None or target.tls:
+                head = encode_head(request.method, target, request.headers, body)
+            else:
+                head = _forward_head(request, target, proxy)
         if body:
             if len(body) <= _COALESCE_BYTES:
                 head += body
@@ -380,23 +487,35 @@ class TrioTransport:
             body = None
         head_only = request.method == "HEAD"
         pool = self._pool(target)
-        conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
+        try:
+            conn = await pool.acquire(trio.current_time(), self.limits.pool_timeout)
+        except PoolTimeout:
+            waited = timed_out(
+                self.limits.pool_timeout, "waiting for a free connection", target.label
+            )
+            raise PoolTimeout(waited) from None
         if conn is not None and _closed_by_peer(conn):
             # The server hung up while it sat idle: replace it before sending anything.
             conn.close()
             conn = None
         try:
             if conn is None:
-                conn = await self._connect(target, deadlines)
+                conn = await self._connect(target, deadlines, proxy)
             try:
                 reader = await self._exchange_head(
                     conn, target, head, body, head_only, limit, deadlines
                 )
             except _StaleConnection:
                 # The slot stays ours; the fresh connection takes it over.
-                conn = await self._connect(target, deadlines)
+                conn = await self._connect(target, deadlines, proxy)
                 reader = await self._exchange_head(
                     conn, target, head, body, head_only, limit, deadlines
+                )
+            if proxy is not None and reader.status == 407:
+                raise ProxyError(
+                    f"proxy {proxy.label} refused the request to {target.label}: 407 "
+                    "Proxy Authentication Required",
+                    status=407,
                 )
         except BaseException:
             if conn is not None:
@@ -405,19 +524,30 @@ class TrioTransport:
             raise
         return conn, reader, pool
 
-    async def _connect(self, target: Target, deadlines: _Deadlines | None) -> _Connection:
+    async def _connect(
+        self, target: Target, deadlines: _Deadlines | None, proxy: Proxy | None
+    ) -> _Connection:
         if deadlines is not None:
             deadlines.connecting()
         if self._closed:
             raise TransportError("transport is closed")
         conn: _Connection | None = None
+        host, port = (target.host, target.port) if proxy is None else (proxy.host, proxy.port)
+        timeout = self.limits.connect_timeout
         try:
-            with trio.move_on_after(self.limits.connect_timeout):
-                tcp = await trio.open_tcp_stream(
-                    target.host, target.port, happy_eyeballs_delay=_happy_eyeballs(target.host)
-                )
+            with trio.move_on_after(timeout):
+                try:
+                    tcp = await trio.open_tcp_stream(
+                        host, port, happy_eyeballs_delay=_happy_eyeballs(host)
+                    )
+                except OSError as exc:
+                    if proxy is None:
+                        raise
+                    raise ProxyError(f"proxy {proxy.label}: {describe(exc, host)}") from exc
                 conn = _Connection(tcp, tcp.socket)
                 if target.tls:
+                    if proxy is not None:
+                        await _open_tunnel(tcp, target, proxy)
                     tls = trio.SSLStream(
                         tcp, self._tls_context(), server_hostname=target.host, https_compatible=True
                     )
@@ -428,22 +558,21 @@ class TrioTransport:
             if conn is not None:
                 conn.close()
             if isinstance(exc, _IO_ERRORS):
-                raise _translate(exc, "connect", target.label) from exc
+                raise _translate(exc, "connect", target) from exc
             raise
         if conn is not None:
             conn.close()
-        raise ConnectTimeout(
-            f"{target.label}: no connection within {self.limits.connect_timeout} s"
-        )
+        where = target.label if proxy is None else f"proxy {proxy.label}"
+        raise ConnectTimeout(timed_out(timeout, "connecting", where))
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            context = ssl.create_default_context()
-            if not self.limits.verify_tls:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["http/1.1"])
-            self._ssl_context = context
+            network = self._network
+            self._ssl_context = client_context(
+                verify_tls=self.limits.verify_tls,
+                ca_bundle=network.ca_bundle,
+                trust_env=network.trust_env,
+            )
         return self._ssl_context
 
     async def _exchange_head(
@@ -463,6 +592,9 @@ class TrioTransport:
         """
         if deadlines is not None:
             deadlines.writing()
+        on_send = ON_SEND.get()
+        if on_send is not None:
+            on_send()
         try:
             await conn.send_all(head)
             if body is not None:
@@ -471,7 +603,7 @@ class TrioTransport:
             conn.close()
             if conn.reused and not isinstance(exc, trio.TooSlowError):
                 raise _StaleConnection from exc
-            raise _translate(exc, "write", target.label) from exc
+            raise _translate(exc, "write", target) from exc
         reader = conn.reader
         if reader is None or head_only:
             reader = ResponseReader(
@@ -498,25 +630,25 @@ class TrioTransport:
             conn.close()
             if replayable:
                 raise _StaleConnection from exc
-            raise _translate(exc, "read", target.label) from exc
+            raise _translate(exc, "read", target) from exc
         if not data:
             conn.close()
             if replayable:
                 raise _StaleConnection
-            raise ReadError(f"{target.label}: server closed the connection without a response")
+            raise ReadError(f"server closed the connection without a response ({target.label})")
         try:
             reader.feed(data)
         except _IO_ERRORS as exc:
-            raise _translate(exc, "read", target.label) from exc
+            raise _translate(exc, "read", target) from exc
         while not reader.headers_done:
-            await self._receive(conn, reader, target.label, deadlines)
+            await self._receive(conn, reader, target, deadlines)
         return reader
 
     async def _receive(
         self,
         conn: _Connection,
         reader: ResponseReader,
-        label: str,
+        target: Target,
         deadlines: _Deadlines | None,
     ) -> None:
         """Receive once and feed the parser; EOF completes an EOF-delimited body."""
@@ -528,9 +660,9 @@ class TrioTransport:
                 reader.feed(data)
                 return
         except _IO_ERRORS as exc:
-            raise _translate(exc, "read", label) from exc
+            raise _translate(exc, "read", target) from exc
         if not reader.feed_eof():
-            raise ReadError(f"{label}: server closed the connection mid-response")
+            raise ReadError(f"server closed the connection mid-response ({target.label})")
 
     def _finish(
         self, pool: OriginPool[_Connection], conn: _Connection, reader: ResponseReader
@@ -564,7 +696,15 @@ class _StreamContext:
                 conn, reader, pool = await transport._start(self._request, target, None, deadlines)
             if deadlines.scope.cancelled_caught:
                 raise deadlines.error(target.label)
-        self._response = _StreamingResponse(transport, pool, conn, reader, target.label)
+        decoder = None
+        if "content-encoding" in reader.headers and (reader.chunks or not reader.complete):
+            try:
+                decoder = decoder_for(reader.headers, transport.limits.max_response_bytes)
+            except ContentEncodingError as exc:
+                conn.close()
+                pool.discard()
+                raise ContentEncodingError(f"{exc} ({target.label})") from None
+        self._response = _StreamingResponse(transport, pool, conn, reader, target, decoder)
         return self._response
 
     async def __aexit__(
@@ -584,10 +724,11 @@ class _StreamingResponse:
 
     __slots__ = (
         "_conn",
+        "_decoder",
         "_failed",
-        "_label",
         "_pool",
         "_reader",
+        "_target",
         "_transport",
         "headers",
         "status",
@@ -599,13 +740,15 @@ class _StreamingResponse:
         pool: OriginPool[_Connection],
         conn: _Connection,
         reader: ResponseReader,
-        label: str,
+        target: Target,
+        decoder: ContentDecoder | None,
     ) -> None:
         self._transport = transport
         self._pool = pool
         self._conn: _Connection | None = conn
         self._reader = reader
-        self._label = label
+        self._target = target
+        self._decoder = decoder
         self._failed = False
         self.status = reader.status
         self.headers = reader.headers
@@ -636,12 +779,20 @@ class _StreamingResponse:
             chunks = reader.chunks
             if chunks:
                 reader.chunks = []
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if self._decoder is None:
+                    return chunk
+                chunk = self._decode(chunk)
+                if chunk:
+                    return chunk
+                continue
             if reader.complete:
+                if self._decoder is not None:
+                    self._decode(None)
                 return None
             conn = self._conn
             if conn is None or self._failed:
-                raise ReadError(f"{self._label}: the response stream is closed")
+                raise ReadError(f"the response stream is closed ({self._target.label})")
             try:
                 await self._receive_one(conn, reader)
             except BaseException:
@@ -650,18 +801,30 @@ class _StreamingResponse:
                 self._failed = True
                 raise
 
+    def _decode(self, chunk: bytes | None) -> bytes:
+        """Decoded bytes of ``chunk``; None: the body ended (the coding must end too)."""
+        assert self._decoder is not None
+        try:
+            if chunk is None:
+                self._decoder.finish()
+                return b""
+            return self._decoder.decode(chunk)
+        except (ContentEncodingError, ResponseTooLarge) as exc:
+            self._failed = True
+            raise type(exc)(f"{exc} ({self._target.label})") from None
+
     async def _receive_one(self, conn: _Connection, reader: ResponseReader) -> None:
         transport = self._transport
         read_timeout = transport.limits.read_timeout
         if read_timeout is None:
-            await transport._receive(conn, reader, self._label, None)
+            await transport._receive(conn, reader, self._target, None)
             return
         # A stream's reads happen in the caller's iterations, so no scope can
         # span them: one scope per receive, only when a read timeout is set.
         with trio.move_on_after(read_timeout) as scope:
-            await transport._receive(conn, reader, self._label, None)
+            await transport._receive(conn, reader, self._target, None)
         if scope.cancelled_caught:
-            raise ReadTimeout(f"{self._label}: no response bytes for {read_timeout} s")
+            raise ReadTimeout(timed_out(read_timeout, "reading the response", self._target.label))
 
     def _close(self) -> None:
         conn = self._conn
@@ -687,6 +850,14 @@ class _BodyIterator:
 
     def __aiter__(self) -> _BodyIterator:
         return self
+
+    @property
+    def complete(self) -> bool:
+        """The whole body arrived and was handed out: nothing is left to wait for
+        (a content-decoded body still has its decoder to finish: not complete)."""
+        response = self._response
+        reader = response._reader
+        return reader.complete and not reader.chunks and response._decoder is None
 
     async def __anext__(self) -> bytes:
         chunk = await self._response._next_chunk()

@@ -11,6 +11,7 @@ import abc
 import importlib
 from typing import TYPE_CHECKING, ClassVar
 
+from .._quota._headers import parse_rate_limit_headers
 from .._secrets import Secret, is_credential_header
 from ._registry import PROTOCOLS
 from ._status import error_for_status
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .._config import ProviderConfig
     from .._errors import LLMError
     from .._models import LLMRequest, LLMResponse, StreamChunk
+    from .._quota._types import Observation
     from .._sse import SSEEvent
     from .._transport._base import HTTPRequest
 
@@ -33,9 +35,24 @@ class StreamDecoder(abc.ABC):
     done: bool = False
     """True once the protocol's terminal event arrived."""
 
+    provider: str = ""
+    """The provider name its chunks carry: set for the balancer's streams, which
+    stamp every chunk with it (building it so is cheaper than a copy per chunk)."""
+
     @abc.abstractmethod
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         """Chunks for one event; raises `LLMError` for an in-stream error event."""
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        """Append to ``out`` the chunks for the events one read completed, given only
+        their ``data`` (undecoded), in order; stop at the terminal event.
+
+        Optional: a decoder that reads nothing but ``data`` (every built-in one)
+        implements it, and `HTTPProvider` then hands it whole reads instead of one
+        `SSEEvent` at a time. An error event raises `LLMError` after the chunks of
+        the events before it were appended.
+        """
+        raise NotImplementedError
 
     @abc.abstractmethod
     def finish(self) -> list[StreamChunk]:
@@ -81,6 +98,13 @@ class ProtocolAdapter(abc.ABC):
         """An `LLMError` for a non-2xx answer, classified by the shared status rules."""
         message, retryable = self.error_message(status, body)
         return error_for_status(self.name, status, message, headers, retryable=retryable)
+
+    def rate_limits(
+        self, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> Observation | None:
+        """What an answer says about the provider's quota: its rate-limit headers and
+        Retry-After (``body`` is given for error answers, where some APIs put it)."""
+        return parse_rate_limit_headers(headers)
 
     def extra_headers(self) -> list[tuple[str, str]]:
         """The user's extra headers from the config, lower-cased; credentials as `Secret`."""

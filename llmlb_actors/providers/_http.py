@@ -13,14 +13,20 @@ from typing import TYPE_CHECKING, ClassVar
 import trio
 
 from .._errors import LLMError
+from .._quota._observe import deposit
+from .._quota._observe import wanted as quota_wanted
 from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
+    ContentEncodingError,
+    ProxyError,
     RemoteProtocolError,
     ResponseTooLarge,
+    TLSError,
     TransportError,
     TransportTimeout,
 )
+from ._adapter import StreamDecoder
 from ._base import BaseProvider
 from ._status import error_for_status
 
@@ -62,7 +68,19 @@ def _too_deep(provider: str) -> LLMError:
     )
 
 
+async def _flatten(
+    batches: AsyncIterator[list[StreamChunk]],
+) -> AsyncGenerator[StreamChunk, None]:
+    async for batch in batches:
+        for chunk in batch:
+            yield chunk
+
+
 async def _drain(body: AsyncIterator[bytes]) -> None:
+    if getattr(body, "complete", False):
+        # The trio transport knows the body ended (it usually ends in the same read
+        # as the terminal event): no timed wait, whose cancel scope costs ~10 µs.
+        return
     seen = 0
     with trio.move_on_after(_DRAIN_SECONDS):
         try:
@@ -76,25 +94,43 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
 
 
 def transport_error(provider: str, exc: TransportError) -> LLMError:
-    """The retryable (or not) `LLMError` for a transport exception, in one place."""
+    """The retryable (or not) `LLMError` for a transport exception, in one place.
+
+    Transport messages already say what happened in words (``connection
+    refused (https://host:443)``); they are used as they are. A certificate
+    failure (kind ``tls``), a proxy refusing us (kind ``proxy``, 403/407) and
+    a content coding we cannot decode are misconfigurations: not retried on
+    the same provider, which leaves rotation as after a 401.
+    """
+    message = str(exc) or type(exc).__name__
     if isinstance(exc, TransportTimeout):
+        return LLMError(message, provider=provider, retryable=True, kind="timeout")
+    if isinstance(exc, TLSError):
         return LLMError(
-            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+            message, provider=provider, retryable=False, kind="tls", disables_provider=True
+        )
+    if isinstance(exc, ProxyError):
+        refused = exc.status is not None and exc.status < 500
+        return LLMError(
+            message,
             provider=provider,
-            retryable=True,
-            kind="timeout",
+            retryable=not refused,
+            kind="proxy",
+            disables_provider=refused,
         )
     if isinstance(exc, ResponseTooLarge):
         return LLMError(
-            f"response too large: {exc}", provider=provider, retryable=False, kind="protocol"
+            f"response too large: {message}", provider=provider, retryable=False, kind="protocol"
+        )
+    if isinstance(exc, ContentEncodingError):
+        return LLMError(
+            message, provider=provider, retryable=False, kind="protocol", disables_provider=True
         )
     if isinstance(exc, RemoteProtocolError):
         return LLMError(
-            f"protocol error: {exc}", provider=provider, retryable=True, kind="protocol"
+            f"protocol error: {message}", provider=provider, retryable=True, kind="protocol"
         )
-    return LLMError(
-        f"{type(exc).__name__}: {exc}", provider=provider, retryable=True, kind="connection"
-    )
+    return LLMError(message, provider=provider, retryable=True, kind="connection")
 
 
 @contextmanager
@@ -130,6 +166,8 @@ class HTTPProvider(BaseProvider):
             response = await self.transport.request(http_request)
         except TransportError as exc:  # not map_transport_errors: 3 objects per request
             raise transport_error(self.name, exc) from exc
+        if quota_wanted():
+            deposit(self.adapter.rate_limits(response.status, response.headers, response.body))
         if 200 <= response.status < 300:
             try:
                 return self.adapter.parse_response(response.status, response.headers, response.body)
@@ -150,21 +188,43 @@ class HTTPProvider(BaseProvider):
 
     @asynccontextmanager
     async def stream(self, request: LLMRequest) -> AsyncIterator[AsyncIterator[StreamChunk]]:
-        http_request = self.adapter.build_request(request, stream=True)
-        with map_transport_errors(self.name):
-            cm = self.transport.stream(http_request)
-            response = await cm.__aenter__()
-        try:
-            if not 200 <= response.status < 300:
-                with map_transport_errors(self.name):
-                    body = await response.aread()
-                raise self._parse_error(response.status, response.headers, body)
-            stream = response.aiter_bytes()
-            chunks = self._chunks(stream)
+        async with self.stream_batches(request) as batches:
+            chunks = _flatten(batches)
             try:
                 yield chunks
             finally:
                 await chunks.aclose()
+
+    @asynccontextmanager
+    async def stream_batches(
+        self, request: LLMRequest, provider: str = ""
+    ) -> AsyncIterator[AsyncIterator[list[StreamChunk]]]:
+        """`stream`, one list per read of the body: every chunk the read completed.
+
+        Chunks carry ``provider`` as their provider name. What the balancer's
+        streams read: one hand-over per read instead of one per chunk.
+        """
+        http_request = self.adapter.build_request(request, stream=True)
+        try:
+            cm = self.transport.stream(http_request)
+            response = await cm.__aenter__()
+        except TransportError as exc:  # not map_transport_errors: no generator per stream
+            raise transport_error(self.name, exc) from exc
+        try:
+            if not 200 <= response.status < 300:
+                with map_transport_errors(self.name):
+                    body = await response.aread()
+                if quota_wanted():
+                    deposit(self.adapter.rate_limits(response.status, response.headers, body))
+                raise self._parse_error(response.status, response.headers, body)
+            if quota_wanted():
+                deposit(self.adapter.rate_limits(response.status, response.headers, None))
+            stream = response.aiter_bytes()
+            batches = self._batches(stream, provider)
+            try:
+                yield batches
+            finally:
+                await batches.aclose()
                 # Close the body iterator too: async generators left to the GC warn under trio.
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
@@ -173,36 +233,56 @@ class HTTPProvider(BaseProvider):
         finally:
             await cm.__aexit__(None, None, None)
 
-    async def _chunks(self, body: AsyncIterator[bytes]) -> AsyncGenerator[StreamChunk, None]:
+    async def _batches(
+        self, body: AsyncIterator[bytes], provider: str
+    ) -> AsyncGenerator[list[StreamChunk], None]:
         decoder = self.adapter.stream_decoder()
+        decoder.provider = provider
         sse = SSEDecoder(max_line_bytes=MAX_SSE_LINE_BYTES, max_event_bytes=MAX_SSE_EVENT_BYTES)
-        try:
-            while not decoder.done:
-                with map_transport_errors(self.name):
-                    data = await anext(body, None)
-                if data is None:
-                    for event in sse.close():
-                        for chunk in decoder.feed(event):
-                            yield chunk
-                    break
-                for event in sse.feed(data):
-                    for chunk in decoder.feed(event):
-                        yield chunk
-                    if decoder.done:
-                        break
-        except ValueError as exc:  # the SSE decoder's size limits
-            raise LLMError(
-                f"malformed event stream: {exc}",
-                provider=self.name,
-                retryable=True,
-                kind="protocol",
-            ) from exc
-        except RecursionError:
-            raise _too_deep(self.name) from None
+        # Decoders that read only `data` take every event of a read at once.
+        by_data = type(decoder).feed_data is not StreamDecoder.feed_data
+        name = self.name
+        while not decoder.done:
+            try:
+                data = await anext(body, None)
+            except TransportError as exc:
+                raise transport_error(name, exc) from exc
+            if data is None:
+                sse.close()  # an event the body left unfinished is dropped
+                break
+            out: list[StreamChunk] = []
+            error: LLMError | None = None
+            try:
+                if by_data:
+                    datas = sse.feed_data(data)
+                    if datas:
+                        decoder.feed_data(datas, out)
+                else:
+                    for event in sse.feed(data):
+                        out += decoder.feed(event)
+                        if decoder.done:
+                            break
+            except LLMError as exc:
+                error = exc
+            except ValueError as exc:  # the SSE decoder's size limits
+                error = LLMError(
+                    f"malformed event stream: {exc}",
+                    provider=name,
+                    retryable=True,
+                    kind="protocol",
+                )
+            except RecursionError:
+                error = _too_deep(name)
+            # The chunks of the events before a failing one still reach the caller.
+            if out:
+                yield out
+            if error is not None:
+                raise error
         if decoder.done:
             await _drain(body)
-        for chunk in decoder.finish():
-            yield chunk
+        final = decoder.finish()
+        if final:
+            yield final
 
     async def check_health(self) -> bool:
         http_request = self.adapter.health_request()

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from .._config import ProviderConfig
+    from .._models import StreamChunk
+    from .._sse import SSEEvent
+    from ._adapter import StreamDecoder
 
 __all__ = [
     "ENCODER",
@@ -31,6 +34,7 @@ __all__ = [
     "check_header_value",
     "decode",
     "dropped",
+    "feed_event",
     "header_list",
     "is_plain",
     "json_text",
@@ -108,6 +112,13 @@ def decode(decoder: msgspec.json.Decoder[T], data: bytes | str, provider: str, p
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep (a hostile or broken upstream).
         raise protocol_error(provider, protocol, str(exc) or type(exc).__name__) from None
+
+
+def feed_event(decoder: StreamDecoder, event: SSEEvent) -> list[StreamChunk]:
+    """`StreamDecoder.feed` of a decoder that reads only ``data``: its `feed_data`."""
+    out: list[StreamChunk] = []
+    decoder.feed_data([event.data.encode()], out)
+    return out
 
 
 def body_text(body: bytes) -> str:

@@ -1,6 +1,6 @@
 """Anthropic Messages API (``POST {base}/v1/messages``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 2. The API requires
+Shapes from https://docs.anthropic.com/en/api/messages. The API requires
 ``max_tokens`` and takes the system prompt at top level only, so system turns
 in ``messages`` are lifted out. Streams are typed events ending with
 ``message_stop``; ``output_tokens`` in ``message_delta`` is cumulative.
@@ -26,6 +26,7 @@ from ._wire import (
     check_header_value,
     decode,
     dropped,
+    feed_event,
     header_list,
     is_plain,
     json_text,
@@ -416,59 +417,79 @@ class _StreamDecoder(StreamDecoder):
         self._json_block: int | None = None  # the forced JSON tool's block: streamed as text
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        if not event.data.strip():
-            return []
-        ev = decode(_EVENT, event.data, self._name, _LABEL)
-        kind = ev.type
-        if kind == "content_block_delta":
-            delta = ev.delta
-            if delta is not None and delta.type == "text_delta" and delta.text:
-                return [StreamChunk(delta=delta.text)]
-            if delta is not None and delta.type == "input_json_delta" and delta.partial_json:
-                if ev.index == self._json_block:
-                    return [StreamChunk(delta=delta.partial_json)]
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                ev = _EVENT.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+            kind = ev.type
+            if kind == "content_block_delta":
+                delta = ev.delta
+                if delta is not None:
+                    if delta.type == "text_delta":
+                        if delta.text:
+                            out.append(StreamChunk(delta=delta.text, provider=provider))
+                    elif delta.type == "input_json_delta" and delta.partial_json:
+                        self._input_json(ev.index, delta.partial_json, out)
+                # thinking_delta, signature_delta: not text
+            elif kind == "message_delta":
+                if ev.delta is not None and ev.delta.stop_reason is not None:
+                    self._stop = ev.delta.stop_reason
+                self._take_usage(ev.usage)
+            elif kind == "message_start":
+                if ev.message is None:
+                    raise protocol_error(name, _LABEL, "message_start without a message")
+                self._model = ev.message.model or self._model
+                self._take_usage(ev.message.usage)
+            elif kind == "content_block_start":
+                block = ev.content_block
+                if block is not None and block.type == "tool_use":
+                    self._tool_start(ev.index, block)
+            elif kind == "content_block_stop":
                 if self._tools is not None:
-                    self._tools.add(ev.index, delta.partial_json)
-            return []  # thinking_delta, signature_delta: not text
-        if kind == "content_block_start":
-            block = ev.content_block
-            if block is not None and block.type == "tool_use":
-                if block.name == JSON_TOOL:
-                    self._json_block = ev.index
-                else:
-                    if self._tools is None:
-                        self._tools = ToolCallAssembler(self._name, _LABEL)
-                    self._tools.start(ev.index, block.id, block.name)
-            return []
-        if kind == "content_block_stop":
-            if self._tools is not None:
-                calls = self._tools.finish(ev.index)
-                if calls:
-                    return [StreamChunk(tool_calls=tuple(calls))]
-            return []
-        if kind == "message_delta":
-            if ev.delta is not None and ev.delta.stop_reason is not None:
-                self._stop = ev.delta.stop_reason
-            self._take_usage(ev.usage)
-            return []
-        if kind == "message_start":
-            if ev.message is None:
-                raise protocol_error(self._name, _LABEL, "message_start without a message")
-            self._model = ev.message.model or self._model
-            self._take_usage(ev.message.usage)
-            return []
-        if kind == "message_stop":
-            self.done = True
-            finish = _finish(self._stop)
-            if self._json_block is not None and finish == "tool_calls":
-                finish = "stop"  # the forced JSON tool answered: that is the text
-            use = usage(self._input, self._output)
-            if self._cached:
-                use = _usage(_Usage(self._input, self._output, self._cached))
-            return [StreamChunk(finish_reason=finish, usage=use, model=self._model)]
-        if kind == "error":
-            raise self._error(ev.error)
-        return []  # ping and types added later
+                    calls = self._tools.finish(ev.index)
+                    if calls:
+                        out.append(StreamChunk(tool_calls=tuple(calls), provider=provider))
+            elif kind == "message_stop":
+                self.done = True
+                finish = _finish(self._stop)
+                if self._json_block is not None and finish == "tool_calls":
+                    finish = "stop"  # the forced JSON tool answered: that is the text
+                use = usage(self._input, self._output)
+                if self._cached:
+                    use = _usage(_Usage(self._input, self._output, self._cached))
+                out.append(
+                    StreamChunk(
+                        finish_reason=finish, usage=use, model=self._model, provider=provider
+                    )
+                )
+                return
+            elif kind == "error":
+                raise self._error(ev.error)
+            # ping and types added later: nothing to say
+
+    def _tool_start(self, index: int, block: _StartBlock) -> None:
+        if block.name == JSON_TOOL:
+            self._json_block = index
+            return
+        if self._tools is None:
+            self._tools = ToolCallAssembler(self._name, _LABEL)
+        self._tools.start(index, block.id, block.name)
+
+    def _input_json(self, index: int, fragment: str, out: list[StreamChunk]) -> None:
+        """A fragment of a tool's input; the forced JSON tool's input is the answer's text."""
+        if index == self._json_block:
+            out.append(StreamChunk(delta=fragment, provider=self.provider))
+        elif self._tools is not None:
+            self._tools.add(index, fragment)
 
     def _take_usage(self, u: _Usage | None) -> None:
         if u is None:

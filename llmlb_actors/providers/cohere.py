@@ -1,6 +1,6 @@
 """Cohere Chat v2 (``POST {base}/v2/chat``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 4: ``p`` for top_p,
+Shapes from https://docs.cohere.com/reference/chat: ``p`` for top_p,
 ``stop_sequences``, an explicit ``stream`` flag, two usage buckets (we report
 ``usage.tokens``, what the model processed, and fall back to ``billed_units``).
 Streams are typed events; ``message-end`` is terminal and a trailing
@@ -26,6 +26,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     is_plain,
     json_text,
@@ -345,38 +346,48 @@ class _StreamDecoder(StreamDecoder):
         self._tools: ToolCallAssembler | None = None
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = event.data
-        if data.startswith("[DONE]"):
-            return self._end()
-        if not data.strip():
-            return []
-        ev = decode(_EVENT, data, self._name, _LABEL)
-        kind = ev.type
-        delta = ev.delta
-        if kind == "content-delta":
-            if delta is None or delta.message is None:
-                raise protocol_error(self._name, _LABEL, "content-delta without delta.message")
-            content = delta.message.content
-            if isinstance(content, _DeltaContent) and content.text:
-                return [StreamChunk(delta=content.text)]
-            return []
-        if kind == "message-end":
-            if delta is not None:
-                if delta.error:
-                    raise LLMError(
-                        f"error in stream: {delta.error}",
-                        provider=self._name,
-                        retryable=True,
-                        kind="http",
-                    )
-                self._finish = delta.finish_reason
-                self._usage = delta.usage
-            return self._end()
-        if kind.startswith("tool-call-"):
-            return self._tool_event(kind, ev)
-        return []  # message-start, content-start/-end, tool-plan, citation events, debug
+        return feed_event(self, event)
 
-    def _tool_event(self, kind: str, ev: _Event) -> list[StreamChunk]:
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            if data.startswith(b"[DONE]"):
+                out += self._end()
+                return
+            try:
+                ev = _EVENT.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+            kind = ev.type
+            delta = ev.delta
+            if kind == "content-delta":
+                if delta is None or delta.message is None:
+                    raise protocol_error(name, _LABEL, "content-delta without delta.message")
+                content = delta.message.content
+                if isinstance(content, _DeltaContent) and content.text:
+                    out.append(StreamChunk(delta=content.text, provider=provider))
+            elif kind == "message-end":
+                if delta is not None:
+                    if delta.error:
+                        raise LLMError(
+                            f"error in stream: {delta.error}",
+                            provider=name,
+                            retryable=True,
+                            kind="http",
+                        )
+                    self._finish = delta.finish_reason
+                    self._usage = delta.usage
+                out += self._end()
+                return
+            elif kind.startswith("tool-call-"):
+                self._tool_event(kind, ev, out)
+            # message-start, content-start/-end, tool-plan, citation events, debug: nothing
+
+    def _tool_event(self, kind: str, ev: _Event, out: list[StreamChunk]) -> None:
         """tool-call-start names the call, -delta adds argument text, -end makes it whole."""
         tools = self._tools
         if tools is None:
@@ -395,8 +406,7 @@ class _StreamDecoder(StreamDecoder):
         elif kind == "tool-call-end":
             calls = tools.finish(ev.index)
             if calls:
-                return [StreamChunk(tool_calls=tuple(calls))]
-        return []
+                out.append(StreamChunk(tool_calls=tuple(calls), provider=self.provider))
 
     def _end(self) -> list[StreamChunk]:
         self.done = True
@@ -405,6 +415,7 @@ class _StreamDecoder(StreamDecoder):
                 finish_reason=_finish(self._finish),
                 usage=None if self._usage is None else self._usage.to_usage(),
                 model=self._model,
+                provider=self.provider,
             )
         ]
 

@@ -1,6 +1,6 @@
 """Google Gemini API (generativelanguage ``generateContent``), sans-I/O.
 
-Shapes from ``reference/provider-wire-formats.md`` section 3: camelCase bodies,
+Shapes from https://ai.google.dev/api/generate-content: camelCase bodies,
 roles ``user``/``model``, the system prompt in ``systemInstruction``. Streams
 (``:streamGenerateContent?alt=sse``) have no terminal event, so a stream is
 complete only if some chunk carried a ``finishReason`` before the body ended.
@@ -20,6 +20,7 @@ import msgspec
 from .._chat import ImagePart, JSONSchema, TextPart, image_base64
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
+from .._quota._headers import parse_gemini_quota
 from .._secrets import Secret
 from .._transport._base import HTTPRequest
 from ._adapter import ProtocolAdapter, StreamDecoder
@@ -30,6 +31,7 @@ from ._wire import (
     check_header_value,
     decode,
     dropped,
+    feed_event,
     header_list,
     is_plain,
     json_text,
@@ -47,13 +49,12 @@ if TYPE_CHECKING:
 
     from .._chat import ToolCall
     from .._config import ProviderConfig
+    from .._quota._types import Observation
     from .._sse import SSEEvent
 
 __all__ = ["GeminiAdapter"]
 
 _LABEL = "Gemini"
-MAX_RETRY_DELAY = 3600.0
-"""A ``retryDelay`` longer than this (a daily quota) makes the error not retryable."""
 
 
 # ---- request body ---------------------------------------------------------------------------
@@ -510,6 +511,19 @@ class GeminiAdapter(ProtocolAdapter):
             return body_text(body), None
         return _describe(err), _retryable_override(err)
 
+    def rate_limits(
+        self, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> Observation | None:
+        """Gemini sends no rate-limit headers: a 429's body says how long (``RetryInfo``)
+        and whether a per-day quota ran out (``QuotaFailure``)."""
+        observation = super().rate_limits(status, headers, body)
+        if status != 429 or not body:
+            return observation
+        quota = parse_gemini_quota(body)
+        if quota is None or observation is None:
+            return quota or observation
+        return msgspec.structs.replace(quota, retry_after=observation.retry_after)
+
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMError:
         """Add what only Google's body says: a bad key (a 400 here) and RetryInfo's delay."""
         err = _rpc_error(body)
@@ -535,12 +549,10 @@ class GeminiAdapter(ProtocolAdapter):
 
 
 def _retryable_override(err: _RPCError) -> bool | None:
-    if _key_invalid(err):
-        return False
-    delay = _retry_delay(err)
-    if delay is not None and delay > MAX_RETRY_DELAY:
-        return False  # a daily quota: retrying within this request cannot succeed
-    return None
+    # A 429 stays retryable even for an exhausted daily quota (a long retryDelay): that
+    # is this provider's state, not the request's fault, so the request fails over; the
+    # quota store keeps the provider out until its quota comes back.
+    return False if _key_invalid(err) else None
 
 
 class _StreamDecoder(StreamDecoder):
@@ -554,31 +566,51 @@ class _StreamDecoder(StreamDecoder):
         self._calls = 0  # function calls so far: numbers the ids made for them
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        if not event.data.strip():
-            return []
-        resp = decode(_RESPONSE, event.data, self._name, _LABEL)
-        if resp.error is not None:
-            raise self._error(resp.error)
-        if resp.usage_metadata is not None:
-            self._usage = resp.usage_metadata  # cumulative: keep the last
-        if resp.model_version:
-            self._model = resp.model_version
-        if not resp.candidates:
-            feedback = resp.prompt_feedback
-            if feedback is not None and feedback.block_reason:
-                self._finish = "content_filter"
-            return []
-        candidate = resp.candidates[0]
-        if candidate.finish_reason is not None:
-            self._finish = _finish(candidate.finish_reason)
-        text = _text(candidate)
-        content = candidate.content
-        if content is not None and any(p.function_call is not None for p in content.parts):
-            # Function calls arrive whole, one part each: no fragments to assemble.
-            calls = _calls(candidate, self._name, resp.response_id, self._calls)
-            self._calls += len(calls)
-            return [StreamChunk(delta=text, tool_calls=tuple(calls))]
-        return [StreamChunk(delta=text)] if text else []
+        return feed_event(self, event)
+
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                resp = _RESPONSE.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                if not data.strip():
+                    continue
+                # Invalid UTF-8 reads as the replacement character; anything else raises.
+                resp = decode(_RESPONSE, data.decode("utf-8", "replace"), name, _LABEL)
+            if resp.error is not None:
+                raise self._error(resp.error)
+            if resp.usage_metadata is not None:
+                self._usage = resp.usage_metadata  # cumulative: keep the last
+            if resp.model_version:
+                self._model = resp.model_version
+            candidates = resp.candidates
+            if not candidates:
+                feedback = resp.prompt_feedback
+                if feedback is not None and feedback.block_reason:
+                    self._finish = "content_filter"
+                continue
+            candidate = candidates[0]
+            if candidate.finish_reason is not None:
+                self._finish = _finish(candidate.finish_reason)
+            content = candidate.content
+            if content is not None:
+                parts = content.parts
+                if len(parts) == 1 and not parts[0].thought and parts[0].function_call is None:
+                    text = parts[0].text
+                else:
+                    text = "".join([p.text for p in parts if not p.thought])
+                    if any(p.function_call is not None for p in parts):
+                        # Function calls arrive whole, one part each: nothing to assemble.
+                        calls = _calls(candidate, name, resp.response_id, self._calls)
+                        self._calls += len(calls)
+                        out.append(
+                            StreamChunk(delta=text, tool_calls=tuple(calls), provider=provider)
+                        )
+                        continue
+                if text:
+                    out.append(StreamChunk(delta=text, provider=provider))
 
     def finish(self) -> list[StreamChunk]:
         if self._finish is None:
@@ -591,6 +623,7 @@ class _StreamDecoder(StreamDecoder):
                 finish_reason=self._finish,
                 usage=None if self._usage is None else self._usage.to_usage(),
                 model=self._model,
+                provider=self.provider,
             )
         ]
 

@@ -1,6 +1,6 @@
 """Mistral chat completions: OpenAI's shapes with a few differences.
 
-The differences (``reference/provider-wire-formats.md`` section 5) are all
+The differences (https://docs.mistral.ai/api/#tag/chat) are all
 switches of `OpenAIAdapter`: ``max_tokens`` only, no ``stream_options`` (usage
 comes on the last content chunk anyway), the ``model_length`` finish reason
 and list-of-chunks content (both understood by the shared views), FastAPI

@@ -1,7 +1,7 @@
 """OpenAI Chat Completions, and the many servers that copy it ("openai-compatible").
 
 Sans-I/O: builds ``POST {base}/chat/completions`` and parses its JSON and SSE
-answers (see ``reference/provider-wire-formats.md`` section 1). Mistral reuses
+answers (https://platform.openai.com/docs/api-reference/chat). Mistral reuses
 this adapter with a few switches (`llmlb_actors.providers.mistral`).
 """
 
@@ -23,6 +23,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    feed_event,
     header_list,
     is_plain,
     json_text,
@@ -508,53 +509,74 @@ class _StreamDecoder(StreamDecoder):
         self._called = False
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
-        data = event.data
-        if data.startswith("[DONE]"):
-            self.done = True
-            final = StreamChunk(
-                finish_reason=self._final_reason(),
-                usage=None if self._usage is None else self._usage.to_usage(),
-                model=self._model,
-            )
-            if self._tools:
-                return [StreamChunk(tool_calls=tuple(self._tools.finish_all())), final]
-            return [final]
-        if not data.strip():
-            return []  # an empty keep-alive event carries nothing to parse
-        chunk = decode(_CHUNK, data, self._name, self._label)
-        if chunk.error is not None:
-            raise self._error(chunk.error)
-        if chunk.object == "error":
-            raise self._error(_ErrorInfo(message=chunk.message, type=chunk.type, code=chunk.code))
-        if chunk.usage is not None:
-            self._usage = chunk.usage  # some servers send a running total on every chunk
-        if chunk.model:
-            self._model = chunk.model
-        if not chunk.choices:
-            return []
-        choice = chunk.choices[0]
-        delta = choice.delta
-        if choice.finish_reason is not None:
-            self._finish = choice.finish_reason
-            if (delta is not None and delta.tool_calls) or self._tools:
-                return self._tool_deltas(delta, finished=True)
-        if delta is not None:
-            if delta.tool_calls:
-                return self._tool_deltas(delta, finished=False)
-            text = _text(delta.content)
-            if text:
-                return [StreamChunk(delta=text)]
-        return []
+        return feed_event(self, event)
 
-    def _tool_deltas(self, delta: _Delta | None, *, finished: bool) -> list[StreamChunk]:
+    def feed_data(self, datas: list[bytes], out: list[StreamChunk]) -> None:
+        name = self._name
+        provider = self.provider
+        for data in datas:
+            try:
+                chunk = _CHUNK.decode(data)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # Off the hot path: the terminal marker, keep-alives, invalid UTF-8
+                # (read as the replacement character, as the event decoder does).
+                if data.startswith(b"[DONE]"):
+                    self.done = True
+                    if self._tools:
+                        calls = tuple(self._tools.finish_all())
+                        self._called = True
+                        out.append(StreamChunk(tool_calls=calls, provider=provider))
+                    out.append(
+                        StreamChunk(
+                            finish_reason=self._final_reason(),
+                            usage=None if self._usage is None else self._usage.to_usage(),
+                            model=self._model,
+                            provider=provider,
+                        )
+                    )
+                    return
+                if not data.strip():
+                    continue  # an empty keep-alive event carries nothing to parse
+                chunk = decode(_CHUNK, data.decode("utf-8", "replace"), name, self._label)
+            if chunk.error is not None:
+                raise self._error(chunk.error)
+            if chunk.object == "error":
+                raise self._error(
+                    _ErrorInfo(message=chunk.message, type=chunk.type, code=chunk.code)
+                )
+            if chunk.usage is not None:
+                self._usage = chunk.usage  # some servers send a running total on every chunk
+            if chunk.model:
+                self._model = chunk.model
+            choices = chunk.choices
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.delta
+            if choice.finish_reason is not None:
+                self._finish = choice.finish_reason
+                if (delta is not None and delta.tool_calls) or self._tools:
+                    self._tool_deltas(delta, out, finished=True)
+                    continue
+            if delta is not None:
+                if delta.tool_calls:
+                    self._tool_deltas(delta, out, finished=False)
+                    continue
+                content = delta.content
+                if content:
+                    text = content if type(content) is str else _text(content)
+                    if text:
+                        out.append(StreamChunk(delta=text, provider=provider))
+
+    def _tool_deltas(self, delta: _Delta | None, out: list[StreamChunk], *, finished: bool) -> None:
         """Assemble argument fragments; a call is whole once a later one starts or the turn ends."""
         tools = self._tools
         if tools is None:
             tools = self._tools = ToolCallAssembler(self._name, self._label)
-        out: list[StreamChunk] = []
+        provider = self.provider
         text = "" if delta is None else _text(delta.content)
         if text:
-            out.append(StreamChunk(delta=text))
+            out.append(StreamChunk(delta=text, provider=provider))
         done: list[ToolCall] = []
         calls = delta.tool_calls if delta is not None and delta.tool_calls else []
         for position, call in enumerate(calls):
@@ -571,8 +593,7 @@ class _StreamDecoder(StreamDecoder):
             done.extend(tools.finish_all())
         if done:
             self._called = True
-            out.append(StreamChunk(tool_calls=tuple(done)))
-        return out
+            out.append(StreamChunk(tool_calls=tuple(done), provider=provider))
 
     def _final_reason(self) -> FinishReason | None:
         finish = _finish(self._finish)

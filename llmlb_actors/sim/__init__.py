@@ -10,6 +10,9 @@ official SDKs) can run against it with no network::
     ) as sim:
         config = sim.provider_config("a")
         sim.script("a", ["503", "ok"])
+
+From asyncio or synchronous code, ``with SimulatorThread([...]) as sim:`` runs
+it on a thread of its own, with the same handle methods.
 """
 
 import contextlib
@@ -22,6 +25,7 @@ from ._simulator import Simulator as Simulator
 from ._simulator import open_simulator as open_simulator
 from ._simulator import serve_simulator as serve_simulator
 from ._stats import SimStats as SimStats
+from ._thread import SimulatorThread as SimulatorThread
 
 __all__ = [
     "OUTCOMES",
@@ -30,6 +34,7 @@ __all__ = [
     "SimProvider",
     "SimStats",
     "Simulator",
+    "SimulatorThread",
     "open_simulator",
     "serve_simulator",
 ]

@@ -104,13 +104,24 @@ class Behaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     chunks              8         text deltas per stream (fewer if the reply is shorter)
     reply               None      fixed reply text; default: derived from the prompt
     faults              {}        outcome name -> probability per request (sum <= 1)
-    retry_after         1.0 s     Retry-After of 429s (and ``retry-after-ms``, RetryInfo)
+    retry_after         1.0 s     Retry-After of scripted 429s (and ``retry-after-ms``,
+                                  RetryInfo)
     seed                0         seeds the provider's ``random.Random``
+    rpm                 None      quota: at most ``ceil(rpm / 60)`` requests in any
+                                  rolling 1-second window
+    tpm                 None      quota: a bucket of ``tpm`` tokens refilling ``tpm / 60``
+                                  per second, charged prompt + reply on arrival
+    rpd                 None      quota: requests per day (from the first request)
     ==================  ========  ======================================================
 
     Token counts are words: prompt tokens are the words of every message
     (system included), completion tokens the words of the reply, so a client
-    can check exact usage numbers.
+    can check exact usage numbers. A request over a quota is answered at once
+    with the protocol's own 429: OpenAI-style ``x-ratelimit-*`` headers (Go
+    durations) and Anthropic's ``anthropic-ratelimit-*`` (RFC 3339) on every
+    answer of a provider with quotas, ``retry-after`` (and ``retry-after-ms``
+    where the API sends it) on the 429, Gemini's ``QuotaFailure`` and
+    ``RetryInfo`` in its body. See ``llmlb_actors.sim._quota`` for the exact rules.
     """
 
     latency: float = 0.0
@@ -121,6 +132,9 @@ class Behaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     faults: dict[str, float] = msgspec.field(default_factory=dict)
     retry_after: float = 1.0
     seed: int = 0
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
 
     def __post_init__(self) -> None:
         for field in ("latency", "latency_jitter", "token_delay", "retry_after"):
@@ -131,6 +145,12 @@ class Behaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("Behaviour.reply must be a string or None")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"Behaviour.seed must be an integer, got {self.seed!r}")
+        for quota in ("rpm", "tpm", "rpd"):
+            value = getattr(self, quota)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"Behaviour.{quota} must be a positive integer, got {value!r}")
         if not isinstance(self.faults, dict):
             raise ValueError("Behaviour.faults must map outcome names to probabilities")
         total = 0.0
@@ -140,6 +160,11 @@ class Behaviour(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             total += probability
         if total > 1.0 + 1e-9:
             raise ValueError(f"Behaviour.faults probabilities sum to {total:g}, more than 1")
+
+    @property
+    def quotas(self) -> tuple[int | None, int | None, int | None]:
+        """``(rpm, tpm, rpd)``."""
+        return (self.rpm, self.tpm, self.rpd)
 
 
 _DEFAULT_MODELS: Final = {

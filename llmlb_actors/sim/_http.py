@@ -2,7 +2,7 @@
 
 Sans-I/O: bytes in, requests out; answers in, bytes out. The server owns the
 sockets. h11 is deliberately not used: at thousands of requests in flight its
-~170 µs per exchange would make the simulator the bottleneck of benchmarks.
+per-exchange cost would make the simulator the bottleneck of benchmarks.
 """
 
 from __future__ import annotations

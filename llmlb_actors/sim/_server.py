@@ -31,7 +31,9 @@ from ._protocols._base import (
     Reply,
     Route,
     make_reply,
+    reply_words,
 )
+from ._quota import SimQuota
 from ._stats import StatsRecorder
 
 if TYPE_CHECKING:
@@ -135,6 +137,7 @@ class ProviderServer:
         )
         self.behaviour = spec.behaviour
         self.rng = Random(spec.behaviour.seed)
+        self.quota: SimQuota | None = None  # made on the first chat request (needs the clock)
         self.script: deque[str] = deque()
         self.stats = StatsRecorder()
         self.running = False
@@ -144,9 +147,26 @@ class ProviderServer:
         self._stopped = trio.Event()
 
     def set_behaviour(self, behaviour: Behaviour) -> None:
-        """Switch behaviour; the random generator restarts from its seed."""
+        """Switch behaviour; the random generator restarts from its seed.
+
+        Quotas restart empty when they change; unchanged ones keep their usage.
+        """
+        if behaviour.quotas != self.behaviour.quotas:
+            self.quota = None
         self.behaviour = behaviour
         self.rng = Random(behaviour.seed)
+
+    def _quota(self, now: float) -> SimQuota | None:
+        if self.quota is None and self.behaviour.quotas != (None, None, None):
+            rpm, tpm, rpd = self.behaviour.quotas
+            self.quota = SimQuota(rpm, tpm, rpd, now)
+        return self.quota
+
+    def _quota_headers(self) -> bytes:
+        quota = self.quota
+        if quota is None:
+            return b""
+        return self.protocol.quota_headers(quota.state(trio.current_time()))
 
     # lifetime -----------------------------------------------------------
 
@@ -192,6 +212,7 @@ class ProviderServer:
 
     async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
         self.stats.connections += 1
+        self.stats.open_connections += 1
         parser = RequestParser()
         with conn:
             try:
@@ -214,22 +235,27 @@ class ProviderServer:
                             return
             except OSError:
                 return  # the client went away; nothing to answer
+            finally:
+                self.stats.open_connections -= 1
 
-    def _answer_bytes(self, answer: Answer, seq: int, *, keep_alive: bool) -> bytes:
+    def _answer_bytes(
+        self, answer: Answer, seq: int, *, keep_alive: bool, extra: bytes = b""
+    ) -> bytes:
         head = response_head(
             answer.status,
             self.protocol.content_type,
-            self.protocol.headers(seq) + answer.headers,
+            self.protocol.headers(seq) + answer.headers + extra,
             length=len(answer.body),
             keep_alive=keep_alive,
         )
         return head + answer.body
 
     async def _send_answer(
-        self, conn: trio.socket.SocketType, req: Request, answer: Answer
+        self, conn: trio.socket.SocketType, req: Request, answer: Answer, extra: bytes = b""
     ) -> bool:
         self._seq += 1
-        await _send(conn, self._answer_bytes(answer, self._seq, keep_alive=req.keep_alive))
+        data = self._answer_bytes(answer, self._seq, keep_alive=req.keep_alive, extra=extra)
+        await _send(conn, data)
         return req.keep_alive
 
     async def _respond(self, conn: trio.socket.SocketType, req: Request) -> bool:
@@ -273,6 +299,18 @@ class ProviderServer:
         if answer is not None:
             stats.count_outcome(str(answer.status))
             return await self._send_answer(conn, req, answer)
+        now = trio.current_time()
+        quota = self._quota(now)
+        if quota is not None:
+            tokens = chat.input_words + reply_words(chat, self.behaviour, self.spec.name)
+            refusal = quota.admit(tokens, now)
+            if refusal is not None:
+                # Refused on arrival, as real APIs do: no latency, no scripted outcome used.
+                stats.count_outcome("429")
+                stats.rate_limited += 1
+                return await self._send_answer(
+                    conn, req, proto.quota_error(refusal, quota.state(now))
+                )
         if chat.stream:
             stats.streams += 1
         outcome = choose_outcome(self.behaviour, self.script, self.rng)
@@ -307,7 +345,10 @@ class ProviderServer:
         if outcome in HTTP_ERROR_OUTCOMES or (outcome == "stream_error" and not sse):
             status = 500 if outcome == "stream_error" else int(outcome)
             return await self._send_answer(
-                conn, req, self.protocol.error(status, behaviour.retry_after)
+                conn,
+                req,
+                self.protocol.error(status, behaviour.retry_after),
+                self._quota_headers(),
             )
         if outcome == "redirect":
             location = b"location: " + self._redirect_base + req.target + b"\r\n"
@@ -329,7 +370,11 @@ class ProviderServer:
             body = proto.wrong_shape(reply)
         keep = req.keep_alive and outcome not in ("cut", "stall")
         head = response_head(
-            200, proto.content_type, proto.headers(self._seq), length=len(body), keep_alive=keep
+            200,
+            proto.content_type,
+            proto.headers(self._seq) + self._quota_headers(),
+            length=len(body),
+            keep_alive=keep,
         )
         if outcome in ("cut", "stall"):
             await _send(conn, head + body[: len(body) // 2])
@@ -367,7 +412,7 @@ class ProviderServer:
         head = response_head(
             200,
             b"text/event-stream",
-            proto.headers(self._seq) + _SSE_HEADERS,
+            proto.headers(self._seq) + self._quota_headers() + _SSE_HEADERS,
             length=None,
             keep_alive=keep,
             chunked=chunked,

@@ -141,7 +141,10 @@ class Simulator:
         return self._server(name).stats.snapshot()
 
     def reset_stats(self, name: str) -> None:
-        self._server(name).stats = StatsRecorder()
+        server = self._server(name)
+        fresh = StatsRecorder()
+        fresh.open_connections = server.stats.open_connections  # a gauge, not a counter
+        server.stats = fresh
 
     def is_running(self, name: str) -> bool:
         return self._server(name).running

@@ -18,9 +18,13 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
         streams: those that asked for a stream.
         health_probes: requests to the health endpoints (model listings).
         connections: TCP connections accepted (keep-alive reuse keeps it low).
+        open_connections: of those, the ones open now (a client that closes
+            its end, or cancels a request, brings it down).
         outcomes: how many chat requests ended in each outcome (``"ok"``,
             ``"429"``, ``"reset"``...; auth failures count as ``"401"`` or
             Gemini's ``"400"``, bad bodies as ``"400"``/``"422"``).
+        rate_limited: chat requests refused because they were over a quota
+            (``Behaviour.rpm``/``tpm``/``rpd``); also counted as ``"429"`` outcomes.
         last_headers: headers of the last chat request, names lower-cased,
             credential headers (``authorization``, ``x-api-key``, ...: the
             library's one rule, `llmlb_actors._secrets`) replaced by ``***``.
@@ -32,7 +36,9 @@ class SimStats(msgspec.Struct, frozen=True, kw_only=True):
     streams: int = 0
     health_probes: int = 0
     connections: int = 0
+    open_connections: int = 0
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
+    rate_limited: int = 0
     last_headers: dict[str, str] = msgspec.field(default_factory=dict)
     last_body: bytes | None = None
     last_path: str | None = None
@@ -70,7 +76,9 @@ class StatsRecorder:
         "last_body",
         "last_headers",
         "last_target",
+        "open_connections",
         "outcomes",
+        "rate_limited",
         "requests",
         "streams",
     )
@@ -80,7 +88,9 @@ class StatsRecorder:
         self.streams = 0
         self.health_probes = 0
         self.connections = 0
+        self.open_connections = 0
         self.outcomes: dict[str, int] = {}
+        self.rate_limited = 0
         self.last_headers: dict[bytes, bytes] | None = None
         self.last_body: bytes | None = None
         self.last_target: bytes | None = None
@@ -95,7 +105,9 @@ class StatsRecorder:
             streams=self.streams,
             health_probes=self.health_probes,
             connections=self.connections,
+            open_connections=self.open_connections,
             outcomes=dict(self.outcomes),
+            rate_limited=self.rate_limited,
             last_headers={
                 name.decode("latin-1"): _redact_header(name, value)
                 for name, value in headers.items()

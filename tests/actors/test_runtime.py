@@ -9,8 +9,7 @@ import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, LoadBalancerError, ProviderConfig
-from tests.actors.scripted import CALLS, Scripted, err, reset, script
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import Script, ZeroJitter, http_error, open_circuit
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
@@ -18,9 +17,15 @@ if TYPE_CHECKING:
 REQ = LLMRequest(prompt="hi")
 
 
+SCRIPT = Script()
+script = SCRIPT.add
+CALLS = SCRIPT.calls
+Scripted = SCRIPT.provider
+
+
 @pytest.fixture(autouse=True)
 def _reset() -> None:
-    reset()
+    SCRIPT.clear()
 
 
 def cfgs(*names: str, **kw: Any) -> list[ProviderConfig]:
@@ -41,7 +46,7 @@ async def test_failover_answers_from_first_then_next_on_failure(autojump_clock: 
         strategy="failover", providers=cfgs("a", "b", "c"), **opts()
     ) as lb:
         assert (await lb.request(REQ)).provider == "a"
-        script("a", err(500))
+        script("a", http_error(500))
         resp = await lb.request(REQ)
         assert resp.provider == "b"
         assert resp.attempts == 2
@@ -98,7 +103,7 @@ async def test_least_busy_prefers_idle_provider(autojump_clock: MockClock) -> No
 
 
 async def test_non_retryable_fails_fast_with_provider_message() -> None:
-    script("a", err(400, retryable=False))
+    script("a", http_error(400))
     async with llmlb.open_balancer(providers=cfgs("a", "b"), **opts()) as lb:
         with pytest.raises(LoadBalancerError, match="HTTP 400") as info:
             await lb.request(REQ)
@@ -109,7 +114,7 @@ async def test_non_retryable_fails_fast_with_provider_message() -> None:
 async def test_misconfigured_provider_leaves_rotation_and_fails_over(
     autojump_clock: MockClock,
 ) -> None:
-    script("a", err(401, retryable=False, disables_provider=True))
+    script("a", http_error(401))
     async with llmlb.open_balancer(strategy="failover", providers=cfgs("a", "b"), **opts()) as lb:
         resp = await lb.request(REQ)
         assert resp.provider == "b"
@@ -120,7 +125,7 @@ async def test_misconfigured_provider_leaves_rotation_and_fails_over(
 
 
 async def test_retry_after_is_honoured_on_a_single_provider(autojump_clock: MockClock) -> None:
-    script("a", err(429, retry_after=7.0))
+    script("a", http_error(429, retry_after=7.0))
     async with llmlb.open_balancer(providers=cfgs("a"), **opts()) as lb:
         resp = await lb.request(REQ)
     assert resp.attempts == 2
@@ -128,7 +133,7 @@ async def test_retry_after_is_honoured_on_a_single_provider(autojump_clock: Mock
 
 
 async def test_retry_after_sends_the_retry_elsewhere(autojump_clock: MockClock) -> None:
-    script("a", err(429, retry_after=60.0))
+    script("a", http_error(429, retry_after=60.0))
     async with llmlb.open_balancer(providers=cfgs("a", "b"), **opts(retry_delay=0.5)) as lb:
         resp = await lb.request(REQ)
         assert resp.provider == "b"
@@ -138,7 +143,7 @@ async def test_retry_after_sends_the_retry_elsewhere(autojump_clock: MockClock) 
 
 
 async def test_provider_max_retries_caps_attempts_there(autojump_clock: MockClock) -> None:
-    script("a", *[err(503)] * 10)
+    script("a", *[http_error(503)] * 10)
     async with llmlb.open_balancer(providers=cfgs("a", max_retries=1), **opts(max_retries=5)) as lb:
         with pytest.raises(LoadBalancerError, match="No provider available"):
             await lb.request(REQ)
@@ -146,7 +151,7 @@ async def test_provider_max_retries_caps_attempts_there(autojump_clock: MockCloc
 
 
 async def test_max_retries_counts_retries_after_first(autojump_clock: MockClock) -> None:
-    script("a", *[err(503)] * 10)
+    script("a", *[http_error(503)] * 10)
     async with llmlb.open_balancer(providers=cfgs("a"), **opts(max_retries=2)) as lb:
         with pytest.raises(LoadBalancerError, match="All providers failed") as info:
             await lb.request(REQ)
@@ -197,7 +202,7 @@ async def test_caller_cancellation_stops_the_attempt(autojump_clock: MockClock) 
 
 
 async def test_circuit_opens_then_half_open_trial_closes_it(autojump_clock: MockClock) -> None:
-    script("a", err(500), err(500), err(500))
+    script("a", http_error(500), http_error(500), http_error(500))
     async with llmlb.open_balancer(
         strategy="failover", providers=cfgs("a", "b"), **opts(cooldown=30.0, retry_delay=0)
     ) as lb:
@@ -215,9 +220,10 @@ async def test_when_none_is_healthy_the_least_recently_failed_is_tried(
     autojump_clock: MockClock,
 ) -> None:
     async with llmlb.open_balancer(providers=cfgs("a", "b"), **opts(cooldown=100.0)) as lb:
-        now = trio.current_time()
-        lb._provider_actor("a").circuit.trip(now + 1, "x")
-        lb._provider_actor("b").circuit.trip(now, "x")
+        open_circuit(lb, "b")
+        await trio.sleep(1.0)
+        open_circuit(lb, "a")
+        assert [p.name for p in lb.get_healthy_providers()] == []
         assert (await lb.request(REQ)).provider == "b"
 
 
@@ -385,7 +391,7 @@ async def test_requests_after_close_fail_cleanly() -> None:
 
 
 async def test_stats_add_up_and_percentiles(autojump_clock: MockClock) -> None:
-    script("a", 0.1, 0.2, 0.3, err(500), 0.4)
+    script("a", 0.1, 0.2, 0.3, http_error(500), 0.4)
     async with llmlb.open_balancer(providers=cfgs("a"), **opts(retry_delay=0)) as lb:
         for _ in range(4):
             await lb.request(REQ)
@@ -408,7 +414,7 @@ async def test_stats_add_up_and_percentiles(autojump_clock: MockClock) -> None:
 
 
 async def test_stream_fails_over_before_first_chunk(autojump_clock: MockClock) -> None:
-    script("a", err(503))
+    script("a", http_error(503))
     async with llmlb.open_balancer(strategy="failover", providers=cfgs("a", "b"), **opts()) as lb:
         async with lb.stream(REQ) as chunks:
             got = [c async for c in chunks]

@@ -6,16 +6,21 @@ import pytest
 import trio
 
 import llmlb_actors as llmlb
-from tests.actors.scripted import CALLS, Scripted, err, reset, script
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import Script, ZeroJitter, http_error
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
 
+SCRIPT = Script()
+script = SCRIPT.add
+CALLS = SCRIPT.calls
+Scripted = SCRIPT.provider
+
+
 @pytest.fixture(autouse=True)
 def _reset() -> None:
-    reset()
+    SCRIPT.clear()
 
 
 def providers(*names: str) -> list[llmlb.ProviderConfig]:
@@ -31,7 +36,7 @@ async def test_round_robin_rotates() -> None:
 
 
 async def test_backoff_then_success(autojump_clock: MockClock) -> None:
-    script("a", err(503), err(503), "ok")
+    script("a", http_error(503), http_error(503), "ok")
     async with llmlb.open_balancer(
         providers=providers("a"), health_check_interval=None, rng=ZeroJitter()
     ) as lb:
@@ -42,7 +47,7 @@ async def test_backoff_then_success(autojump_clock: MockClock) -> None:
 
 
 async def test_all_fail() -> None:
-    script("a", *[err(500)] * 10)
+    script("a", *[http_error(500)] * 10)
     async with llmlb.open_balancer(
         providers=providers("a"), health_check_interval=None, retry_delay=0
     ) as lb:

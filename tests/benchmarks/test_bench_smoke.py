@@ -7,12 +7,14 @@ fallback upstream), in this process, and checks the shape of what comes back.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from benchmarks._report import added_cpu, markdown_table, ratios, summarize
 from benchmarks._results import PointResult, PointSpec, percentile
+from benchmarks._streaming import cpu_per_chunk, stream_report
 from benchmarks._upstream import run_simulator
 from benchmarks._worker import measure
 from benchmarks.run import DEFAULT_CONCURRENCY, parse_args
@@ -82,6 +84,54 @@ def test_stream_point_reports_chunks(simulator: Upstream) -> None:
     assert result.extra["chunks_per_s"] > result.rps
 
 
+def test_streaming_run_reports_cpu_per_chunk_and_ratios(simulator: Upstream) -> None:
+    # The streaming configurations against the simulator (nginx-only shapes are skipped
+    # by the runner): the reference and llmlb's 3-provider stream, and the report.
+    results = [
+        measure(_spec(config, simulator, concurrency=4))
+        for config in ("aiohttp-stream", "llmlb-stream-3", "llmlb-stream-provider")
+    ]
+    for r in results:
+        _check_sane(r, r.config, 4)
+        assert r.extra["chunks"] >= 2 * r.requests
+        assert cpu_per_chunk(r) == pytest.approx(r.cpu_us_per_req * r.requests / r.extra["chunks"])
+    text, data = stream_report(results, "simulator")
+    assert "| aiohttp on asyncio, raw SSE (reference) | 4 |" in text
+    assert "llmlb-stream-3/aiohttp-stream/CPU/chunk" in data["ratios"]
+    assert set(data["summaries"]) == {f"{r.config}@4" for r in results}
+
+
+@pytest.mark.parametrize("config", ["llmlb-aio", "llmlb-aio-guest"])
+def test_asyncio_front_end_point_is_sane(simulator: Upstream, config: str) -> None:
+    result = measure(_spec(config, simulator))
+    assert result.errors == 0, result.first_error
+    assert REQUESTS <= result.requests < REQUESTS + 8
+    assert 0 < result.p50_ms <= result.p99_ms
+    assert result.cpu_us_per_req > 0
+    assert result.in_flight_mean == 8
+    # Answers cross to the loop in batches, so a short window's edges move Little's
+    # estimate more than for the one-loop clients (those stay within 5 %).
+    assert 0 < result.littles_l <= 8 * 1.25
+    assert result.extra["failed_attempts"] == 0
+    assert result.extra["retries"] == 0
+
+
+def test_threaded_point_is_sane(simulator: Upstream) -> None:
+    """The sync front-end from C threads: each thread keeps its own counts."""
+    spec = _spec("llmlb-sync", simulator)
+    result = measure(spec)
+    assert result.errors == 0, result.first_error
+    # The main thread checks the count every 10 ms: the window may close a little late.
+    assert REQUESTS <= result.requests <= REQUESTS + result.rps * 0.05 + 8
+    assert 0 < result.p50_ms <= result.p99_ms
+    assert result.cpu_us_per_req > 0
+    # A thread is "in flight" except for the instant between two calls.
+    assert 0 < result.in_flight_mean <= 8
+    assert result.extra["failed_attempts"] == 0
+    # The callers stopped and the balancer closed: nothing is left running here.
+    assert not [t for t in threading.enumerate() if t.name == "llmlb-balancer"]
+
+
 def test_report_pairs_repetitions(simulator: Upstream) -> None:
     results = [
         measure(msgspec_replace(_spec(config, simulator), rep=rep))
@@ -130,6 +180,27 @@ def test_quick_and_full_arguments() -> None:
     assert full.concurrency == DEFAULT_CONCURRENCY
     assert {"httpx", "aiohttp", "litellm", "llmlb-1", "llmlb-3"} <= set(full.configs)
     assert full.full
+    assert {"llmlb-aio", "llmlb-sync", "litellm-sync"} <= set(full.configs)
+    assert "litellm-sync" not in quick.configs
     assert not parse_args(["--reps", "1"]).full
+    stream = parse_args(["--scenario", "stream"])
+    assert stream.stream_full
+    assert not stream.full
+    assert stream.no_scale
+    assert stream.stream_concurrency == [1, 64, 512]
+    assert "aiohttp-stream" in stream.stream_configs
+    assert parse_args(["--scenario", "whole"]).no_stream
+    frontends = parse_args(["--scenario", "frontends"])
+    assert frontends.configs == [
+        "aiohttp",
+        "llmlb-1",
+        "llmlb-aio",
+        "llmlb-aio-guest",
+        "llmlb-sync",
+        "litellm-sync",
+    ]
+    assert frontends.concurrency == [64, 512]
+    assert (frontends.no_stream, frontends.no_scale, frontends.no_profile) == (True, True, True)
+    assert not frontends.full
     with pytest.raises(SystemExit):
         parse_args(["--configs", "no-such-client"])

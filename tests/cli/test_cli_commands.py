@@ -94,6 +94,19 @@ async def test_demo(run_cli: RunCli) -> None:
     assert "demo: 200/200 (100%)" in done.stderr
 
 
+async def test_demo_quota_scenario(run_cli: RunCli) -> None:
+    # 40 prompts against a pooled 1,500 rpm: about two seconds of real pacing.
+    done = await run_cli("demo", "--scenario", "quota", "--requests", "40", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "strategy quota" in out
+    assert "pooled 1,500 rpm" in out
+    assert "Prompts: 40 answered, 0 failed" in out
+    assert "upstream 429s: 0." in out
+    gamma = next(line for line in out.splitlines() if line.strip().startswith("gamma ("))
+    assert "300 (learned)" in gamma  # its limit came from its headers
+
+
 async def test_bench_json_and_table(run_cli: RunCli) -> None:
     done = await run_cli("bench", "--requests", "200", "--concurrency", "16", "--json")
     assert done.returncode == 0, done.stderr

@@ -216,7 +216,11 @@ def test_missing_file_and_unsupported_type(tmp_path: Path) -> None:
 
 def test_file_schema_covers_every_config_field() -> None:
     """A field added to the configs must be loadable from files too (or refused on purpose)."""
-    balancer = set(BalancerConfig.__struct_fields__) - {"custom_strategy"}
+    balancer = set(BalancerConfig.__struct_fields__) - {
+        "custom_strategy",
+        "ssl_context",
+        "quota_store",
+    }
     assert set(_BalancerFile.__struct_fields__) == balancer
     provider = (set(ProviderConfig.__struct_fields__) - {"api_key"}) | {"api_key_env"}
     assert set(_ProviderFile.__struct_fields__) == provider
@@ -235,7 +239,46 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         providers.append(item)
     fields["providers"] = providers
     del fields["custom_strategy"]
+    del fields["ssl_context"]
+    del fields["quota_store"]
     path = tmp_path / "again.json"
     path.write_text(json.dumps(fields))
     again = llmlb.load_config(path, env={"LLMLB_TEST_KEY": KEY})
     assert again == config
+
+
+def test_proxy_and_trust_from_a_file(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used before a TLS connection")
+    path = tmp_path / "net.toml"
+    path.write_text(
+        f'proxy = "http://proxy.corp:3128"\ntrust_env = false\nca_bundle = "{ca}"\n'
+        '[[providers]]\nname = "openai"\nmodel = "m"\nproxy = "http://other.corp:8080"\n'
+    )
+    config = load_config(path)
+    assert (config.proxy, config.trust_env, config.ca_bundle) == (
+        "http://proxy.corp:3128",
+        False,
+        str(ca),
+    )
+    assert config.providers[0].proxy == "http://other.corp:8080"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('proxy = "http://user:secret@proxy.corp:3128"\n', "proxy"),
+        ('[[providers]]\nname = "openai"\nproxy = "http://u:secret@p:1"\n', "providers[0].proxy"),
+        ('ssl_context = "system"\n', "ssl_context"),
+    ],
+)
+def test_proxy_credentials_and_ssl_contexts_are_not_read_from_files(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    path = tmp_path / "net.toml"
+    providers = "" if "[[providers]]" in text else '[[providers]]\nname = "openai"\nmodel = "m"\n'
+    path.write_text(text + providers)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.field == field
+    assert "secret" not in str(info.value)

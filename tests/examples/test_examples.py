@@ -46,6 +46,13 @@ EXPECTED: dict[str, list[str]] = {
         "budget answers 503: answered by standard in 2 attempts",
         "estimated cost: $",
     ],
+    "fastapi_app.py": [
+        "POST /v1/chat -> claude after 2 attempts",
+        "POST /v1/chat/stream -> 'Simulated reply from openai to: A story'",
+        "temperature 7 -> HTTP 422",
+        "GET /v1/health -> {'openai': True, 'claude': True}",
+        "totals: 2 requests, 2 succeeded",
+    ],
     "failover.py": [
         "healthy primary:                 answered by claude after 1 attempt(s)",
         "primary overloaded once:         answered by gemini after 2 attempt(s)",

@@ -13,7 +13,7 @@ import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors import LLMRequest, LoadBalancerError
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 
 if TYPE_CHECKING:
     from trio.testing import MockClock

@@ -27,7 +27,7 @@ from llmlb_actors import (
     Tool,
 )
 from llmlb_actors.sim import SimProvider, Simulator, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -23,7 +23,7 @@ from llmlb_actors.strategies import (
     WeightedStrategy,
     make_strategy,
 )
-from tests.actors.scripted import Scripted
+from llmlb_actors.testing import Script
 
 if TYPE_CHECKING:
     from llmlb_actors._config import ProviderState
@@ -134,6 +134,9 @@ def test_least_busy_picks_fewest_in_flight_first_in_order(loads: list[int]) -> N
     assert chosen.index == loads.index(min(loads))
 
 
+Scripted = Script().provider
+
+
 def _actors(names: list[str], settings_: BalancerConfig) -> list[ProviderActor]:
     return [
         ProviderActor(
@@ -185,8 +188,10 @@ async def test_dispatcher_round_robin_skips_unhealthy_and_removed(
                 continue
             assert isinstance(choice, ProviderActor)
             if not healthy:
-                # Nobody healthy: the least recently failed one is still tried.
+                # Nobody healthy: the least recently failed one is still tried (and the
+                # rotation moves past it: the strategy picked it).
                 assert choice is min(rotation, key=lambda a: (a.circuit.last_failure_time, a.index))
+                last_index = choice.index
                 continue
             after = [a for a in healthy if a.index > last_index]
             assert choice is (after[0] if after else healthy[0])

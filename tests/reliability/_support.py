@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
 DISABLING_STATUSES = frozenset({401, 403, 404})
-KINDS = frozenset({"http", "timeout", "connection", "protocol", "crash", "cancelled", "provider"})
+KINDS = frozenset(
+    {"http", "timeout", "connection", "tls", "proxy", "protocol", "crash", "cancelled", "provider"}
+)
 # Failures with no HTTP status that say nothing against the request itself.
 ALWAYS_RETRYABLE_KINDS = frozenset({"timeout", "connection", "crash"})
 

@@ -18,7 +18,7 @@ import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors.providers._http import MAX_SSE_EVENT_BYTES, MAX_SSE_LINE_BYTES
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 from tests.reliability import _servers as srv
 from tests.reliability._support import classification_problems
 

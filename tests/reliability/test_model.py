@@ -33,7 +33,7 @@ import llmlb_actors as llmlb
 from llmlb_actors._actors.provider import ProviderActor
 from llmlb_actors._errors import LLMError, LoadBalancerError
 from llmlb_actors.sim import Behaviour, SimProvider, Simulator, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter, crash_provider
 from tests.reliability._support import (
     balancer_error_problems,
     classification_problems,
@@ -343,10 +343,9 @@ class Model:
         if not names:
             return
         name = names[i % len(names)]
-        actor = self.balancer._provider_actor(name)
         upstream = self.upstreams[name]
         try:
-            actor.inject_crash(RuntimeError("injected crash"))
+            crash_provider(self.balancer, name, RuntimeError("injected crash"))
         except RuntimeError:
             return  # not running: dead, stopped by a removal, or shut down
         await self.settle()

@@ -28,7 +28,7 @@ import trustme
 
 import llmlb_actors as llmlb
 from llmlb_actors.sim import SimProvider, Simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter, provider_instance
 from tests.reliability import _servers as srv
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ async def test_no_observable_carries_the_key(
             seen.texts.append(("get_totals json", msgspec.json.encode(lb.get_totals()).decode()))
             seen.add("get_healthy_providers", lb.get_healthy_providers())
             seen.add("balancer", lb)
-            seen.add("provider object", lb._provider_actor("echo").provider)
+            seen.add("provider object", provider_instance(lb, "echo"))
         nursery.cancel_scope.cancel()
     # The upstream really did receive (and echo) the key: the test is not vacuous.
     assert any(KEY.encode() in r.head for r in server.requests)
@@ -393,10 +393,11 @@ async def test_tls_is_verified_by_default(transport: str, autojump_clock: MockCl
                 await lb.request(REQ)
         nursery.cancel_scope.cancel()
     [error] = info.value.errors
-    assert error.kind == "connection"
-    assert error.retryable
+    assert error.kind == "tls"  # a misconfiguration: not retried there
+    assert not error.retryable
+    assert error.message.startswith("TLS: certificate verify failed")
     assert server.requests == []  # nothing (and no key) was sent to the unverified server
-    if transport == "default":
+    if transport == "default":  # httpcore raises its errors `from None`, hiding the cause
         assert "CERTIFICATE_VERIFY_FAILED" in "".join(traceback.format_exception(error))
 
 

@@ -1,7 +1,7 @@
 """The supervisor over loopback HTTP: restarts, the restart limit, re-routing, add/remove/shutdown.
 
-Crashes are injected with ``ProviderActor.inject_crash`` (as if a worker
-raised); the requests the crashed actor held are real HTTP exchanges with
+Crashes are injected with ``llmlb_actors.testing.crash_provider`` (as if a
+worker raised); the requests the crashed actor held are real HTTP exchanges with
 the simulator, so "re-routed" here means a fresh exchange with another
 simulated provider.
 """
@@ -16,7 +16,7 @@ import trio.testing
 
 import llmlb_actors as llmlb
 from llmlb_actors.sim import Behaviour, SimProvider, Simulator, open_simulator
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter, crash_provider
 from tests.reliability._support import library_tasks
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class Results:
 
 
 async def crash(lb: llmlb.Balancer, name: str) -> None:
-    lb._provider_actor(name).inject_crash(RuntimeError(f"boom in {name}"))
+    crash_provider(lb, name, RuntimeError(f"boom in {name}"))
     await trio.testing.wait_all_tasks_blocked()
 
 
@@ -142,7 +142,7 @@ async def test_past_the_restart_limit_the_provider_leaves_rotation_for_good(
         assert (await lb.request(REQ)).provider == "b"
         assert sim.stats("a").requests == before
         with pytest.raises(RuntimeError, match="not running"):
-            lb._provider_actor("a").inject_crash(RuntimeError("again"))
+            crash_provider(lb, "a", RuntimeError("again"))
         await lb.remove_provider("a")  # a dead provider can still be removed
         assert set(lb.get_stats()) == {"b"}
 
@@ -268,7 +268,7 @@ async def test_crash_during_shutdown_loses_nothing(
                 callers.start_soon(stream, lb)
             await trio.sleep(3.2)  # the streams have committed, the requests are held
             for name in ("a", "b"):
-                lb._provider_actor(name).inject_crash(RuntimeError("crash at shutdown"))
+                crash_provider(lb, name, RuntimeError("crash at shutdown"))
             # leave the block now: shutdown races the crashes
         with trio.fail_after(lb.config.max_retry_delay + 1.0):
             while results.count + len(broken) < 14:

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import gc
-import re
 import ssl
-import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
-import trio
-import trio.lowlevel
 import trustme
 
 from llmlb_actors._transport import HttpxTransport, Transport, TransportLimits, TrioTransport
 from tests.transport.servers import Handler, Server, start_server
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
-class MakeTransport(Protocol):
-    def __call__(
-        self, limits: TransportLimits | None = None, *, ssl_context: ssl.SSLContext | None = None
-    ) -> Transport: ...
+    import trio
 
-
-Serve = Callable[..., Awaitable[Server]]
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 @pytest.fixture(params=["trio", "httpx"])
@@ -38,7 +28,6 @@ def kind(request: pytest.FixtureRequest) -> str:
 async def make_transport(kind: str) -> AsyncIterator[MakeTransport]:
     """Builds transports of the parametrized kind and closes them after the test."""
     transports: list[Transport] = []
-    clients: list[httpx.AsyncClient] = []
 
     def make(
         limits: TransportLimits | None = None, *, ssl_context: ssl.SSLContext | None = None
@@ -46,22 +35,14 @@ async def make_transport(kind: str) -> AsyncIterator[MakeTransport]:
         transport: Transport
         if kind == "trio":
             transport = TrioTransport(limits, ssl_context=ssl_context)
-        elif ssl_context is None:
-            transport = HttpxTransport(limits)
         else:
-            # HttpxTransport takes a custom SSL context through a client of
-            # your own (which you then own and close).
-            client = httpx.AsyncClient(verify=ssl_context, follow_redirects=False, trust_env=False)
-            clients.append(client)
-            transport = HttpxTransport(limits, client=client)
+            transport = HttpxTransport(limits, ssl_context=ssl_context)
         transports.append(transport)
         return transport
 
     yield make
     for transport in transports:
         await transport.aclose()
-    for client in clients:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -91,37 +72,3 @@ def client_ssl_context(ca: trustme.CA) -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     return context
-
-
-@asynccontextmanager
-async def httpx_abandons_generators(kind: str) -> AsyncIterator[None]:
-    """Tolerate httpx's abandoned async generators, for httpx only.
-
-    When an exchange is cut short (a write timeout, a capped body, a stream
-    left early), httpcore leaves a chain of body generators suspended; trio's
-    async-generator hooks flag each one with a ResourceWarning when it is
-    garbage collected, then close it in a system task (which frees the next
-    one in the chain). That is httpx's doing and harmless outside tests; here
-    it would be an error, so for httpx exactly that warning is ignored while
-    the chain is collected and finalized inside the block.
-    """
-    if kind != "httpx":
-        yield
-        return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-        gc.collect()  # the first generator sits in a traceback cycle
-        quiet = 0
-        while quiet < 3:  # then each one freed frees the next by refcount
-            seen = len(caught)
-            await trio.lowlevel.checkpoint()
-            quiet = quiet + 1 if len(caught) == seen else 0
-    for warning in caught:
-        if not _ABANDONED.match(str(warning.message)) or warning.category is not ResourceWarning:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-
-
-_ABANDONED = re.compile(r"Async generator 'http(x|core)\.")

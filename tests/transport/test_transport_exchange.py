@@ -12,7 +12,7 @@ from llmlb_actors._transport._trio import TrioTransport
 from tests.transport.servers import ServerConn, chunked, fixed, response
 
 if TYPE_CHECKING:
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 async def test_get_round_trip(make_transport: MakeTransport, serve: Serve) -> None:

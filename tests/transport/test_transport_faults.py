@@ -20,13 +20,13 @@ from llmlb_actors._transport import (
     TrioTransport,
     WriteTimeout,
 )
-from tests.transport.conftest import httpx_abandons_generators
+from tests.transport.helpers import httpx_abandons_generators
 from tests.transport.servers import ServerConn, chunk, fixed, response
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 async def test_reset_mid_body_is_a_read_error(
@@ -50,10 +50,9 @@ async def test_close_after_headers(make_transport: MakeTransport, serve: Serve, 
             await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
 
     server = await serve(handler)
-    # trio: the connection broke mid-body (ReadError); httpx/h11: the peer broke
-    # the framing (RemoteProtocolError). Both are retryable connection failures.
-    expected = ReadError if kind == "trio" else RemoteProtocolError
-    with pytest.raises(expected):
+    # The connection broke mid-body: a ReadError on both transports (h11 calls it a
+    # protocol error; the httpx transport maps it), with the same words.
+    with pytest.raises(ReadError, match="server closed the connection mid-response"):
         await make_transport().request(HTTPRequest("GET", server.url(), []))
     assert len(server.requests) == 1
 
@@ -67,8 +66,7 @@ async def test_truncated_chunked_body(
             await conn.send(head + chunk(b"first part"))
 
     server = await serve(handler)
-    expected = ReadError if kind == "trio" else RemoteProtocolError  # as above
-    with pytest.raises(expected):
+    with pytest.raises(ReadError, match="server closed the connection mid-response"):
         await make_transport().request(HTTPRequest("GET", server.url(), []))
 
 

@@ -14,13 +14,13 @@ from llmlb_actors._transport import (
     TransportLimits,
     TrioTransport,
 )
-from tests.transport.conftest import httpx_abandons_generators
+from tests.transport.helpers import httpx_abandons_generators
 from tests.transport.servers import ServerConn, chunk, chunked, fixed, response
 
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 CHUNKED_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -25,7 +25,7 @@ from tests.transport.servers import ServerConn, fixed, response, start_server
 if TYPE_CHECKING:
     from trio.testing import MockClock
 
-    from tests.transport.conftest import MakeTransport, Serve
+    from tests.transport.helpers import MakeTransport, Serve
 
 
 async def test_tls_round_trip_with_a_private_ca(

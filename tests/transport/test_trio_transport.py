@@ -15,12 +15,14 @@ from llmlb_actors._transport import (
     ReadError,
     ReadTimeout,
     RemoteProtocolError,
+    TLSError,
     TransportError,
     TransportLimits,
     TrioTransport,
     WriteError,
     WriteTimeout,
 )
+from llmlb_actors._transport._http11 import parse_url
 from llmlb_actors._transport._trio import _IO_ERRORS, _translate
 
 LOWER_LAYER: list[BaseException] = [
@@ -42,26 +44,36 @@ LOWER_LAYER: list[BaseException] = [
 @pytest.mark.parametrize("phase", ["connect", "write", "read"])
 def test_every_lower_layer_error_is_mapped(exc: BaseException, phase: str) -> None:
     assert isinstance(exc, _IO_ERRORS)
-    mapped = _translate(exc, phase, "https://api.example.com:443")  # type: ignore[arg-type]
+    target = parse_url("https://api.example.com/v1?key=secret")
+    mapped = _translate(exc, phase, target)  # type: ignore[arg-type]
     assert isinstance(mapped, TransportError)
-    assert str(mapped).startswith("https://api.example.com:443: ")
+    text = str(mapped)
+    # Where: the origin (or, for DNS and TLS, the host), never the path or query.
+    assert text.endswith("(https://api.example.com:443)") or "api.example.com" in text
+    assert "secret" not in text
+    assert not text.startswith(type(exc).__name__)
     if isinstance(exc, trio.TooSlowError):
         timeouts = {"connect": ConnectTimeout, "write": WriteTimeout, "read": ReadTimeout}
         expected: type[TransportError] = timeouts[phase]
     elif isinstance(exc, httptools.HttpParserError | httptools.HttpParserUpgrade):
         expected = RemoteProtocolError
+    elif phase == "connect" and isinstance(exc, ssl.SSLCertVerificationError):
+        expected = TLSError
     else:
         expected = {"connect": ConnectError, "write": WriteError, "read": ReadError}[phase]
     assert type(mapped) is expected
 
 
-def test_mapping_describes_the_cause() -> None:
+def test_mapping_describes_the_innermost_cause() -> None:
     inner = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    inner.verify_message = "unable to get local issuer certificate"
     outer = trio.BrokenResourceError()
     outer.__cause__ = inner
-    text = str(_translate(outer, "connect", "https://h:443"))
-    assert text.startswith("https://h:443: BrokenResourceError (SSLCertVerificationError:")
-    assert "certificate verify failed" in text
+    mapped = _translate(outer, "connect", parse_url("https://h/"))
+    assert isinstance(mapped, TLSError)
+    assert str(mapped) == (
+        "TLS: certificate verify failed: unable to get local issuer certificate for h"
+    )
 
 
 async def test_construction_checks() -> None:

@@ -9,7 +9,7 @@ import pytest
 from llmlb_actors._backoff import compute_backoff
 from llmlb_actors._circuit import Circuit
 from llmlb_actors.providers._status import classify_status, parse_retry_after
-from tests.conftest import ZeroJitter
+from llmlb_actors.testing import ZeroJitter
 
 
 def test_backoff_doubles_and_caps() -> None:

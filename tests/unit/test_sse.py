@@ -225,3 +225,143 @@ def test_splitting_the_stream_anywhere_gives_the_same_events(
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     assert decode(*pieces) == decode(stream)
     assert decode(*[stream[i : i + 1] for i in range(len(stream))]) == decode(stream)
+
+
+# ---- feed_data: the data alone, through the whole-buffer fast shapes -------------------------
+
+
+def feed_datas(*pieces: bytes, max_line: int = BIG, max_event: int = BIG) -> list[bytes]:
+    decoder = SSEDecoder(max_line_bytes=max_line, max_event_bytes=max_event)
+    out: list[bytes] = []
+    for piece in pieces:
+        out += decoder.feed_data(piece)
+    decoder.close()
+    return out
+
+
+def _cuts(stream: bytes) -> list[list[bytes]]:
+    """The stream whole, cut in two at every offset, and byte by byte."""
+    out = [[stream]]
+    out += [[stream[:i], stream[i:]] for i in range(1, len(stream))]
+    out.append([stream[i : i + 1] for i in range(len(stream))])
+    return out
+
+
+OPENAI = b'data: {"a":1}\n\ndata: {"b":"x y"}\n\ndata: [DONE]\n\n'
+ANTHROPIC = (
+    b'event: start\ndata: {"a":1}\n\nevent: ping\ndata: {}\n\nevent: stop\ndata: {"z":0}\n\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (OPENAI, [b'{"a":1}', b'{"b":"x y"}', b"[DONE]"]),
+        (ANTHROPIC, [b'{"a":1}', b"{}", b'{"z":0}']),
+        (OPENAI.replace(b"\n", b"\r\n"), [b'{"a":1}', b'{"b":"x y"}', b"[DONE]"]),
+        (ANTHROPIC.replace(b"\n", b"\r"), [b'{"a":1}', b"{}", b'{"z":0}']),
+        # Shapes off the fast path: the general parser gives the same datas.
+        (b": hi\n\ndata: a\ndata: b\n\ndata:c\n\nid: 1\n\ndata: d\n\n", [b"a\nb", b"c", b"d"]),
+        (b"event: x\nid: 2\ndata: a\n\ndata: b\n\n", [b"a", b"b"]),
+        (b"data: a\n\n\ndata: b\n\n\n\n", [b"a", b"b"]),
+        (b"data: a\ndata: b\n\nevent: e\ndata: c\n\n", [b"a\nb", b"c"]),
+        (b"data: a\n\nevent: e\ndata: b\n\n", [b"a", b"b"]),
+        (b"\xef\xbb\xbfdata: bom\n\n", [b"bom"]),
+    ],
+)
+def test_feed_data_at_every_split(stream: bytes, expected: list[bytes]) -> None:
+    for pieces in _cuts(stream):
+        assert feed_datas(*pieces) == expected, pieces
+
+
+def test_feed_data_keeps_invalid_utf8_for_the_reader() -> None:
+    assert feed_datas(b"data: \xff\xfe\n\n") == [b"\xff\xfe"]
+
+
+def test_feed_data_many_events_in_one_read_and_a_tail() -> None:
+    events = [b'data: {"i":%d}\n\n' % i for i in range(1000)]
+    stream = b"".join(events)
+    decoder = SSEDecoder(max_line_bytes=BIG, max_event_bytes=BIG)
+    assert decoder.feed_data(stream + b'data: {"i":10') == [b'{"i":%d}' % i for i in range(1000)]
+    assert decoder.feed_data(b"00}\n") == []
+    assert decoder.feed_data(b"\n") == [b'{"i":1000}']
+
+
+def test_feed_data_line_and_event_bounds() -> None:
+    line = b"data: " + b"x" * 11 + b"\n\n"
+    with pytest.raises(ValueError, match="line longer than 16 bytes"):
+        feed_datas(line, max_line=16)
+    with pytest.raises(ValueError, match="event data over 8 bytes"):
+        feed_datas(b"data: 12345\ndata: 6789\n\n", max_event=8)
+    with pytest.raises(ValueError, match="event data over 8 bytes"):
+        feed_datas(b"data: 123456789\n\n", max_line=64, max_event=8)
+    assert feed_datas(b"data: 1234\n\n" * 5, max_event=8) == [b"1234"] * 5
+
+
+def test_an_unfinished_event_is_bounded_line_by_line() -> None:
+    # Many data lines of one event that never ends: parsed as they come (bounded by
+    # the event limit), not carried whole.
+    decoder = SSEDecoder(max_line_bytes=64, max_event_bytes=1000)
+    for _ in range(30):
+        assert decoder.feed_data(b"data: " + b"y" * 20 + b"\n") == []
+    assert len(decoder._tail) <= 64
+    for _ in range(20):  # 50 lines of 20 bytes: exactly the event's 1,000
+        decoder.feed_data(b"data: " + b"y" * 20 + b"\n")
+    line = b"data: " + b"y" * 20 + b"\n"
+    with pytest.raises(ValueError, match="event data over 1000 bytes"):
+        decoder.feed_data(line * 4)  # parsed once the carried lines pass the line cap
+
+
+def test_an_unfinished_event_parsed_early_still_ends_at_its_blank_line() -> None:
+    decoder = SSEDecoder(max_line_bytes=16, max_event_bytes=1000)
+    out: list[bytes] = []
+    for piece in [b"data: aaaa\n", b"data: bbbb\n", b": comment\n", b"data: cccc\n", b"\n"]:
+        out += decoder.feed_data(piece)
+    assert out == [b"aaaa\nbbbb\ncccc"]
+    assert decoder.feed_data(b"data: next\n\n") == [b"next"]
+    # The same with events: the id and event type of the early lines are kept.
+    decoder = SSEDecoder(max_line_bytes=16, max_event_bytes=1000)
+    events: list[SSEEvent] = []
+    for piece in [b"event: e\nid: 9\n", b"data: aaaaaaa\n", b"data: b\n", b"\n"]:
+        events += decoder.feed(piece)
+    assert events == [SSEEvent("e", "aaaaaaa\nb", "9", None)]
+
+
+def test_a_line_past_the_cap_is_an_error_whole_or_in_pieces() -> None:
+    cap = 1024 * 1024
+    event = b"data: " + b"x" * (cap - 6) + b"\n\n"  # the line is exactly at the cap
+    assert feed_datas(event, max_line=cap, max_event=4 * cap) == [b"x" * (cap - 6)]
+    over = b"data: " + b"x" * (cap - 5) + b"\n\n"
+    with pytest.raises(ValueError, match="line longer"):
+        feed_datas(over, max_line=cap, max_event=4 * cap)
+    with pytest.raises(ValueError, match="line longer"):
+        feed_datas(*[over[i : i + 65536] for i in range(0, len(over), 65536)], max_line=cap)
+
+
+@given(stream=_stream, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_feed_data_gives_the_data_of_feed(stream: bytes, cuts: list[int]) -> None:
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    expected = [e.data for e in decode(stream)]
+    assert [d.decode("utf-8", "replace") for d in feed_datas(*pieces)] == expected
+    assert [d.decode("utf-8", "replace") for d in feed_datas(stream)] == expected
+
+
+_payload = st.binary(max_size=10).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+_api_event = st.one_of(
+    _payload.map(lambda p: b"data: " + p + b"\n\n"),
+    _payload.map(lambda p: b"event: e\ndata: " + p + b"\n\n"),
+    st.tuples(_line, _payload).map(lambda t: t[0] + b"\ndata: " + t[1] + b"\n\n"),
+    _line.map(lambda line: line + b"\n"),
+)
+_api_stream = st.lists(_api_event, max_size=12).map(b"".join)
+
+
+@given(stream=_api_stream, cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=6))
+def test_feed_data_fast_shapes_match_feed(stream: bytes, cuts: list[int]) -> None:
+    points = sorted({min(c, len(stream)) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    expected = [e.data for e in decode(stream)]
+    assert [d.decode("utf-8", "replace") for d in feed_datas(*pieces)] == expected
+    assert [d.decode("utf-8", "replace") for d in feed_datas(stream)] == expected
+    assert decode(*pieces) == decode(stream)

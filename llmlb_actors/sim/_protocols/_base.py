@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .._behaviour import Behaviour
+    from .._quota import QuotaState, Refusal
 
 __all__ = [
     "CHAT",
@@ -37,6 +38,7 @@ __all__ = [
     "encode",
     "make_reply",
     "pick_tool",
+    "reply_words",
     "retry_after_value",
     "split_reply",
     "split_text",
@@ -317,17 +319,19 @@ def split_reply(text: str, parts: int) -> tuple[list[str], list[int]]:
     return pieces, cumulative
 
 
-def make_reply(
-    *,
-    chat: ChatInput,
-    behaviour: Behaviour,
-    provider: str,
-    reply_id: str,
-) -> Reply:
-    """The deterministic answer to ``chat``; truncated to ``max_tokens`` words if asked.
+def reply_words(chat: ChatInput, behaviour: Behaviour, provider: str) -> int:
+    """The completion tokens `make_reply` will report, known before the answer is made."""
+    return _answer(chat, behaviour, provider)[1]
+
+
+def _answer(
+    chat: ChatInput, behaviour: Behaviour, provider: str
+) -> tuple[str, int, bool, tuple[SimToolCall, ...]]:
+    """``(text, completion tokens, truncated, tool calls)`` of the answer to ``chat``.
 
     A request that offers tools gets a call of the picked tool with arguments
-    made from its schema; one that asks for JSON gets JSON valid for its schema.
+    made from its schema; one that asks for JSON gets JSON valid for its schema
+    (neither is cut by ``max_tokens``: a cut one would not parse).
     """
     if chat.tool is not None:
         name, schema = chat.tool
@@ -335,29 +339,13 @@ def make_reply(
         if not isinstance(arguments, dict):
             arguments = {}
         arguments_json = encode(arguments).decode()
-        return Reply(
-            id=reply_id,
-            model=chat.model,
-            text="",
-            chunks=behaviour.chunks,
-            prompt_tokens=chat.input_words,
-            completion_tokens=len(arguments_json.split()),
-            truncated=False,
-            tool_calls=(SimToolCall(name, arguments, arguments_json),),
-        )
+        call = SimToolCall(name, arguments, arguments_json)
+        return "", len(arguments_json.split()), False, (call,)
     if chat.json_schema is not None or chat.json_mode:
         default = behaviour.reply or f"Simulated reply from {provider} to: {chat.topic}"
         value = sample(chat.json_schema) if chat.json_schema is not None else {"answer": default}
         answer = encode(value).decode()
-        return Reply(
-            id=reply_id,
-            model=chat.model,
-            text=answer,
-            chunks=behaviour.chunks,
-            prompt_tokens=chat.input_words,
-            completion_tokens=len(answer.split()),
-            truncated=False,
-        )
+        return answer, len(answer.split()), False, ()
     text = behaviour.reply
     if text is None:
         text = f"Simulated reply from {provider} to: {chat.topic}"
@@ -368,6 +356,18 @@ def make_reply(
         completion = max(chat.max_tokens, 0)
         text = " ".join(words[:completion])
         truncated = True
+    return text, completion, truncated, ()
+
+
+def make_reply(
+    *,
+    chat: ChatInput,
+    behaviour: Behaviour,
+    provider: str,
+    reply_id: str,
+) -> Reply:
+    """The deterministic answer to ``chat`` (see `_answer`)."""
+    text, completion, truncated, calls = _answer(chat, behaviour, provider)
     return Reply(
         id=reply_id,
         model=chat.model,
@@ -376,6 +376,7 @@ def make_reply(
         prompt_tokens=chat.input_words,
         completion_tokens=completion,
         truncated=truncated,
+        tool_calls=calls,
     )
 
 
@@ -467,6 +468,17 @@ class WireProtocol(ABC):
     @abstractmethod
     def health(self, route: Route) -> Answer:
         """The answer to a health probe (model listing or lookup)."""
+
+    # quotas -------------------------------------------------------------
+
+    def quota_headers(self, state: QuotaState) -> bytes:
+        """Rate-limit header lines on every chat answer of a provider with quotas."""
+        return b""
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        """The protocol's 429 for a request over quota (not cached: every wait differs)."""
+        answer = self.error(429, refusal.wait)
+        return answer._replace(headers=answer.headers + self.quota_headers(state))
 
     # answers ------------------------------------------------------------
 

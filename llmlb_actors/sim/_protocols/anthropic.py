@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
+import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -30,6 +33,8 @@ from ._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .._quota import QuotaState, Refusal
 
 __all__ = ["AnthropicProtocol"]
 
@@ -178,6 +183,12 @@ _TYPES: Final = {
 }
 
 
+def _rfc3339(epoch: float) -> str:
+    """An RFC 3339 time in whole seconds, rounded up (as the API writes its resets)."""
+    when = dt.datetime.fromtimestamp(math.ceil(epoch), dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _event(name: str, payload: dict[str, Any]) -> bytes:
     return sse(encode(payload), name.encode())
 
@@ -314,12 +325,8 @@ class AnthropicProtocol(WireProtocol):
         )
         headers = b""
         if status == 429 and retry_after is not None:
-            headers = (
-                f"retry-after: {retry_after_value(retry_after)}\r\n"
-                "anthropic-ratelimit-requests-limit: 50\r\n"
-                "anthropic-ratelimit-requests-remaining: 0\r\n"
-                "anthropic-ratelimit-requests-reset: 2025-01-01T00:00:00Z\r\n"
-            ).encode()
+            # A scripted 429 (a fault, not a quota: see `quota_error`) claims no limit.
+            headers = f"retry-after: {retry_after_value(retry_after)}\r\n".encode()
         return Answer(status, headers, body)
 
     def health(self, route: Route) -> Answer:
@@ -331,6 +338,44 @@ class AnthropicProtocol(WireProtocol):
 
     def headers(self, seq: int) -> bytes:
         return b"request-id: req_sim%d\r\n" % seq
+
+    # quotas -------------------------------------------------------------
+
+    def quota_headers(self, state: QuotaState) -> bytes:
+        wall = time.time()
+        lines = ""
+        if state.rpm is not None:
+            lines += (
+                f"anthropic-ratelimit-requests-limit: {state.rpm}\r\n"
+                f"anthropic-ratelimit-requests-remaining: {state.remaining_requests}\r\n"
+                f"anthropic-ratelimit-requests-reset: {_rfc3339(wall + state.reset_requests)}\r\n"
+            )
+        if state.tpm is not None:
+            lines += (
+                f"anthropic-ratelimit-tokens-limit: {state.tpm}\r\n"
+                f"anthropic-ratelimit-tokens-remaining: {state.remaining_tokens}\r\n"
+                f"anthropic-ratelimit-tokens-reset: {_rfc3339(wall + state.reset_tokens)}\r\n"
+            )
+        return lines.encode()
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        unit = {"requests": "requests per minute", "tokens": "tokens per minute"}.get(
+            refusal.kind, "requests per day"
+        )
+        message = (
+            f"This request would exceed the rate limit for your organization of "
+            f"{refusal.limit} {unit}. For details, refer to: "
+            "https://docs.claude.com/en/api/rate-limits."
+        )
+        body = encode(
+            {
+                "type": "error",
+                "error": {"type": "rate_limit_error", "message": message},
+                "request_id": "req_sim",
+            }
+        )
+        headers = f"retry-after: {math.ceil(refusal.wait)}\r\n".encode()
+        return Answer(429, headers + self.quota_headers(state), body)
 
     def _stop(self, reply: Reply) -> str:
         if reply.tool_calls:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote
@@ -29,6 +30,8 @@ from ._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .._quota import QuotaState, Refusal
 
 __all__ = ["GeminiProtocol"]
 
@@ -221,6 +224,13 @@ def _text(content: _Content | None) -> str:
     return " ".join(out)
 
 
+_QUOTA_IDS: Final = {
+    "requests": ("generate_requests_per_model", "GenerateRequestsPerMinutePerProjectPerModel"),
+    "tokens": ("generate_content_input_token_count", "GenerateContentInputTokensPerModelPerMinute"),
+    "day": ("generate_requests_per_model_per_day", "GenerateRequestsPerDayPerProjectPerModel"),
+}
+
+
 def _delay(seconds: float) -> str:
     """A google.protobuf.Duration in JSON: ``27s`` or ``3.700s``."""
     return f"{int(seconds)}s" if seconds == int(seconds) else f"{seconds:.3f}s"
@@ -400,6 +410,27 @@ class GeminiProtocol(WireProtocol):
             message = _MESSAGES.get(status, DEFAULT_MESSAGES.get(status, "Error."))
             answer = self._errors[key] = self._error_answer(status, message, details)
         return answer
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        metric, quota_id = _QUOTA_IDS[refusal.kind]
+        details: list[dict[str, Any]] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": f"generativelanguage.googleapis.com/{metric}",
+                        "quotaId": quota_id,
+                        "quotaDimensions": {"model": self.model, "location": "global"},
+                        "quotaValue": str(refusal.limit),
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": _delay(math.ceil(refusal.wait * 1000) / 1000),
+            },
+        ]
+        return self._error_answer(429, _MESSAGES[429], details)
 
     def _error_answer(self, status: int, message: str, details: list[dict[str, Any]]) -> Answer:
         error: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote
 
@@ -30,6 +31,8 @@ from ._base import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .._quota import QuotaState, Refusal
 
 __all__ = ["AzureOpenAIProtocol", "OpenAIProtocol", "go_duration", "text_of_content"]
 
@@ -186,6 +189,12 @@ def go_duration(seconds: float) -> str:
     rest_text = f"{rest:g}s"
     return f"{int(minutes)}m{rest_text}" if minutes else rest_text
 
+
+_QUOTA_NAMES: Final = {
+    "requests": "requests per min (RPM)",
+    "tokens": "tokens per min (TPM)",
+    "day": "requests per day (RPD)",
+}
 
 DONE: Final = sse(b"[DONE]")
 MALFORMED_CHUNK: Final = b'data: {"id": "chatcmpl-sim", "choices": [{"delta": \n\n'
@@ -365,16 +374,13 @@ class OpenAIProtocol(WireProtocol):
     def _error_headers(self, status: int, retry_after: float | None) -> bytes:
         if status != 429 or retry_after is None:
             return b""
-        reset = go_duration(retry_after)
+        # A scripted 429 (a fault, not a quota: see `quota_error`) claims no limits: a
+        # client that learns limits from these headers must not learn invented ones.
         return (
             f"retry-after: {retry_after_value(retry_after)}\r\n"
             f"retry-after-ms: {round(retry_after * 1000)}\r\n"
-            "x-ratelimit-limit-requests: 500\r\n"
             "x-ratelimit-remaining-requests: 0\r\n"
-            f"x-ratelimit-reset-requests: {reset}\r\n"
-            "x-ratelimit-limit-tokens: 200000\r\n"
-            "x-ratelimit-remaining-tokens: 0\r\n"
-            f"x-ratelimit-reset-tokens: {reset}\r\n"
+            f"x-ratelimit-reset-requests: {go_duration(retry_after)}\r\n"
         ).encode()
 
     def health(self, route: Route) -> Answer:
@@ -386,6 +392,48 @@ class OpenAIProtocol(WireProtocol):
 
     def headers(self, seq: int) -> bytes:
         return b"x-request-id: req_sim%d\r\nopenai-processing-ms: 1\r\n" % seq
+
+    # quotas -------------------------------------------------------------
+
+    def quota_headers(self, state: QuotaState) -> bytes:
+        # OpenAI's meaning: remaining in a per-minute bucket, reset = until it is full.
+        lines = ""
+        if state.rpm is not None:
+            lines += (
+                f"x-ratelimit-limit-requests: {state.rpm}\r\n"
+                f"x-ratelimit-remaining-requests: {state.remaining_requests}\r\n"
+                f"x-ratelimit-reset-requests: {go_duration(state.reset_requests)}\r\n"
+            )
+        if state.tpm is not None:
+            lines += (
+                f"x-ratelimit-limit-tokens: {state.tpm}\r\n"
+                f"x-ratelimit-remaining-tokens: {state.remaining_tokens}\r\n"
+                f"x-ratelimit-reset-tokens: {go_duration(state.reset_tokens)}\r\n"
+            )
+        return lines.encode()
+
+    def quota_error(self, refusal: Refusal, state: QuotaState) -> Answer:
+        what = _QUOTA_NAMES[refusal.kind]
+        message = (
+            f"Rate limit reached for {self.model} in organization org-sim on {what}: "
+            f"Limit {refusal.limit}, Requested {refusal.requested}. "
+            f"Please try again in {go_duration(refusal.wait)}."
+        )
+        body = encode(
+            {
+                "error": {
+                    "message": message,
+                    "type": "tokens" if refusal.kind == "tokens" else "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            }
+        )
+        headers = (
+            f"retry-after: {math.ceil(refusal.wait)}\r\n"
+            f"retry-after-ms: {math.ceil(refusal.wait * 1000)}\r\n"
+        ).encode()
+        return Answer(429, headers + self.quota_headers(state), body)
 
     # answers ------------------------------------------------------------
 

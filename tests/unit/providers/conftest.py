@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from adapter_testing import KEY, Handler, MakeProvider
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._transport._httpx import HttpxTransport
 from llmlb_actors.providers._http import HTTPProvider
+from tests.unit.providers.adapter_testing import KEY, Handler, MakeProvider
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -6,16 +6,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from adapter_testing import KEY, collect, json_response, raw_response, sse_body, sse_response
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._errors import ConfigError, LLMError
 from llmlb_actors._models import LLMRequest, Message, StreamChunk, Usage
 from llmlb_actors.providers.anthropic import AnthropicAdapter
+from tests.unit.providers.adapter_testing import (
+    KEY,
+    collect,
+    json_response,
+    raw_response,
+    sse_body,
+    sse_response,
+)
 
 if TYPE_CHECKING:
     import httpx
-    from adapter_testing import MakeProvider
+
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 EXAMPLE = {
     "id": "msg_01A",

@@ -7,15 +7,23 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from adapter_testing import KEY, collect, json_response, sse_body, sse_response
-from workload_cases import IMAGE_URL, PNG_B64, SCHEMA, WEATHER, WEATHER_SCHEMA, body, conversation
 
 from llmlb_actors import LLMError, LLMRequest, Message, StreamChunk, ToolCall, Usage
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors.providers.anthropic import JSON_TOOL, AnthropicAdapter
+from tests.unit.providers.adapter_testing import KEY, collect, json_response, sse_body, sse_response
+from tests.unit.providers.workload_cases import (
+    IMAGE_URL,
+    PNG_B64,
+    SCHEMA,
+    WEATHER,
+    WEATHER_SCHEMA,
+    body,
+    conversation,
+)
 
 if TYPE_CHECKING:
-    from adapter_testing import MakeProvider
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 
 def adapter(**fields: Any) -> AnthropicAdapter:

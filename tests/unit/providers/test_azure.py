@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from adapter_testing import KEY, collect, json_response, sse_body, sse_response
-from workload_cases import WEATHER, body, conversation
 
 from llmlb_actors import ConfigError, LLMError, LLMRequest, ToolCall
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors.providers.azure import AzureOpenAIAdapter
+from tests.unit.providers.adapter_testing import KEY, collect, json_response, sse_body, sse_response
+from tests.unit.providers.workload_cases import WEATHER, body, conversation
 
 if TYPE_CHECKING:
-    from adapter_testing import MakeProvider
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 BASE = "https://my-res.openai.azure.com"
 

@@ -6,8 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from adapter_testing import KEY, collect, json_response, sse_body, sse_response
-from workload_cases import (
+
+from llmlb_actors import LLMError, LLMRequest, StreamChunk, ToolCall, Usage
+from llmlb_actors._config import ProviderConfig
+from llmlb_actors.providers.cohere import CohereAdapter
+from tests.unit.providers.adapter_testing import KEY, collect, json_response, sse_body, sse_response
+from tests.unit.providers.workload_cases import (
     IMAGE_URL,
     PNG_B64,
     SCHEMA,
@@ -18,12 +22,8 @@ from workload_cases import (
     conversation,
 )
 
-from llmlb_actors import LLMError, LLMRequest, StreamChunk, ToolCall, Usage
-from llmlb_actors._config import ProviderConfig
-from llmlb_actors.providers.cohere import CohereAdapter
-
 if TYPE_CHECKING:
-    from adapter_testing import MakeProvider
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 
 def adapter(**fields: Any) -> CohereAdapter:

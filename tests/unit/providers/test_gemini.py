@@ -6,16 +6,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from adapter_testing import KEY, collect, json_response, raw_response, sse_body, sse_response
 
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors._errors import ConfigError, LLMError
 from llmlb_actors._models import LLMRequest, Message, StreamChunk, Usage
 from llmlb_actors.providers.gemini import GeminiAdapter, parse_duration
+from tests.unit.providers.adapter_testing import (
+    KEY,
+    collect,
+    json_response,
+    raw_response,
+    sse_body,
+    sse_response,
+)
 
 if TYPE_CHECKING:
     import httpx
-    from adapter_testing import MakeProvider
+
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 BASE = "https://generativelanguage.googleapis.com"
 
@@ -302,7 +310,8 @@ async def test_error_statuses(
         ("27s", {"retry-after": "5"}, 5.0, True),  # a header, when present, wins
         ("bogus", {}, None, True),
         ("3600s", {}, 3600.0, True),
-        ("86400s", {}, 86400.0, False),  # a daily quota: retrying cannot help
+        # A daily quota: not this request's fault, so it fails over (still retryable).
+        ("86400s", {}, 86400.0, True),
     ],
 )
 async def test_retry_info(

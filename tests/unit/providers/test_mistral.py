@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
-from adapter_testing import (
+
+from llmlb_actors._config import ProviderConfig
+from llmlb_actors._errors import LLMError
+from llmlb_actors._models import LLMRequest, StreamChunk, Usage
+from llmlb_actors.providers.mistral import MistralAdapter
+from tests.unit.providers.adapter_testing import (
     KEY,
     body_of,
     collect,
@@ -16,14 +21,10 @@ from adapter_testing import (
     sse_response,
 )
 
-from llmlb_actors._config import ProviderConfig
-from llmlb_actors._errors import LLMError
-from llmlb_actors._models import LLMRequest, StreamChunk, Usage
-from llmlb_actors.providers.mistral import MistralAdapter
-
 if TYPE_CHECKING:
     import httpx
-    from adapter_testing import MakeProvider
+
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 STREAM = sse_body("""
 data: {"id":"a1","object":"chat.completion.chunk","created":1732548656,"model":"mistral-small-latest","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}

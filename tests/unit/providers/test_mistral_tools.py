@@ -6,15 +6,15 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from adapter_testing import KEY, collect, json_response, sse_body, sse_response
-from workload_cases import CALL_A, CALL_B, WEATHER, body, conversation
 
 from llmlb_actors import LLMRequest, Message, StreamChunk, ToolCall, Usage
 from llmlb_actors._config import ProviderConfig
 from llmlb_actors.providers.mistral import MistralAdapter
+from tests.unit.providers.adapter_testing import KEY, collect, json_response, sse_body, sse_response
+from tests.unit.providers.workload_cases import CALL_A, CALL_B, WEATHER, body, conversation
 
 if TYPE_CHECKING:
-    from adapter_testing import MakeProvider
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 NINE = re.compile(r"^[a-zA-Z0-9]{9}$")
 

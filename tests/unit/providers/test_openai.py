@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 import pytest
-from adapter_testing import (
+
+from llmlb_actors._config import ProviderConfig
+from llmlb_actors._errors import ConfigError, LLMError
+from llmlb_actors._models import LLMRequest, Message, StreamChunk, Usage
+from llmlb_actors.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter
+from tests.unit.providers.adapter_testing import (
     KEY,
     body_of,
     collect,
@@ -17,13 +22,8 @@ from adapter_testing import (
     sse_response,
 )
 
-from llmlb_actors._config import ProviderConfig
-from llmlb_actors._errors import ConfigError, LLMError
-from llmlb_actors._models import LLMRequest, Message, StreamChunk, Usage
-from llmlb_actors.providers.openai import OpenAIAdapter, OpenAICompatibleAdapter
-
 if TYPE_CHECKING:
-    from adapter_testing import MakeProvider
+    from tests.unit.providers.adapter_testing import MakeProvider
 
 EXAMPLE = {
     "id": "chatcmpl-1",
