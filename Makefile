@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench install clean
+.PHONY: demo test lint typecheck pytest bench install clean redis-server
 
 # Re-installs only when pyproject.toml changed (or the venv is new): fast when already set up.
 $(STAMP): pyproject.toml
@@ -25,7 +25,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy llmlb_actors
 
-pytest: $(STAMP)
+# The shared-state tests (tests/shared) run a real redis-server (Debian's package; TLS
+# built in). Installed here when missing, with apt-get (root, or sudo when there is one).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "redis-server not found: installing Debian's redis-server package"; \
+		$$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null 2>&1 || { \
+			$$SUDO apt-get update >/dev/null && \
+			$$SUDO apt-get install -y --no-install-recommends redis-server >/dev/null; }; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required (apt-get install redis-server)"; exit 1; }
+
+pytest: $(STAMP) redis-server
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -35,7 +47,7 @@ $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed redis-server
 	$(BIN)/python -m benchmarks.run
 
 clean:

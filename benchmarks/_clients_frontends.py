@@ -15,6 +15,7 @@ front-end adds, and with ``aiohttp`` for the asyncio reference.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
 import time
@@ -76,12 +77,18 @@ def threaded_closed_loop(
 
     Same warm-up, window and result as the asyncio and trio loops (a
     `Recorder` times the window and computes the result); each thread keeps
-    its own counts, merged at the end.
+    its own counts, merged at the end. With ``max_requests``, each call that
+    completes in the window takes a ticket, and the one that takes the last
+    ticket ends the window: exactly that many are counted, however late the
+    main thread wakes.
     """
     rec = Recorder(spec)
     callers = [_Caller() for _ in range(spec.concurrency)]
     window = {"measuring": False, "stop": False}
     perf = time.perf_counter
+    limit = spec.max_requests
+    tickets = itertools.count()  # next() is one C call under the GIL: no lock per request
+    full = threading.Event()
 
     def worker(me: _Caller) -> None:
         while not window["stop"]:
@@ -97,11 +104,17 @@ def threaded_closed_loop(
             me.busy = False
             me.completed += 1
             if window["measuring"]:
-                me.latencies.append(seconds)
-                if error is not None:
-                    me.errors += 1
-                    if me.first_error is None:
-                        me.first_error = f"{type(error).__name__}: {error}"[:300]
+                ticket = next(tickets)
+                if limit is None or ticket < limit:
+                    me.latencies.append(seconds)
+                    if error is not None:
+                        me.errors += 1
+                        if me.first_error is None:
+                            me.first_error = f"{type(error).__name__}: {error}"[:300]
+                if ticket + 1 == limit:
+                    window["measuring"] = False
+                    rec.end_window()
+                    full.set()
             if error is not None:
                 time.sleep(0.001)  # a failure raised at once must not spin
 
@@ -115,25 +128,22 @@ def threaded_closed_loop(
     rec.start_window()
     window["measuring"] = True
     deadline = perf() + spec.measure_s
-    limit = spec.max_requests
-    while perf() < deadline:
-        time.sleep(0.01)
+    while not full.wait(0.01) and perf() < deadline:
         rec.in_flight_samples.append(sum(c.busy for c in callers))
-        if limit is not None and sum(len(c.latencies) for c in callers) >= limit:
-            break
     window["measuring"] = False
-    rec.end_window()
+    rec.end_window()  # at the deadline (without max_requests, or too slow to reach it)
     details = extra() if extra is not None else {}
-    for caller in callers:
-        rec.latencies.extend(caller.latencies)
-        rec.errors += caller.errors
-        rec.first_error = rec.first_error or caller.first_error
     # Callers finish the call they are in, then stop (the smoke test measures in its own
-    # process); a slow client's stragglers are left to the worker process's exit.
+    # process); a slow client's stragglers are left to the worker process's exit. Their
+    # counts are read once they stopped: a caller may hold a ticket it has yet to record.
     window["stop"] = True
     deadline = perf() + 10.0
     for thread in threads:
         thread.join(max(0.0, deadline - perf()))
+    for caller in callers:
+        rec.latencies.extend(caller.latencies)
+        rec.errors += caller.errors
+        rec.first_error = rec.first_error or caller.first_error
     return rec.result(details)
 
 

@@ -8,6 +8,7 @@ it only counts and never awaits, so it costs the same under both.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -52,13 +53,16 @@ class PointResult(msgspec.Struct, kw_only=True):
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    max_ms: float = 0.0
+    """The slowest request in the window (bounds how far its edges can move ``littles_l``)."""
     cpu_us_per_req: float
     peak_rss_mib: float
     in_flight_mean: float
     """Requests in flight, sampled every 10 ms during the window."""
     littles_l: float
     """Throughput × mean latency: the concurrency the latencies imply (≈ C if C were really
-    in flight all along)."""
+    in flight all along). The requests that complete in the window include time from
+    before it, so with C workers it is at most ``C × (1 + max_ms / 1000 / seconds)``."""
     upstream_cpu_pct: float
     """CPU the upstream used during the window, in % of one core (100 = saturated)."""
     upstream_connections: int | None = None
@@ -75,7 +79,9 @@ class Recorder:
     """Closed-loop bookkeeping: warm-up, then one measuring window.
 
     Workers call `started` / `finished` around each request. Latency samples
-    are kept only for requests that *complete* inside the window.
+    are kept only for requests that *complete* inside the window, and the
+    window ends with the request that fills it (``max_requests``): how soon
+    the loop gets round to stopping does not change what was measured.
     """
 
     def __init__(self, spec: PointSpec) -> None:
@@ -104,6 +110,7 @@ class Recorder:
         self._probe_sums: dict[str, float] = {}
         self._probe_max: dict[str, float] = {}
         self._probe_n = 0
+        self._closing = threading.Lock()  # the threaded loop may end the window from two threads
 
     def sample(self) -> None:
         """Called every 10 ms during the window by the loop's sampler task."""
@@ -134,8 +141,10 @@ class Recorder:
             if ttfc is not None:
                 self.ttfc.append(ttfc)
             self.chunks += chunks
-        if self._max is not None and len(self.latencies) >= self._max and self.on_full:
-            self.on_full()
+        if self._max is not None and len(self.latencies) >= self._max:
+            self.end_window()
+            if self.on_full is not None:
+                self.on_full()
 
     def start_window(self) -> None:
         self._up0 = proc_cpu_seconds(self.spec.upstream.pids)
@@ -144,14 +153,18 @@ class Recorder:
         self.measuring = True
 
     def end_window(self) -> None:
-        self._cpu1 = time.process_time()
-        self._t1 = time.perf_counter()
-        self.measuring = False
-        self._up1 = proc_cpu_seconds(self.spec.upstream.pids)
-        if self.spec.upstream.status_port is not None:
-            from ._upstream import stub_status
+        """End the window now, unless it has ended already (idempotent, thread-safe)."""
+        with self._closing:
+            if not self.measuring:
+                return
+            self._cpu1 = time.process_time()
+            self._t1 = time.perf_counter()
+            self.measuring = False
+            self._up1 = proc_cpu_seconds(self.spec.upstream.pids)
+            if self.spec.upstream.status_port is not None:
+                from ._upstream import stub_status
 
-            self._upstream_conns = stub_status(self.spec.upstream.status_port)
+                self._upstream_conns = stub_status(self.spec.upstream.status_port)
 
     def result(self, extra: dict[str, Any] | None = None) -> PointResult:
         spec = self.spec
@@ -182,6 +195,7 @@ class Recorder:
             p50_ms=percentile(lat, 50) * 1000,
             p99_ms=percentile(lat, 99) * 1000,
             mean_ms=mean * 1000,
+            max_ms=lat[-1] * 1000 if lat else 0.0,
             cpu_us_per_req=(self._cpu1 - self._cpu0) / n * 1e6 if n else 0.0,
             peak_rss_mib=peak_rss_kib() / 1024,
             in_flight_mean=sum(samples) / len(samples) if samples else float(spec.concurrency),

@@ -98,7 +98,7 @@ SCENARIOS: dict[str, dict[str, list[Any]]] = {
 }
 #: Scenarios with their own runner (``--scenario NAME [its options]``): a module with
 #: ``main(argv) -> int`` each. ``quota``: pooled quota, side by side (issue 14).
-MODULE_SCENARIOS = {"quota": "benchmarks.quota"}
+MODULE_SCENARIOS = {"quota": "benchmarks.quota", "shared": "benchmarks.shared"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -108,11 +108,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 rep, C=1,64, short windows")
     p.add_argument(
         "--scenario",
-        choices=sorted([*SCENARIOS, "stream", "whole", *MODULE_SCENARIOS]),
+        choices=sorted([*SCENARIOS, *MODULE_SCENARIOS, "stream", "whole"]),
         help="a named subset. stream: the streaming run and its profile only; whole: no "
         "streaming run; frontends: aiohttp, llmlb-1, llmlb-aio, llmlb-aio-guest, llmlb-sync, "
-        "litellm-sync at C=64,512, no stream/scale/profile; quota: its own runner "
-        "(benchmarks/quota.py, its options after it)",
+        "litellm-sync at C=64,512, no stream/scale/profile; "
+        f"{', '.join(MODULE_SCENARIOS)}: their own runners (and options)",
     )
     p.add_argument("--reps", type=int, help="interleaved repetitions (default 3)")
     p.add_argument("--concurrency", type=_ints, help="comma-separated (default 1,64,512,2048)")

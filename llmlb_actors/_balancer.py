@@ -48,7 +48,13 @@ def _quota_gate(config: BalancerConfig) -> QuotaGate | None:
     elif estimator == "tiktoken":
         estimator = TiktokenEstimator()
     assert callable(estimator)
-    store = config.quota_store or InProcessQuotaStore()
+    store = config.quota_store
+    if store is None and config.shared_state is not None:
+        from ._shared._store import RedisQuotaStore
+
+        store = RedisQuotaStore(config.shared_state)
+    if store is None:
+        store = InProcessQuotaStore()
     return QuotaGate(
         store, estimator, probe=config.quota_probe, max_retry_after=config.max_retry_delay
     )
@@ -279,6 +285,8 @@ async def open_balancer(
     balancer = Balancer(config, transports, rng)
     try:
         async with trio.open_nursery() as nursery:
+            if balancer._quota is not None:
+                await nursery.start(balancer._quota.store.run)
             await nursery.start(balancer._dispatcher.run)
             await nursery.start(balancer._supervisor.run)
             if balancer._quota is not None:

@@ -365,6 +365,10 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     quota_probe             False         a provider with no configured limits takes
                                           one attempt at a time until its first answer
                                           (whose headers say its limits)
+    shared_state            None          ``redis://host:6379/0`` (or ``rediss://``):
+                                          budgets, cooldowns and learned limits
+                                          shared by every balancer pointed at that
+                                          Redis (see the README); password redacted
     token_estimator         auto          ``auto`` (tiktoken if installed, else
                                           characters), ``chars``, ``tiktoken``, or
                                           callable(request, model) -> prompt tokens
@@ -400,6 +404,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     quota: Literal["on", "off"] = "on"
     quota_store: QuotaStore | None = None
     quota_probe: bool = False
+    shared_state: str | None = None
     token_estimator: str | Callable[[Any, str | None], int] = "auto"
 
     def __post_init__(self) -> None:
@@ -486,6 +491,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"quota_store must be a QuotaStore, got {type(self.quota_store).__name__}",
                 field="quota_store",
             )
+        self._check_shared_state()
         estimator = self.token_estimator
         if not callable(estimator) and estimator not in TOKEN_ESTIMATORS:
             raise ConfigError(
@@ -501,6 +507,34 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     "token_estimator 'tiktoken' needs tiktoken: pip install 'llmlb-actors[tokens]'",
                     field="token_estimator",
                 ) from None
+
+    def _check_shared_state(self) -> None:
+        url = self.shared_state
+        if url is None:
+            return
+        from ._shared._url import parse_shared_state
+
+        try:
+            parse_shared_state(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc), field="shared_state") from None
+        try:
+            import coredis  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "shared_state needs the Redis client coredis: pip install 'llmlb-actors[redis]'",
+                field="shared_state",
+            ) from None
+        if self.quota_store is not None:
+            raise ConfigError(
+                "give either shared_state or quota_store, not both", field="shared_state"
+            )
+        if self.quota == "off":
+            raise ConfigError(
+                "shared_state shares budgets and health through the quota gate: it needs "
+                "quota='on'",
+                field="shared_state",
+            )
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self.providers)

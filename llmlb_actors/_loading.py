@@ -91,6 +91,7 @@ class _BalancerFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: int | msgspec.UnsetType | None = _UNSET
     quota: str | msgspec.UnsetType = _UNSET
     quota_probe: bool | msgspec.UnsetType = _UNSET
+    shared_state: str | msgspec.UnsetType | None = _UNSET
     token_estimator: str | msgspec.UnsetType = _UNSET
 
 

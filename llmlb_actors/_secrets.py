@@ -132,8 +132,16 @@ PROVIDER_SOURCES: list[Callable[[ProviderConfig], Iterable[str]]] = [
     _provider_proxy,
 ]
 
+
+def _shared_state_password(config: BalancerConfig) -> Iterable[str]:
+    return url_password(config.shared_state)
+
+
 #: Where a `BalancerConfig` keeps credentials of its own (beyond its providers').
-BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = [_balancer_proxies]
+BALANCER_SOURCES: list[Callable[[BalancerConfig], Iterable[str]]] = [
+    _balancer_proxies,
+    _shared_state_password,
+]
 
 
 def provider_secrets(config: ProviderConfig) -> set[str]:

@@ -21,9 +21,20 @@ from ._config import STRATEGY_NAMES
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from ._cli.shard import Shard
+
 __all__ = ["build_parser", "main"]
 
 _FILE_STRATEGIES = [s for s in STRATEGY_NAMES if s != "custom"]
+
+
+def _shard(text: str) -> Shard:
+    from ._cli.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -149,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--ordered",
         action="store_true",
         help="write results in input order (default: as they complete)",
+    )
+    batch.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="answer only the ids of shard K of N (a stable hash of each id, independent of "
+        "line order): run N processes, one per shard, each with its own --output",
+    )
+    batch.add_argument(
+        "--shared-state",
+        metavar="URL",
+        help="redis://host:6379/0 (or rediss://): every process given the same URL draws "
+        "on the same provider budgets (BalancerConfig.shared_state)",
     )
     batch.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 

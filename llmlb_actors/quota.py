@@ -6,8 +6,10 @@ A provider's budgets come from its config (``ProviderConfig.rpm``, ``tpm``,
 `InProcessQuotaStore` keeps them in this process; a store shared by several
 balancers implements the same interface — ``reserve``, ``reconcile``,
 ``observe`` (one round trip each), ``earliest`` and ``view`` (local reads),
-``configure``/``forget``, ``mark_sent`` — and is passed as
-``BalancerConfig(quota_store=...)`` (see `QuotaStore`).
+``configure``/``forget``, ``mark_sent``, and for a remote store ``claim``,
+``report_health`` and ``run`` — and is passed as ``BalancerConfig(quota_store=...)``
+(see `QuotaStore`). `RedisQuotaStore` (what ``BalancerConfig.shared_state`` makes)
+is one: it shares budgets and health between balancers through Redis.
 """
 
 from ._quota._estimate import TiktokenEstimator as TiktokenEstimator
@@ -30,6 +32,7 @@ from ._quota._types import Limits as Limits
 from ._quota._types import Observation as Observation
 from ._quota._types import QuotaView as QuotaView
 from ._quota._types import Reservation as Reservation
+from ._shared._store import RedisQuotaStore as RedisQuotaStore
 
 __all__ = [
     "DEFAULT_WINDOW_GUARD",
@@ -41,6 +44,7 @@ __all__ = [
     "Observation",
     "QuotaStore",
     "QuotaView",
+    "RedisQuotaStore",
     "Reservation",
     "TiktokenEstimator",
     "TokenEstimator",

@@ -66,12 +66,18 @@ def needs_of(request: LLMRequest) -> int:
 
 
 class Reroute:
-    """The attempt never started (its provider left before running it): route again."""
+    """The attempt never started (its provider left before running it, or a shared
+    budget refused it): route again.
 
-    __slots__ = ("reason",)
+    ``counted`` re-routes are bounded per request; a shared budget's refusal is not
+    (the provider is then held until the budget's refill, so it cannot spin).
+    """
 
-    def __init__(self, reason: str) -> None:
+    __slots__ = ("counted", "reason")
+
+    def __init__(self, reason: str, *, counted: bool = True) -> None:
         self.reason = reason
+        self.counted = counted
 
 
 Outcome = Union[LLMResponse, LLMError, LoadBalancerError, Reroute, "StreamHandle"]

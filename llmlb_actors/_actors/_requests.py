@@ -186,8 +186,9 @@ class RequestLoop:
             ):
                 if isinstance(outcome, LLMError):
                     errors.append(outcome)
-                reroutes += 1
-                self._rerouted += 1
+                if not isinstance(outcome, Reroute) or outcome.counted:
+                    reroutes += 1
+                    self._rerouted += 1
                 if reroutes > _MAX_REROUTES:
                     raise LoadBalancerError("All providers failed: too many re-routes", errors)
             else:

@@ -314,6 +314,18 @@ class ProviderActor:
         running.start(call, attempt, start, stream)
         if running.slot is not None:
             running.slot.observation = None
+        quota = self.quota
+        if quota is not None and quota.unconfirmed(call) and not await quota.confirm(call, start):
+            # A shared budget refused what local reads promised (another balancer got
+            # there first): nothing was sent; the dispatcher routes the call again.
+            self.held.discard(call)
+            self.active -= 1
+            running.clear()
+            call.scope = None
+            if self.circuit.state == "half-open":
+                self.circuit.record_neutral()
+            call.resolve(attempt, Reroute("quota", counted=False))
+            return
         response: LLMResponse | None = None
         error: LLMError | None = None
         try:
@@ -351,6 +363,12 @@ class ProviderActor:
             usage = stream.usage if stream is not None and stream.handle is not None else None
             self._settle_quota(call, usage, slot.take())
         self._settle(call, attempt, start, None, None, stream, interrupted=True)
+
+    def _publish_health(self, reason: str, seconds: float) -> None:
+        """Tell the other balancers sharing our budgets (if any) that we took this
+        provider out of rotation, or put it back (``seconds <= 0``)."""
+        if self.quota is not None:
+            self.quota.health(self.name, reason, seconds, trio.current_time())
 
     def _on_send(self, running: _Running) -> None:
         """The transport is about to write the running attempt's request."""
@@ -408,6 +426,8 @@ class ProviderActor:
 
     def _record_success(self, seconds: float, usage: Usage | None, retry: bool) -> None:
         self.stats.success(seconds, usage, retry=retry)
+        if self.circuit.state != "closed":
+            self._publish_health("circuit", 0.0)
         self.circuit.record_success()
         ewma = self.latency_ewma
         self.latency_ewma = seconds if ewma is None else ewma + _EWMA_ALPHA * (seconds - ewma)
@@ -427,8 +447,13 @@ class ProviderActor:
                 now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
             )
             log.warning("provider %s left rotation: %s", self.name, error)
+            self._publish_health("disabled", self.balancer_config.cooldown)
         elif error.retryable:
+            was_open = self.circuit.state == "open"
             self.circuit.record_failure(now, str(error))
+            if self.circuit.state == "open" and not was_open and error.status != 429:
+                # A 429 is quota, shared through the budgets (Retry-After) already.
+                self._publish_health("circuit", self.circuit.open_until - now)
             if error.retry_after is not None:
                 wait = min(error.retry_after, self.balancer_config.max_retry_delay)
                 self.not_before = max(self.not_before, now + wait)
@@ -534,9 +559,11 @@ class ProviderActor:
         if ok:
             if self.circuit.state != "closed":
                 self.circuit.reset()
+                self._publish_health("circuit", 0.0)
             self.not_before = float("-inf")
         elif self.circuit.state != "open":
             self.circuit.trip(now, "health probe failed")
+            self._publish_health("circuit", self.circuit.open_until - now)
         return ok
 
     async def _health_loop(self) -> None:

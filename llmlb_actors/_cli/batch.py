@@ -25,6 +25,7 @@ from .._balancer import open_balancer
 from .._errors import BalancerClosedError
 from .._models import LLMRequest, Message
 from .._secrets import Redactor
+from .._shared._url import parse_shared_state
 from .common import (
     SIMULATOR,
     config_fingerprint,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from .._batch import BatchResult
+    from .shard import Shard
 
 __all__ = ["BatchAbort", "run_batch"]
 
@@ -216,7 +218,7 @@ def _scan_output(path: str) -> _Resume:
     return _Resume(answered=answered, bad_lines=bad_lines)
 
 
-def _count_to_do(path: str, resume: _Resume) -> int:
+def _count_to_do(path: str, resume: _Resume, shard: Shard | None = None) -> int:
     """How many input lines this run will process (cheap: decodes ids only)."""
     count = 0
     with open(path, "rb") as handle:
@@ -226,11 +228,18 @@ def _count_to_do(path: str, resume: _Resume) -> int:
             try:
                 id_ = _decode_id(raw).id
             except _UNDECODABLE:
-                count += number not in resume.bad_lines
+                count += number not in resume.bad_lines and _owns(shard, str(number))
                 continue
             key = _key(number if id_ is None else id_)
-            count += key not in resume.answered and number not in resume.bad_lines
+            count += (
+                key not in resume.answered and number not in resume.bad_lines and _owns(shard, key)
+            )
     return count
+
+
+def _owns(shard: Shard | None, key: str) -> bool:
+    """Whether this run answers the id ``key`` (every id without ``--shard``)."""
+    return shard is None or shard.owns(key)
 
 
 class _BadLine(msgspec.Struct, frozen=True):
@@ -251,9 +260,11 @@ class _Pending(msgspec.Struct, frozen=True):
 class _Run:
     """State of one batch run: the items in flight (by map index) and the tallies."""
 
-    def __init__(self, output: _Output, resume: _Resume) -> None:
+    def __init__(self, output: _Output, resume: _Resume, shard: Shard | None = None) -> None:
         self.output = output
         self.resume = resume
+        self.shard = shard
+        self.other_shards = 0
         # Only items between "read" and "written" are here: at most lb.map's window.
         self.pending: dict[int, _Pending | _BadLine] = {}
         self.seen_ids: dict[str, int] = {}
@@ -289,9 +300,15 @@ class _Run:
         try:
             item = _decode_input(raw)
         except _UNDECODABLE as exc:
+            if not _owns(self.shard, _key(self._line_id(number, raw))):
+                self.other_shards += 1
+                return None
             return self._bad(number, raw, str(exc))
         id_: str | int = number if item.id is None else item.id
         key = _key(id_)
+        if not _owns(self.shard, key):
+            self.other_shards += 1
+            return None
         if key in self.resume.answered:
             self.skipped += 1
             return None
@@ -313,6 +330,15 @@ class _Run:
         except (ValueError, TypeError) as exc:
             return self._bad(number, raw, str(exc), id_)
         return request, _Pending(number, id_, item.meta)
+
+    @staticmethod
+    def _line_id(number: int, raw: bytes) -> str | int:
+        """A bad line's id if it has a readable one, else its line number."""
+        try:
+            found = _decode_id(raw).id
+        except _UNDECODABLE:
+            return number
+        return found if isinstance(found, str | int) and not isinstance(found, bool) else number
 
     def _bad(
         self, number: int, raw: bytes, message: str, id_: str | int | None = None
@@ -387,28 +413,37 @@ def _tuple(value: list[str] | None) -> tuple[str, ...] | None:
     return None if value is None else tuple(value)
 
 
-def _prepare(input_path: str, output_path: str) -> tuple[_Resume, int]:
+def _prepare(input_path: str, output_path: str, shard: Shard | None = None) -> tuple[_Resume, int]:
     """Check the files, read what is already done, count what is left (before any I/O)."""
     if not os.path.isfile(input_path):
         raise BatchAbort(f"input file {input_path} does not exist")
     if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise BatchAbort("the output file must not be the input file")
     resume = _scan_output(output_path)
-    return resume, _count_to_do(input_path, resume)
+    return resume, _count_to_do(input_path, resume, shard)
 
 
 async def run_batch(args: argparse.Namespace) -> int:
     """Run ``llmlb batch``; returns the exit status."""
     input_path: str = args.input
     output_path: str = args.output
-    resume, to_do = _prepare(input_path, output_path)
+    shard: Shard | None = getattr(args, "shard", None)
+    shared_state: str | None = getattr(args, "shared_state", None)
+    overrides: dict[str, Any] = {}
+    if shared_state is not None:
+        try:
+            parse_shared_state(shared_state)
+        except ValueError as exc:
+            raise BatchAbort(str(exc)) from None
+        overrides["shared_state"] = shared_state
+    resume, to_do = _prepare(input_path, output_path, shard)
     async with open_target(
-        args, batch_fleet(), sim_overrides={"health_check_interval": None}
+        args, batch_fleet(), sim_overrides={"health_check_interval": None}, overrides=overrides
     ) as target:
         config = target.config
         redact = Redactor.for_balancer(config)
         output = _Output(output_path, redact)
-        run = _Run(output, resume)
+        run = _Run(output, resume, shard)
         try:
             output.write(
                 _Header(
@@ -455,6 +490,8 @@ async def run_batch(args: argparse.Namespace) -> int:
     print_provider_table(out, stats, totals, redact, title="Batch by provider", extra=extra)
     out.print(
         f"Batch: {run.answered} answered, {run.failed} failed, {run.input_errors} bad input "
-        f"lines, {run.skipped} skipped (already done) in {elapsed:.2f}s -> {output_path}"
+        f"lines, {run.skipped} skipped (already done)"
+        + (f", {run.other_shards} left to other shards (shard {shard})" if shard else "")
+        + f" in {elapsed:.2f}s -> {output_path}"
     )
     return 0

@@ -45,7 +45,11 @@ class Batcher:
         self._scheduled = False
         self._schedule = schedule
         # Callers on many threads (the sync front-end) append while the drain swaps.
-        self._lock = threading.Lock()
+        # Reentrant: a garbage collection can start at any allocation made while the lock
+        # is held, and finalize a dropped stream or balancer on this very thread, whose
+        # ``__del__`` hands over its cancellation here. Each step below leaves the state
+        # consistent for such a nested call (it lands in the batch being built or drained).
+        self._lock = threading.RLock()
         self._closed = False
 
     def __call__(self, fn: Callable[[Any], object], arg: Any) -> None:

@@ -14,6 +14,7 @@ import math
 from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import msgspec
+import trio
 
 from .._errors import LoadBalancerError, RateLimitedError
 from ._estimate import completion_reservation, estimate_chars
@@ -168,14 +169,52 @@ class QuotaGate:
         return Wait(at, fits, reasons)
 
     def reserve(self, candidate: QuotaCandidate, call: QuotaCall, now: float) -> bool:
-        """Take the call's cost at ``candidate`` (a local store); False if it was refused."""
+        """Take the call's cost at ``candidate``; False if it was refused.
+
+        A remote store only records a claim here (an unconfirmed reservation, id 0):
+        the provider's worker confirms it with `confirm` right before sending.
+        """
         name = candidate.name
         call.reservation = None
         if name not in self.limited_names:
             return True
-        admission = self.store.reserve_nowait(name, self.cost(call, candidate.provider_config), now)
+        cost = self.cost(call, candidate.provider_config)
+        if not self.store.local:
+            call.reservation = self.store.claim(name, cost, now)
+            return True
+        admission = self.store.reserve_nowait(name, cost, now)
         call.reservation = admission.reservation
         return admission.reservation is not None
+
+    @staticmethod
+    def unconfirmed(call: QuotaCall) -> bool:
+        """The call holds a claim a remote store has not confirmed yet."""
+        reservation = call.reservation
+        return reservation is not None and reservation.id == 0
+
+    async def confirm(self, call: QuotaCall, now: float) -> bool:
+        """Turn the call's claim into a reservation: the remote store's one round trip.
+
+        False: refused (the store now knows when the provider admits again, and has
+        told the dispatcher); the call must be routed again. If the wait is cancelled
+        the claim is settled by the store and the call holds nothing.
+        """
+        claim = call.reservation
+        assert claim is not None
+        call.reservation = None  # a cancelled round trip leaves nothing to refund here
+        admission = await self.store.reserve(claim.provider, claim.cost, now)
+        call.reservation = admission.reservation
+        if admission.reservation is None:
+            return False
+        if admission.at > trio.current_time():
+            # The store booked a slot ahead (the shared window's next one): send then.
+            await trio.sleep_until(admission.at)
+        return True
+
+    def health(self, provider: str, reason: str, seconds: float, now: float) -> None:
+        """A provider left rotation here for ``seconds`` (or came back, ``<= 0``)."""
+        if not self.store.local:
+            self.store.report_health(provider, reason, seconds, now)
 
     def sent(self, call: QuotaCall, now: float) -> None:
         """The call's attempt went out now: its window entry counts from now."""

@@ -25,7 +25,14 @@ The contract, for implementers:
   again.
 - **In-process fast path.** A store whose state lives in this process sets
   ``local = True`` and implements the ``*_nowait`` twins; the balancer then
-  decides inline, without a task switch. A remote store leaves them raising.
+  decides inline, without a task switch. A remote store leaves `reserve_nowait`
+  raising; its ``reconcile_nowait``/``observe_nowait`` (the settling path, which
+  the provider actors call synchronously) queue the round trip in the background.
+- **Remote admission.** A store that is not ``local`` decides in two halves: the
+  dispatcher `claim`s on its pick (never blocks), and the provider's worker
+  calls `reserve` (the one round trip) right before sending; a refusal sends the
+  call back to the dispatcher. `report_health` publishes an open circuit or a
+  refusal to the other balancers, and `run` is the store's own task.
 - **Change notification.** `subscribe` registers a callback the store calls
   when a budget may admit sooner than it said (a refund, an answer ending a
   probe, a removed provider): waiting requests re-check then rather than at
@@ -38,6 +45,8 @@ import abc
 import itertools
 import math
 from typing import TYPE_CHECKING, ClassVar
+
+import trio
 
 from ._budget import ProviderBudget
 from ._types import Admission, Cost, Limits, Observation, QuotaView, Reservation
@@ -129,6 +138,22 @@ class QuotaStore(abc.ABC):
     async def observe(self, provider: str, observation: Observation, now: float) -> None:
         """Fold in what a response said about the provider's quota."""
 
+    def claim(self, provider: str, cost: Cost, now: float) -> Reservation:
+        """A remote store's first half of a decision: the dispatcher picked ``provider``
+        from local reads; the provider's worker calls `reserve` right before sending.
+
+        Never blocks. The store may count the claim (so local reads stop promising room
+        already claimed) until `reserve` settles it, or `reconcile` of the returned
+        unconfirmed reservation (``id == 0``) releases it. Local stores never get claims.
+        """
+        return Reservation(provider=provider, id=0, cost=cost, at=now)
+
+    def report_health(self, provider: str, reason: str, seconds: float, now: float) -> None:  # noqa: B027
+        """A provider left rotation here (``reason``: ``"circuit"``, ``"disabled"``) for
+        ``seconds``, or came back (``seconds <= 0``). A shared store tells the other
+        balancers; this one's actors already know.
+        """
+
     def mark_sent(self, reservation: Reservation, now: float) -> None:  # noqa: B027
         """The reserved request's bytes went out now (after any connection set-up).
 
@@ -178,6 +203,12 @@ class QuotaStore(abc.ABC):
         """Tell subscribers a budget may admit sooner than it said."""
         for callback in list(self._listeners()):
             callback()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The store's own task (connections, heartbeats), run by the balancer for its
+        lifetime and cancelled when it closes; ``task_status.started()`` once it may be
+        used. In-process stores need none."""
+        task_status.started()
 
     async def aclose(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections; the balancer calls it when it closes (if it made the store)."""

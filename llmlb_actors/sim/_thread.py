@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ class SimulatorThread:
         self._stop: trio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._crash_reported = False
         self._thread = threading.Thread(target=self._run, name="llmlb-simulator", daemon=True)
 
     def __enter__(self) -> SimulatorThread:
@@ -56,15 +58,29 @@ class SimulatorThread:
         self.close()
 
     def close(self) -> None:
-        """Stop every simulated provider and the thread (idempotent)."""
+        """Stop every simulated provider and the thread (idempotent).
+
+        Raises:
+            RuntimeError: the simulator's trio run crashed after it started (from
+                that error; raised once).
+        """
         if self._stop is not None and self._thread.is_alive():
-            self._call(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # it crashed meanwhile: reported below
+                self._call(self._stop.set)
         self._thread.join()
+        if self._error is not None and self._sim is not None and not self._crash_reported:
+            self._crash_reported = True
+            raise self._crashed()
+
+    def _crashed(self) -> RuntimeError:
+        error = RuntimeError("the simulator thread crashed")
+        error.__cause__ = self._error
+        return error
 
     def _run(self) -> None:
         try:
             trio.run(self._main)
-        except BaseException as exc:  # reported to the opener; after start nothing raises
+        except BaseException as exc:  # raised on entering, or (once started) by close()
             self._error = exc
             self._ready.set()
 
@@ -90,12 +106,23 @@ class SimulatorThread:
                 box.append((False, exc))
             done.set()
 
-        self._token.run_sync_soon(run)
-        done.wait()
+        try:
+            self._token.run_sync_soon(run)
+        except trio.RunFinishedError:
+            raise self._not_running() from self._error
+        # A run that crashed never runs what was queued: do not wait for it forever.
+        while not done.wait(0.1):
+            if not self._thread.is_alive() and not done.is_set():
+                raise self._not_running()
         ok, value = box[0]
         if not ok:
             raise value
         return value
+
+    def _not_running(self) -> RuntimeError:
+        if self._error is not None:
+            return self._crashed()
+        return RuntimeError("the simulator is not running")
 
     @property
     def simulator(self) -> Simulator:

@@ -23,7 +23,12 @@ def sim() -> Iterator[SimulatorThread]:
     providers = [
         SimProvider(name="claude", protocol="anthropic"),
         SimProvider(name="gemini", protocol="gemini"),
-        SimProvider(name="drip", protocol="openai", behaviour=Behaviour(token_delay=0.05)),
+        # Still dripping when the client leaves, however late (200 deltas, 50 ms apart).
+        SimProvider(
+            name="drip",
+            protocol="openai",
+            behaviour=Behaviour(token_delay=0.05, chunks=200, reply=" ".join(["drip"] * 200)),
+        ),
     ]
     with SimulatorThread(providers) as running:
         yield running

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
 REQ = LLMRequest(prompt="Write a funny dad joke.")
+# A stream that is still dripping whenever a test acts on it (500 deltas, 20 ms apart:
+# 10 s), so interrupting or cancelling it mid-way never races its natural end.
+DRIP = Behaviour(token_delay=0.02, chunks=500, reply=" ".join(["drip"] * 500))
 RUNNERS = ["thread", "guest"]
 
 
@@ -29,7 +32,7 @@ def sim() -> Iterator[SimulatorThread]:
         SimProvider(name="a", protocol="openai"),
         SimProvider(name="b", protocol="openai"),
         SimProvider(name="hang", protocol="openai", behaviour=Behaviour(faults={"hang": 1.0})),
-        SimProvider(name="drip", protocol="openai", behaviour=Behaviour(token_delay=0.02)),
+        SimProvider(name="drip", protocol="openai", behaviour=DRIP),
     ]
     with SimulatorThread(providers) as running:
         yield running

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 REQ = LLMRequest(prompt="Write a funny dad joke.")
+# A stream that is still dripping whenever a test acts on it (500 deltas, 20 ms apart:
+# 10 s), so interrupting or cancelling it mid-way never races its natural end.
+DRIP = Behaviour(token_delay=0.02, chunks=500, reply=" ".join(["drip"] * 500))
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def sim() -> Iterator[SimulatorThread]:
     providers = [SimProvider(name=n, protocol="openai") for n in ("a", "b", "c")] + [
         SimProvider(name="hang", protocol="openai", behaviour=Behaviour(faults={"hang": 1.0})),
-        SimProvider(name="drip", protocol="openai", behaviour=Behaviour(token_delay=0.02)),
+        SimProvider(name="drip", protocol="openai", behaviour=DRIP),
     ]
     with SimulatorThread(providers) as running:
         yield running

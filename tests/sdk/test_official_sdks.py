@@ -13,6 +13,7 @@ to it through ``trio.from_thread`` and stop it with a cancel scope at teardown.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import queue
@@ -408,10 +409,40 @@ def cohere_models(client: cohere.ClientV2) -> list[str]:
     return [model.name or "" for model in client.models.list().models or []]
 
 
+class NoAsyncClient:
+    """mistralai's ``async_client`` for sync-only use: never called, nothing to close.
+
+    Left to itself, ``Mistral()`` builds an ``httpx.AsyncClient`` and closes it
+    from a ``weakref.finalize`` with ``asyncio.run(aclose())``. The client sits
+    in a reference cycle, so the garbage collector runs that on whichever
+    thread happens to collect: the simulator's thread too, in the middle of a
+    trio task. There sniffio says "trio" (trio.run sets it for the thread), so
+    httpcore enters a trio cancel scope on that unrelated task; if the task is
+    being cancelled (the simulator's teardown), leaving the scope delivers the
+    cancellation again inside trio's own delivery: TrioInternalError ("FATAL
+    INTERNAL ERROR", Task._attempt_abort). A client we pass is ours to close,
+    and mistralai's finalizer leaves it alone.
+    """
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the sync Mistral client must not use its async client")
+
+    def build_request(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the sync Mistral client must not use its async client")
+
+    async def aclose(self) -> None:
+        pass
+
+
 @contextmanager
 def mistral_client(sim: ThreadedSimulator, key: str) -> Iterator[Mistral]:
     # mistralai wants the origin: its operations carry the /v1 prefix themselves.
-    with Mistral(api_key=key, server_url=sim.url("mistral"), timeout_ms=int(TIMEOUT * 1000)) as m:
+    with Mistral(
+        api_key=key,
+        server_url=sim.url("mistral"),
+        timeout_ms=int(TIMEOUT * 1000),
+        async_client=NoAsyncClient(),
+    ) as m:
         yield m
 
 
@@ -699,6 +730,25 @@ def test_in_stream_error_event_raises_in_the_sdk(sim: ThreadedSimulator, name: s
     with driver.client(sim, KEY) as client, pytest.raises(STREAM_ERRORS[name]):
         driver.stream(client)
     assert sim.stats(name).outcomes == {"stream_error": 1}
+
+
+def test_a_collected_mistral_client_runs_no_event_loop(
+    sim: ThreadedSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector may finalize a client on the simulator's trio thread (see
+    `NoAsyncClient`): its finalizer must not start an asyncio loop there."""
+    loops: list[str] = []
+
+    def run(main: Any, **_: Any) -> None:
+        loops.append(main.__qualname__)
+        main.close()
+
+    monkeypatch.setattr("asyncio.run", run)
+    with mistral_client(sim, KEY) as client:
+        assert mistral_models(client) == [MODELS["mistral"]]
+    del client
+    gc.collect()
+    assert loops == []
 
 
 def test_cohere_in_stream_error_is_a_message_end_with_error(sim: ThreadedSimulator) -> None:

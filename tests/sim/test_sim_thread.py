@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 
 from llmlb_actors.sim import Behaviour, SimProvider, SimulatorThread
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serves_over_loopback_and_mirrors_the_handle() -> None:
@@ -43,3 +49,42 @@ def test_a_bad_provider_list_raises_on_entering() -> None:
         ),
     ):
         pass
+
+
+CRASH = """
+from llmlb_actors.sim import SimProvider, SimulatorThread
+
+
+def boom() -> None:
+    raise ZeroDivisionError("in the run loop itself")
+
+
+try:
+    with SimulatorThread([SimProvider(name="a", protocol="openai")]) as sim:
+        sim._token.run_sync_soon(boom)  # trio ends the run with TrioInternalError
+        sim._thread.join(30)
+        try:
+            sim.stats("a")
+        except RuntimeError as exc:
+            print("call:", exc, "|", type(exc.__cause__).__name__)
+except RuntimeError as exc:
+    print("close:", exc, "|", type(exc.__cause__).__name__)
+"""
+
+
+def test_a_crashed_run_fails_calls_and_close_instead_of_hanging_or_passing() -> None:
+    # In a process of its own: a crashed trio run leaves its tasks' coroutines to the
+    # garbage collector, which would finalize them inside later tests' runs.
+    done = subprocess.run(
+        [sys.executable, "-c", CRASH],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "call: the simulator thread crashed | TrioInternalError",
+        "close: the simulator thread crashed | TrioInternalError",
+    ]

@@ -262,7 +262,9 @@ async def test_trio_idle_connections_expire(serve: Serve, autojump_clock: MockCl
         await server.connections[0].saw_eof.wait()
 
 
-async def test_requests_after_aclose_fail(make_transport: MakeTransport, serve: Serve) -> None:
+async def test_requests_after_aclose_fail(
+    make_transport: MakeTransport, serve: Serve, autojump_clock: MockClock
+) -> None:
     server = await serve(fixed(response(200, b"ok")))
     transport = make_transport()
     await transport.request(HTTPRequest("GET", server.url(), []))
