@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
+import trio
 
 import llmlb_actors as llmlb
 from llmlb_actors import (
@@ -28,6 +29,7 @@ from llmlb_actors import (
 )
 from llmlb_actors.sim import SimProvider, Simulator, open_simulator
 from llmlb_actors.testing import ZeroJitter
+from tests.reliability import _servers as srv
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -311,3 +313,135 @@ async def test_azure_health_probe_works_on_both_url_shapes(sim: Simulator) -> No
         assert await lb.health_check() == {"azure": False, "azure-classic": False}
     assert sim.stats("azure").health_probes == 2
     assert sim.stats("azure-classic").health_probes == 2
+
+
+# -- a tool conversation handed from protocol to protocol, streamed and whole --------------------
+
+# Each neighbour is a different protocol; Mistral sits between two others (its ids are mapped
+# going in and the caller's ids go out again), and Azure comes in both URL shapes.
+CHAIN = (
+    "openai",
+    "azure",
+    "anthropic",
+    "mistral",
+    "gemini",
+    "cohere",
+    "azure-classic",
+    "openai-compatible",
+)
+
+
+async def ask(lb: Any, messages: list[Message], *, stream: bool) -> LLMResponse:
+    """One turn, as `lb.request` or read whole from `lb.stream` (tool calls arrive whole)."""
+    request = LLMRequest(messages=messages, tools=[WEATHER])
+    if not stream:
+        answer: LLMResponse = await lb.request(request)
+        return answer
+    async with lb.stream(request) as chunks:
+        got = [chunk async for chunk in chunks]
+    assert {c.provider for c in got} == {got[0].provider}
+    assert all(c.finish_reason is None for c in got[:-1])
+    return LLMResponse(
+        content="".join(c.delta for c in got),
+        model=got[-1].model,
+        provider=got[0].provider,
+        finish_reason=got[-1].finish_reason,
+        tool_calls=tuple(call for c in got for call in c.tool_calls),
+    )
+
+
+@pytest.mark.parametrize("first_streamed", [False, True])
+async def test_a_tool_conversation_fails_over_through_every_protocol(
+    sim: Simulator, autojump_clock: MockClock, first_streamed: bool
+) -> None:
+    messages = [Message(role="user", content="What is the weather in Paris?")]
+    async with balancer(sim, CHAIN, strategy="failover") as lb:
+        asked = await ask(lb, messages, stream=first_streamed)
+        assert (asked.provider, asked.finish_reason) == (CHAIN[0], "tool_calls")
+        for i, name in enumerate(CHAIN[1:], start=1):
+            # The provider that made the calls goes away before their results are sent.
+            await sim.stop_provider(CHAIN[i - 1])
+            messages.append(
+                Message(role="assistant", content=asked.content, tool_calls=asked.tool_calls)
+            )
+            messages += [
+                Message(role="tool", tool_call_id=c.id, content=f'{{"temperature":{i}}}')
+                for c in asked.tool_calls
+            ]
+            streamed = (i % 2 == 1) != first_streamed
+            answered = await ask(lb, messages, stream=streamed)
+            assert (answered.provider, answered.finish_reason) == (name, "stop"), streamed
+            assert answered.tool_calls == ()
+            assert answered.content.startswith(f"Simulated reply from {name} to:")
+            assert f'"temperature":{i}' in answered.content  # it read the result we sent
+            messages.append(Message(role="assistant", content=answered.content))
+            messages.append(Message(role="user", content=f"And in {i} days?"))
+
+            asked = await ask(lb, messages, stream=not streamed)
+            assert (asked.provider, asked.finish_reason) == (name, "tool_calls"), streamed
+            (call,) = asked.tool_calls
+            assert (call.name, call.arguments) == ("get_weather", {"city": "sim-city", "days": 1})
+            assert sim.stats(name).outcomes == {"ok": 2}  # each body valid for its protocol
+    ids = [c.id for m in messages for c in m.tool_calls]
+    assert len(set(ids)) == len(CHAIN) - 1  # one call per provider before the last, all distinct
+
+
+# -- a provider whose tool-call arguments are not JSON: a typed error, and the call fails over ---
+
+BROKEN_ARGUMENTS = '{"city": "Par'  # cut off mid-string, as a truncating server would send
+
+
+def broken_tool_call(*, stream: bool) -> bytes:
+    """An OpenAI answer (whole or streamed in fragments) whose arguments never parse."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather"}}
+    if not stream:
+        call["function"]["arguments"] = BROKEN_ARGUMENTS
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        body = {"id": "c", "object": "chat.completion", "model": "m", "choices": [choice]}
+        return srv.whole(200, json.dumps(body).encode())
+    pieces = [{**call, "index": 0, "function": {"name": "get_weather", "arguments": ""}}]
+    pieces += [{"index": 0, "function": {"arguments": BROKEN_ARGUMENTS[i : i + 4]}}
+               for i in range(0, len(BROKEN_ARGUMENTS), 4)]  # fmt: skip
+    events = [{"choices": [{"index": 0, "delta": {"tool_calls": [p]}, "finish_reason": None}]}
+              for p in pieces]  # fmt: skip
+    events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    data += b"data: [DONE]\n\n"
+    return srv.head(200, ("Content-Type", "text/event-stream")) + srv.chunk(data) + srv.chunk(b"")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_unparseable_tool_arguments_are_a_typed_error_and_fail_over(
+    sim: Simulator, autojump_clock: MockClock, stream: bool
+) -> None:
+    async def handler(sock: trio.abc.Stream, request: srv.Request) -> None:
+        await sock.send_all(broken_tool_call(stream=stream))
+
+    async with trio.open_nursery() as nursery:
+        server = await srv.start(nursery, handler)
+        broken = llmlb.ProviderConfig(
+            name="broken", provider="openai-compatible", base_url=server.url(), model="m",
+            max_retries=0,
+        )  # fmt: skip
+        providers = [broken, config(sim, "gemini")]
+        async with llmlb.open_balancer(
+            providers=providers, strategy="failover", health_check_interval=None, rng=ZeroJitter()
+        ) as lb:
+            answer = await ask(lb, list(ASK.messages or ()), stream=stream)
+            assert answer.provider == "gemini"
+            assert [(c.name, c.arguments) for c in answer.tool_calls] == [
+                ("get_weather", {"city": "sim-city", "days": 1})
+            ]
+        async with llmlb.open_balancer(
+            providers=[broken], health_check_interval=None, rng=ZeroJitter()
+        ) as lb:
+            with pytest.raises(llmlb.LoadBalancerError) as info:
+                await ask(lb, list(ASK.messages or ()), stream=stream)
+        nursery.cancel_scope.cancel()
+    errors = info.value.errors
+    assert errors
+    assert all(e.kind == "protocol" and e.provider == "broken" for e in errors)
+    assert "get_weather" in str(errors[0])
+    assert "not a JSON object" in str(errors[0])
+    assert len(server.requests) == 1 + len(errors)  # once before the failover, then each attempt

@@ -7,6 +7,7 @@ body and renders answers as bytes. The server decides *when* to send what
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
@@ -409,6 +410,24 @@ DEFAULT_MESSAGES: Final = {
 }
 
 
+_ALNUM: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def id_tag(name: str) -> str:
+    """Three letters or digits that stand for a provider's name in the ids it makes.
+
+    Real tool-call ids are unique everywhere; ids from a counter per provider are not
+    (two providers' first calls would share one), so they carry this tag too. Stable
+    across runs, so tests see the same ids every time.
+    """
+    number = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(3):
+        number, digit = divmod(number, len(_ALNUM))
+        out.append(_ALNUM[digit])
+    return "".join(out)
+
+
 class WireProtocol(ABC):
     """One wire protocol, bound to one simulated provider (name, model, key).
 
@@ -426,6 +445,7 @@ class WireProtocol(ABC):
         self.model = model
         self.api_key = api_key
         self.created = created
+        self.tag = id_tag(name)
 
     # routing and checks -------------------------------------------------
 

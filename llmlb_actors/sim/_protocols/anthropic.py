@@ -396,7 +396,7 @@ class AnthropicProtocol(WireProtocol):
         ]
 
     def _call_id(self, reply: Reply, index: int) -> str:
-        return f"toolu_sim{reply.seq}x{index}"
+        return f"toolu_sim{self.tag}{reply.seq}x{index}"
 
     def whole(self, reply: Reply) -> bytes:
         return encode(

@@ -256,7 +256,7 @@ class CohereProtocol(WireProtocol):
     def _call(self, reply: Reply, index: int) -> dict[str, Any]:
         call = reply.tool_calls[index]
         return {
-            "id": f"{call.name}_sim{reply.seq}x{index}",
+            "id": f"{call.name}_sim{self.tag}{reply.seq}x{index}",
             "type": "function",
             "function": {"name": call.name, "arguments": call.arguments_json},
         }

@@ -258,6 +258,9 @@ class GeminiProtocol(WireProtocol):
 
     def __init__(self, *, name: str, model: str, api_key: str | None, created: int) -> None:
         super().__init__(name=name, model=model, api_key=api_key, created=created)
+        # The API names no tool call: adapters make ids from the response id, which is
+        # unique on the real API, so it is unique per simulated provider here too.
+        self.id_prefix = f"sim-resp-{self.tag}-"
         self._key = None if api_key is None else api_key.encode()
         self._query_key = None if api_key is None else f"key={api_key}"
         model_obj = {

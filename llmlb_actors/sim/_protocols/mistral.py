@@ -259,7 +259,7 @@ class MistralProtocol(OpenAIProtocol):
         )
 
     def call_id(self, reply: Reply, index: int) -> str:
-        return f"S{reply.seq % 10**6:06d}{index % 100:02d}"
+        return f"{self.tag}{reply.seq % 10**5:05d}{index % 10}"
 
     def stream(self, reply: Reply, chat: ChatInput) -> StreamPlan:
         prefix = self.chunk_prefix(reply)

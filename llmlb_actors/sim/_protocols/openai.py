@@ -447,7 +447,7 @@ class OpenAIProtocol(WireProtocol):
 
     def call_id(self, reply: Reply, index: int) -> str:
         """The id of a tool call in this protocol's format."""
-        return f"call_sim{reply.seq}x{index}"
+        return f"call_sim{self.tag}{reply.seq}x{index}"
 
     def tool_calls(self, reply: Reply) -> list[dict[str, Any]]:
         return [
