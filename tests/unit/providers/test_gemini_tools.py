@@ -235,3 +235,26 @@ async def test_stream_delivers_calls_whole_with_distinct_ids(make_provider: Make
     assert chunks[0] == StreamChunk(delta="Checking.")
     assert [len(c.tool_calls) for c in chunks] == [0, 1, 1, 0]
     assert chunks[-1].finish_reason == "tool_calls"
+
+
+async def test_text_that_quotes_the_function_call_key_is_still_text(
+    make_provider: MakeProvider,
+) -> None:
+    # Text that mentions the key is text; a call next to text in one event comes whole.
+    quoting = '{"functionCall": {"name": "x"}}'
+    events = [
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": quoting}]}}]},
+        {"candidates": [{"content": {"role": "model", "parts": [{"text": " and "},
+                                                                  CALLS[0]]}}]},
+        _answer([{"text": "done"}], "r1"),
+    ]  # fmt: skip
+    stream = sse_body("\n".join(f"data: {msgspec.json.encode(e).decode()}\n" for e in events))
+    provider = make_provider(GeminiAdapter, lambda r: sse_response(stream, size=7))
+    chunks = await collect(provider, LLMRequest(prompt="x", tools=[WEATHER]))
+    assert chunks[0] == StreamChunk(delta=quoting)
+    assert chunks[1].delta == " and "
+    assert [(c.name, c.arguments) for c in chunks[1].tool_calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert [c.delta for c in chunks[2:]] == ["done", ""]
+    assert chunks[-1].finish_reason == "tool_calls"
