@@ -34,6 +34,7 @@ from ._models import Message as Message
 from ._models import StreamChunk as StreamChunk
 from ._models import Usage as Usage
 from ._stats import BalancerTotals as BalancerTotals
+from ._stats import ProviderHealth as ProviderHealth
 from ._stats import ProviderStats as ProviderStats
 from ._version import __version__ as __version__
 from .providers._base import BaseProvider as BaseProvider
@@ -56,6 +57,7 @@ __all__ = [
     "Message",
     "OverloadedError",
     "ProviderConfig",
+    "ProviderHealth",
     "ProviderState",
     "ProviderStats",
     "RateLimitedError",

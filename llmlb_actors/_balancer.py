@@ -14,13 +14,14 @@ from ._actors._requests import RequestLoop
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
 from ._batch import BatchMap
-from ._config import BalancerConfig, ProviderConfig
+from ._config import BalancerConfig, ProviderConfig, resolve_api_key, with_api_keys
 from ._errors import BalancerClosedError, ConfigError
-from ._groups import collapse_group
+from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse, StreamChunk
 from ._quota._estimate import TiktokenEstimator, default_estimator, estimate_chars
 from ._quota._gate import QuotaGate
 from ._quota._store import InProcessQuotaStore
+from ._stats import ProviderHealth
 from ._transport._base import Transport, TransportLimits
 from ._transport._settings import TransportSet
 from .providers._adapter import adapter_class
@@ -212,25 +213,46 @@ class Balancer:
 
     async def health_check(self) -> dict[str, bool]:
         """Probe every provider now, concurrently; returns ``{name: healthy}``."""
-        results: dict[str, bool] = {}
+        return {name: health.healthy for name, health in (await self.health_report()).items()}
+
+    async def health_report(self) -> dict[str, ProviderHealth]:
+        """Probe every provider now, concurrently; ``{name: ProviderHealth}`` says for each
+        whether it is up and, if not, why (the HTTP status and the provider's message, a
+        timeout, a refused connection, TLS) and how long the probe took. A provider out of
+        rotation (crashed too often, being removed) is reported down without a probe.
+        """
+        reports: dict[str, ProviderHealth] = {}
+
+        def out_of_rotation(name: str, actor: Any) -> ProviderHealth:
+            why = actor.dead_reason or "removed"
+            return ProviderHealth(name=name, status="down", reason=f"out of rotation: {why}")
 
         async def probe(name: str, actor: Any) -> None:
-            results[name] = await actor.probe() and actor.in_rotation
+            health = await actor.probe()
+            # It may have left rotation while the probe ran (a removal, a last crash).
+            reports[name] = health if actor.in_rotation else out_of_rotation(name, actor)
 
         async with trio.open_nursery() as nursery:
             for name, actor in list(self._supervisor.actors.items()):
-                nursery.start_soon(probe, name, actor)
-        return {name: results[name] for name in self._supervisor.actors if name in results}
+                if actor.in_rotation:
+                    nursery.start_soon(probe, name, actor)
+                else:
+                    reports[name] = out_of_rotation(name, actor)
+        return {name: reports[name] for name in self._supervisor.actors if name in reports}
 
     # -- membership ---------------------------------------------------------------------
 
     async def add_provider(self, config: ProviderConfig) -> None:
-        """Start a provider at runtime; it joins rotation once its actor is ready."""
+        """Start a provider at runtime; it joins rotation once its actor is ready.
+
+        Raises:
+            ConfigError: not a `ProviderConfig`, or its ``api_key_env`` is not set.
+        """
         if not isinstance(config, ProviderConfig):
             raise ConfigError("add_provider needs a ProviderConfig", field="config")
         if self._requests.closed:
             raise BalancerClosedError("the balancer is closed")
-        await self._supervisor.add(config)
+        await self._supervisor.add(resolve_api_key(config))
 
     async def remove_provider(self, name: str) -> None:
         """Take a provider out of rotation, drain it, stop it and drop its stats.
@@ -274,6 +296,7 @@ async def open_balancer(
         raise ConfigError("pass either a BalancerConfig or keyword fields, not both")
     if not isinstance(config, BalancerConfig):
         raise ConfigError("config must be a BalancerConfig")
+    config = with_api_keys(config)  # api_key_env is read now, before anything starts
     rng = rng or random.Random(config.seed)
     limits = TransportLimits(
         max_response_bytes=config.max_response_bytes,
@@ -283,6 +306,8 @@ async def open_balancer(
     # Reads (and checks) the environment's proxy settings now, before anything starts.
     transports = TransportSet(config, limits, transport_factory)
     balancer = Balancer(config, transports, rng)
+    body: BaseException | None = None  # what the caller's block raised
+    failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             if balancer._quota is not None:
@@ -294,14 +319,20 @@ async def open_balancer(
             try:
                 for provider in config.providers:
                     await balancer._supervisor.add(provider)
-                yield balancer
+                try:
+                    yield balancer
+                except BaseException as exc:
+                    body = exc
+                    raise
             finally:
                 balancer._requests.close()
                 balancer._supervisor.cancel()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        raise collapse_group(group) from None
+        failure = unwrap_group(group, body)
     finally:
         with trio.CancelScope(shield=True):
             await balancer._supervisor.aclose_providers()
             await transports.aclose()
+    if failure is not None:
+        raise failure  # outside the except clause: see unwrap_group

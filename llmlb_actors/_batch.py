@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 from ._errors import ConfigError, LLMError, LLMLBError, LoadBalancerError
-from ._groups import collapse_group
+from ._groups import unwrap_group
 from ._models import LLMRequest, LLMResponse
 
 if TYPE_CHECKING:
@@ -387,6 +387,8 @@ class BatchMap:
         results = BatchResults(
             concurrency=self._concurrency, window=self._window, ordered=self._ordered
         )
+        body: BaseException | None = None  # what the caller's block raised
+        failure: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
@@ -394,7 +396,12 @@ class BatchMap:
                 )
                 try:
                     yield results
+                except BaseException as exc:
+                    body = exc
+                    raise
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            raise collapse_group(group) from None
+            failure = unwrap_group(group, body)
+        if failure is not None:
+            raise failure  # outside the except clause: see unwrap_group

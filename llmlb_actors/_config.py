@@ -7,10 +7,12 @@ beside both keeps the import graph acyclic.
 
 from __future__ import annotations
 
+import difflib
 import math
+import os
 import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -36,6 +38,8 @@ __all__ = [
     "ProviderConfig",
     "ProviderState",
     "StrategyName",
+    "resolve_api_key",
+    "with_api_keys",
 ]
 
 TOKEN_ESTIMATORS = ("auto", "chars", "tiktoken")
@@ -59,6 +63,9 @@ def _valid_port(url: str) -> bool:
 #: Probing more often than this is a mistake (a probe is an API call to the provider;
 #: the circuit breaker already reacts to failures at once).
 MIN_HEALTH_CHECK_INTERVAL = 1.0
+#: No request runs longer by default: room for a retry after a whole attempt at the
+#: default ``global_timeout``, and nothing silently stuck for more than two minutes.
+DEFAULT_REQUEST_TIMEOUT = 120.0
 #: A backoff or Retry-After wait longer than a day is a mistake, not a policy.
 MAX_RETRY_DELAY = 86_400.0
 
@@ -104,7 +111,44 @@ def _check_positive_int(owner: str, field: str, value: object) -> None:
         raise ConfigError(f"{owner}{field} must be <= {MAX_BUDGET:.0e}, got {value!r}", field=field)
 
 
-class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class _NamedFields(msgspec.StructMeta):
+    """Makes a wrong keyword a `ConfigError` that lists the valid fields.
+
+    msgspec's own ``TypeError: Unexpected keyword argument 'modle'`` names
+    neither the class's fields nor the likely typo; config files already get
+    both (`load_config`), and Python callers should too. Decoding does not go
+    through here, and the fields' own checks stay in ``__post_init__``.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        fields = cls.__struct_fields__
+        for name in kwargs:
+            if name not in fields:
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"{cls.__name__}: unknown field {name!r}{hint}; valid fields: "
+                    + ", ".join(fields),
+                    field=name,
+                )
+        try:
+            return super().__call__(*args, **kwargs)
+        except TypeError as exc:
+            missing = re.match(r"Missing required argument '(\w+)'", str(exc))
+            if missing is None:
+                raise
+            raise ConfigError(
+                f"{cls.__name__}: {missing.group(1)!r} is required", field=missing.group(1)
+            ) from None
+
+
+class ProviderConfig(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    metaclass=_NamedFields,
+):
     """One provider: who to call, with which key and model.
 
     ==================  ==========  ===================================================
@@ -114,6 +158,11 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     model               required    model id sent to the API (optional for custom
                                     ``BaseProvider`` classes)
     api_key             None        secret; never shown in reprs, logs or stats
+    api_key_env         None        name of the environment variable holding the key,
+                                    read when the balancer starts (not with api_key)
+    api_key_required    True        False for a server that takes no key (a local
+                                    vLLM or Ollama); the built-in protocols otherwise
+                                    refuse a config without api_key or api_key_env
     base_url            None        API root; required for ``openai-compatible`` and
                                     ``azure`` (``https://{resource}.openai.azure.com``)
     weight              1           share under the ``weighted`` strategy (> 0)
@@ -144,6 +193,8 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     name: str
     model: str | None = None
     api_key: str | None = None
+    api_key_env: str | None = None
+    api_key_required: bool = True
     base_url: str | None = None
     weight: float = 1.0
     timeout: float | None = None
@@ -231,6 +282,30 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                 f"{who}base_url must be an http:// or https:// URL, got {self.base_url!r}",
                 field="base_url",
             )
+        self._check_key_source(who, custom=custom)
+
+    def _check_key_source(self, who: str, *, custom: bool) -> None:
+        """Where the key comes from: ``api_key``, ``api_key_env``, or nowhere on purpose."""
+        env = self.api_key_env
+        if env is not None and (not isinstance(env, str) or not env or "=" in env):
+            raise ConfigError(
+                f"{who}api_key_env must be an environment variable name, got {env!r}",
+                field="api_key_env",
+            )
+        if env is not None and self.api_key is not None:
+            raise ConfigError(f"{who}give api_key or api_key_env, not both", field="api_key_env")
+        if not isinstance(self.api_key_required, bool):
+            raise ConfigError(
+                f"{who}api_key_required must be True or False", field="api_key_required"
+            )
+        if custom or not self.api_key_required or self.api_key is not None or env is not None:
+            return
+        raise ConfigError(
+            f"{who}the {self.provider or self.name!r} protocol needs an API key: set api_key, "
+            "or api_key_env to the environment variable that holds it; for a server that "
+            "takes none (a local vLLM or Ollama) set api_key_required=False",
+            field="api_key",
+        )
 
     @property
     def limits(self) -> Limits:
@@ -272,9 +347,10 @@ class ProviderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     def __repr__(self) -> str:
         key = "None" if self.api_key is None else "'***'"
+        env = "" if self.api_key_env is None else f", api_key_env={self.api_key_env!r}"
         return (
             f"ProviderConfig(name={self.name!r}, protocol={self._safe_protocol()!r}, "
-            f"model={self.model!r}, api_key={key}, base_url={self.base_url!r}, "
+            f"model={self.model!r}, api_key={key}{env}, base_url={self.base_url!r}, "
             f"weight={self.weight!r})"
         )
 
@@ -321,7 +397,13 @@ STRATEGY_NAMES: tuple[str, ...] = get_args(StrategyName)
 CustomStrategy = Callable[[list[ProviderState]], ProviderState]
 
 
-class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class BalancerConfig(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    metaclass=_NamedFields,
+):
     """How the balancer routes, retries, checks health and sends.
 
     ======================  ============  ===============================================
@@ -332,7 +414,8 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     providers               required      at least one `ProviderConfig`, unique names
     custom_strategy         None          callable(list[ProviderState]) -> ProviderState
     global_timeout          30.0 s        per attempt (a provider's ``timeout`` wins)
-    request_timeout         None          overall deadline per request, retries included
+    request_timeout         120.0 s       overall deadline per request, retries, backoff
+                                          and queueing included; None: no deadline
     max_retries             3             retries after the first attempt
     retry_delay             1.0 s         base of exponential backoff (full jitter), <= 1 day
     max_retry_delay         30.0 s        cap on one backoff wait and on Retry-After, <= 1 day
@@ -379,7 +462,7 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     strategy: StrategyName = "round-robin"
     custom_strategy: CustomStrategy | None = None
     global_timeout: float = 30.0
-    request_timeout: float | None = None
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     max_retries: int = 3
     retry_delay: float = 1.0
     max_retry_delay: float = 30.0
@@ -545,3 +628,39 @@ class BalancerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             value = getattr(self, name)
             # A proxy URL may carry a password: shown as http://host:port only.
             yield name, proxy_label(value) if name == "proxy" and value is not None else value
+
+
+def resolve_api_key(
+    provider: ProviderConfig,
+    *,
+    field: str = "api_key_env",
+    environ: Mapping[str, str] | None = None,
+) -> ProviderConfig:
+    """``provider`` with ``api_key`` read from its ``api_key_env`` (itself if it has none).
+
+    Raises:
+        ConfigError: the variable is not set or is empty; ``field`` names it.
+    """
+    name = provider.api_key_env
+    if name is None:
+        return provider
+    value = (os.environ if environ is None else environ).get(name)
+    if not value:
+        state = "is empty" if value is not None else "is not set"
+        raise ConfigError(
+            f"environment variable {name} {state} (provider {provider.name!r} reads its "
+            "API key from it)",
+            field=field,
+        )
+    return msgspec.structs.replace(provider, api_key=value, api_key_env=None)
+
+
+def with_api_keys(config: BalancerConfig) -> BalancerConfig:
+    """``config`` with every ``api_key_env`` read (when the balancer starts)."""
+    if all(p.api_key_env is None for p in config.providers):
+        return config
+    providers = [
+        resolve_api_key(p, field=f"providers[{i}].api_key_env")
+        for i, p in enumerate(config.providers)
+    ]
+    return msgspec.structs.replace(config, providers=providers)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "ALL_REFUSED",
     "BalancerClosedError",
     "ConfigError",
     "ErrorKind",
@@ -47,6 +48,10 @@ ErrorKind = Literal[
 ]
 
 _MAX_MESSAGE = 500
+
+#: How a request's `LoadBalancerError` message starts when it was not sent at all because
+#: every provider refused requests (401/403/404) and is cooling down (README: Errors).
+ALL_REFUSED = "All providers are out of rotation"
 
 
 def _truncate(text: str, limit: int = _MAX_MESSAGE) -> str:

@@ -41,6 +41,7 @@ class _ProviderFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     model: str | msgspec.UnsetType = _UNSET
     api_key_env: str | msgspec.UnsetType = _UNSET
+    api_key_required: bool | msgspec.UnsetType = _UNSET
     base_url: str | msgspec.UnsetType = _UNSET
     weight: float | msgspec.UnsetType = _UNSET
     timeout: float | msgspec.UnsetType = _UNSET

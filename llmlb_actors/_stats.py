@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ._models import Usage
 
-__all__ = ["BalancerTotals", "ProviderStats", "StatsRecorder", "percentile"]
+__all__ = ["BalancerTotals", "ProviderHealth", "ProviderStats", "StatsRecorder", "percentile"]
 
 LATENCY_WINDOW = 1024
 
@@ -83,6 +83,28 @@ class ProviderStats(msgspec.Struct, frozen=True, kw_only=True):
     """Upstream 429 answers from this provider."""
 
 
+class ProviderHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One provider's health as `Balancer.health_report` found it by probing it now."""
+
+    name: str
+    status: Literal["up", "down"]
+    reason: str | None = None
+    """Why it is down, in words: ``HTTP 401: <the provider's message>``, ``no answer
+    within 10s (health_check_timeout)``, the connection or TLS failure, or ``out of
+    rotation: ...`` (not probed). Never a key."""
+    http_status: int | None = None
+    """The probe's HTTP status when the provider answered with an error."""
+    kind: str | None = None
+    """The failure's `LLMError.kind` (``http``, ``timeout``, ``connection``...)."""
+    latency: float = 0.0
+    """Seconds the probe took (0 when the provider was not probed)."""
+
+    @property
+    def healthy(self) -> bool:
+        """What `Balancer.health_check` reports for it."""
+        return self.status == "up"
+
+
 class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     """Whole-balancer counters: ``requests == succeeded + failed + in_flight``."""
 
@@ -91,6 +113,9 @@ class BalancerTotals(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     in_flight: int = 0
     retries: int = 0
+    """Attempts after a request's first that went to a provider (fail-overs included),
+    counted when each one's outcome is in; a fail-over with nobody left to ask (every
+    provider refused) is not one."""
     rerouted: int = 0
     quota_waits: int = 0
     """Requests that reached the head of the dispatcher's queue and waited there for a

@@ -6,14 +6,17 @@ module of the private ``_cli`` package; this module is the entry point and the
 argument parser. Without ``--config`` every command runs
 against the built-in simulator on 127.0.0.1, so nothing needs keys or network.
 
-Exit status: 0 on success; 1 when ``health`` finds a provider down; 2 for
-bad usage, a bad config file or bad input/output files; 130 after Ctrl-C.
+Exit status: 0 on success; 1 when ``health`` finds a provider down or a
+batch stopped early (``--max-errors``, or every provider refused); 2 for bad
+usage, a bad config file, bad input/output files or a refused resume; 130
+after Ctrl-C (``sim`` included).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import TYPE_CHECKING
 
 from ._config import STRATEGY_NAMES
@@ -35,6 +38,70 @@ def _shard(text: str) -> Shard:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose to the terminal, paragraph by paragraph, and never inside a word;
+    indented lines (examples) keep their place and wrap only at spaces."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks: list[str] = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            rows = paragraph.split("\n")
+            if all(row.startswith(" ") for row in rows[1:]) and rows[0].endswith(":"):
+                # "Examples:" and its indented lines
+                blocks.append("\n".join([indent + rows[0], *self._rows(rows[1:], width, indent)]))
+            else:
+                blocks.append(_wrap(" ".join(r.strip() for r in rows), width, indent))
+        return "\n\n".join(blocks)
+
+    @staticmethod
+    def _rows(rows: list[str], width: int, indent: str) -> list[str]:
+        out = []
+        for row in rows:
+            lead = indent + row[: len(row) - len(row.lstrip())]
+            out.append(_wrap(row.strip(), width, lead, lead + "    "))
+        return out
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_long_words=False, break_on_hyphens=False
+        )
+
+
+def _wrap(text: str, width: int, indent: str, subsequent: str | None = None) -> str:
+    return textwrap.fill(
+        text,
+        max(width, 20),
+        initial_indent=indent,
+        subsequent_indent=indent if subsequent is None else subsequent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _examples(*lines: str) -> str:
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -68,7 +135,26 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 def _add_strategy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--strategy", choices=_FILE_STRATEGIES, help="routing strategy (overrides the config)"
+        "--strategy",
+        choices=_FILE_STRATEGIES,
+        metavar="NAME",
+        help=f"routing strategy: {', '.join(_FILE_STRATEGIES)} (overrides the config)",
+    )
+
+
+def _add_deadlines(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="overall deadline of each request, retries included "
+        "(overrides the config's request_timeout)",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=_non_negative_int,
+        metavar="N",
+        help="retries after a request's first attempt (overrides the config's max_retries)",
     )
 
 
@@ -83,13 +169,15 @@ def _add_seed(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``llmlb`` (exposed for docs and tests)."""
+    from ._cli.batch import DEFAULT_MAX_ERRORS
     from ._cli.fleets import DEFAULT_SIM_SPEC, SPEC_HELP
 
     parser = argparse.ArgumentParser(
         prog="llmlb",
         description="Load-balance LLM API calls across providers (a trio actor system). "
         "Without --config, commands run against the built-in loopback simulator.",
-        epilog="Run `llmlb COMMAND --help` for each command's options.",
+        epilog="Run `llmlb COMMAND --help` for each command's options and examples.",
+        formatter_class=_HelpFormatter,
     )
     from ._version import __version__
 
@@ -102,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the simulator with three providers (gamma is flaky: 503s and "
         "rare hangs), send prompts through the balancer with a live progress bar, and "
         "print per-provider stats and totals. Needs no keys and no network.",
+        epilog=_examples(
+            "llmlb demo",
+            "llmlb demo --requests 1000 --strategy least-busy",
+            "llmlb demo --scenario quota",
+        ),
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument(
         "--requests",
@@ -133,10 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read prompts from INPUT (one JSON object per line: "
         '{"id": ..., "prompt": ...} or with "messages", plus optional system, max_tokens, '
         "temperature, top_p, stop and meta) and append one result or error line per "
-        "prompt to OUTPUT, after a run header line. Rerunning with the same OUTPUT "
-        "skips ids already answered, so an interrupted or killed run resumes where it "
-        "stopped; each line is written whole. Bad input lines become error lines with "
-        "their line number and the batch goes on.",
+        "prompt to OUTPUT, after a run header line.\n\n"
+        "Rerunning the same command resumes: ids already answered are skipped. A resume "
+        "must be the same job (the same input, grown at most, and the same providers), "
+        "else it is refused. Only one run at a time may write an OUTPUT. Bad input lines "
+        "are shown and become error lines (--strict refuses them); after --max-errors "
+        "failed prompts in a row, or when every provider refused (a wrong key, an unknown "
+        "model), the batch stops, leaving the rest for a resume.\n\n"
+        "Exit status: 0 done (failed prompts are error lines in OUTPUT); 1 stopped "
+        "early; 2 unusable files, bad config, bad lines with --strict, or a "
+        "refused resume; 130 interrupted.",
+        epilog=_examples(
+            "llmlb batch prompts.jsonl -o answers.jsonl",
+            "llmlb batch prompts.jsonl -o answers.jsonl --config eval.toml --seed 7",
+            "llmlb batch prompts.jsonl -o answers.jsonl --restart",
+        ),
+        formatter_class=_HelpFormatter,
     )
     batch.add_argument("input", metavar="INPUT.jsonl", help="prompts, one JSON object per line")
     batch.add_argument(
@@ -156,6 +262,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_strategy(batch)
     _add_seed(batch)
+    _add_deadlines(batch)
+    batch.add_argument(
+        "--max-errors",
+        type=_positive_int,
+        default=DEFAULT_MAX_ERRORS,
+        metavar="N",
+        help=f"stop after N failed prompts in a row (default {DEFAULT_MAX_ERRORS})",
+    )
+    batch.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to start if any input line is bad (nothing is sent)",
+    )
+    resume = batch.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="resume although the input or the providers differ from the earlier run",
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="start OUTPUT over; the old file is kept as OUTPUT.bak",
+    )
     batch.add_argument(
         "--ordered",
         action="store_true",
@@ -183,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         "p50/p90/p99 latency, time to first token with --stream, the per-provider "
         "distribution and error counts. Against zero-latency simulated providers by "
         "default, which measures the balancer's own overhead.",
+        epilog=_examples(
+            "llmlb bench",
+            "llmlb bench --requests 5000 --concurrency 256 --json",
+            "llmlb bench --config prod.toml --stream --timeout 30",
+        ),
+        formatter_class=_HelpFormatter,
     )
     _add_config(bench)
     bench.add_argument(
@@ -203,12 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object, no progress")
     _add_strategy(bench)
     _add_seed(bench)
+    _add_deadlines(bench)
 
     health = commands.add_parser(
         "health",
         help="probe every provider; exit status 1 if any is down",
         description="Probe every configured provider now, concurrently, and print a "
         "table. The exit status is 1 if any provider is down, 0 otherwise.",
+        epilog=_examples("llmlb health", "llmlb health --config prod.toml && llmlb batch ..."),
+        formatter_class=_HelpFormatter,
     )
     _add_config(health)
 
@@ -216,10 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
         "sim",
         help="run the simulator alone on 127.0.0.1 until Ctrl-C",
         description="Serve simulated providers on 127.0.0.1 for use with any client "
-        "(official SDKs, curl, `llmlb --config`). Prints each provider's base URL "
-        "and a matching config.",
-        epilog=SPEC_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "(official SDKs, curl, `llmlb --config`). A matching TOML config goes to stdout "
+        "(or to --write-config FILE); the base URLs and status lines go to stderr.",
+        epilog=SPEC_HELP
+        + f"\n\nDefault SPEC:\n  {DEFAULT_SIM_SPEC}\n\n"
+        + _examples(
+            "llmlb sim",
+            "llmlb sim --write-config sim.toml",
+            "llmlb sim --providers fast:openai:latency=0.01,flaky:anthropic:503=0.2",
+        ),
+        formatter_class=_HelpFormatter,
     )
     sim.add_argument(
         "--port",
@@ -232,7 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--providers",
         default=DEFAULT_SIM_SPEC,
         metavar="SPEC",
-        help=f"simulated providers (default: {DEFAULT_SIM_SPEC})",
+        help="simulated providers (default: the three below)",
+    )
+    sim.add_argument(
+        "--write-config",
+        metavar="FILE",
+        help="write the config to FILE instead of stdout",
     )
     return parser
 
@@ -260,19 +410,24 @@ def _command(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     return run_sim
 
 
-def _interrupted(exc: BaseException) -> bool:
-    if isinstance(exc, KeyboardInterrupt):
-        return True
+def _leaf(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """``exc``, or the first exception of ``types`` inside an exception group."""
+    if isinstance(exc, types):
+        return exc
     if isinstance(exc, BaseExceptionGroup):
-        return any(_interrupted(inner) for inner in exc.exceptions)
-    return False
+        for inner in exc.exceptions:
+            found = _leaf(inner, types)
+            if found is not None:
+                return found
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``llmlb``; returns the exit status (the console script exits with it)."""
     import trio
 
-    from ._cli.batch import BatchAbort
+    from ._cli.errors import CommandError
+    from ._cli.logs import cli_logging
     from ._errors import ConfigError
 
     parser = build_parser()
@@ -286,16 +441,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--providers: {exc}")
     run = _command(args.command)
     try:
-        return trio.run(run, args)
-    except (ConfigError, BatchAbort) as exc:
-        print(f"llmlb {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        with cli_logging():
+            return trio.run(run, args)
     except BaseException as exc:
-        if not _interrupted(exc):
+        failure = _leaf(exc, (ConfigError, CommandError))
+        if failure is not None and _leaf(exc, (KeyboardInterrupt,)) is None:
+            print(f"llmlb {args.command}: error: {failure}", file=sys.stderr)
+            return failure.status if isinstance(failure, CommandError) else 2
+        if _leaf(exc, (KeyboardInterrupt,)) is None:
             raise
         if args.command == "sim":
-            print("simulator stopped", file=sys.stderr)
-            return 0
-        hint = "; rerun the same command to resume" if args.command == "batch" else ""
-        print(f"llmlb {args.command}: interrupted{hint}", file=sys.stderr)
+            print("llmlb sim: simulator stopped", file=sys.stderr)
+        else:
+            hint = "; rerun the same command to resume" if args.command == "batch" else ""
+            print(f"llmlb {args.command}: interrupted{hint}", file=sys.stderr)
         return 130

@@ -24,6 +24,7 @@ from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle, call_
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     from .._config import BalancerConfig
 
@@ -33,6 +34,7 @@ _TOOLS_OR_IMAGES = NEEDS_TOOLS | NEEDS_IMAGES
 
 #: The deadline of a request without a timeout (one shared object, none per request).
 _NO_DEADLINE = nullcontext()
+_NEVER = float("inf")
 
 # Re-routes (a provider crashed or left before running the attempt) do not use
 # up retries, but are bounded so that a request always ends.
@@ -65,6 +67,12 @@ class Routing(Protocol):
     def close(self) -> None:
         """Stop taking calls; callers waiting for room in the queue are woken."""
         ...
+
+
+def _until(call: Call) -> AbstractContextManager[object]:
+    """A cancel scope at the call's deadline, for the paths that wait longer than one
+    attempt (queued for the dispatcher, backing off, retrying)."""
+    return _NO_DEADLINE if call.deadline == _NEVER else trio.move_on_at(call.deadline)
 
 
 def _answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
@@ -128,32 +136,47 @@ class RequestLoop:
             if call.needs & _TOOLS_OR_IMAGES and self._check_needs is not None:
                 self._check_needs(call.needs)
         start = trio.current_time()
-        limit = timeout if timeout is not None else self._request_timeout
+        scope: AbstractContextManager[object]
+        if timeout is not None:
+            limit: float | None = timeout
+            scope = trio.move_on_after(timeout)  # the caller's own deadline: exact throughout
+        else:
+            # The config's deadline costs no cancel scope while the first attempt goes
+            # well (one per request was ~25% of this layer's instructions): the worker
+            # cuts the attempt at call.deadline, and a scope is armed only on the slow
+            # paths (queued, retrying) by _until.
+            limit = self._request_timeout
+            scope = _NO_DEADLINE
         if limit is not None:
             call.deadline = start + limit
         self._requests += 1
         self._calls.add(call)
         outcome: LLMResponse | StreamHandle | None = None
+        first = None
         try:
-            with _NO_DEADLINE if limit is None else trio.move_on_after(limit):
+            with scope:
                 call.next_attempt()
-                if not self._routing.route_now(call):
-                    await self._routing.route_queued(call, wait=self._wait_for_room)
-                if call.outcome is None:
-                    call.waiter = trio.lowlevel.current_task()
-                    await trio.lowlevel.wait_task_rescheduled(call)
+                if self._routing.route_now(call):
+                    if call.outcome is None:
+                        call.waiter = trio.lowlevel.current_task()
+                        await trio.lowlevel.wait_task_rescheduled(call)
+                    else:
+                        await trio.lowlevel.checkpoint()
                 else:
-                    await trio.lowlevel.checkpoint()
+                    with _until(call):
+                        await self._routing.route_queued(call, wait=self._wait_for_room)
+                        await call.wait_outcome()
                 first = call.outcome
                 if isinstance(first, LLMResponse):
                     outcome = _answered(call, first, start, attempts=1)
                 elif isinstance(first, StreamHandle):
                     outcome = first
-                else:
-                    outcome = await self._retry(call, start)
+                elif first is not None and trio.current_time() < call.deadline:
+                    with _until(call):
+                        outcome = await self._retry(call, start)
             if outcome is None:
                 call.abandon()
-                errors = call.errors or []
+                errors = call.errors or ([first] if isinstance(first, LLMError) else [])
                 raise LoadBalancerError(
                     f"Request timed out after {limit:g}s ({len(errors)} attempts failed)", errors
                 )
@@ -166,65 +189,88 @@ class RequestLoop:
         self._succeeded += 1
         return outcome
 
-    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle:
-        """Judge the current attempt's failure; retry, fail over or give up."""
+    async def _retry(self, call: Call, start: float) -> LLMResponse | StreamHandle | None:
+        """Judge the current attempt's failure; retry, fail over or give up.
+
+        None: the request's deadline passed (the caller raises the timeout error).
+        """
         config = self._balancer_config
         errors = call.errors = []
         retries = 0
         reroutes = 0
-        while True:
-            outcome = call.outcome
-            if isinstance(outcome, LLMResponse):
-                return _answered(call, outcome, start, attempts=len(errors) + 1)
-            if isinstance(outcome, StreamHandle):
-                return outcome
-            if isinstance(outcome, LoadBalancerError):
-                outcome.errors = errors + outcome.errors
-                raise outcome
-            if isinstance(outcome, Reroute) or (
-                isinstance(outcome, LLMError) and outcome.kind == "crash"
-            ):
-                if isinstance(outcome, LLMError):
+        # A retry is counted in the totals (progress lines show them) when its outcome is
+        # in, or the request ends, and only if it went to a provider (``call.assigned``
+        # grew): one failed unsent because every provider refused, or cancelled before
+        # it went (a batch stopping), was not made.
+        decided_at: int | None = None
+        try:
+            while True:
+                outcome = call.outcome
+                if decided_at is not None:
+                    if isinstance(outcome, Reroute):
+                        decided_at = call.assigned  # handed back unrun: counts when it goes
+                    else:
+                        if call.assigned > decided_at:
+                            self._retries += 1
+                        decided_at = None
+                if isinstance(outcome, LLMResponse):
+                    return _answered(call, outcome, start, attempts=len(errors) + 1)
+                if isinstance(outcome, StreamHandle):
+                    return outcome
+                if trio.current_time() >= call.deadline:
+                    if isinstance(outcome, LLMError):
+                        errors.append(outcome)
+                    return None  # out of time: no judging, no retry
+                if isinstance(outcome, LoadBalancerError):
+                    outcome.errors = errors + outcome.errors
+                    raise outcome
+                if isinstance(outcome, Reroute) or (
+                    isinstance(outcome, LLMError) and outcome.kind == "crash"
+                ):
+                    if isinstance(outcome, LLMError):
+                        errors.append(outcome)
+                    if not isinstance(outcome, Reroute) or outcome.counted:
+                        reroutes += 1
+                        self._rerouted += 1
+                    if reroutes > _MAX_REROUTES:
+                        raise LoadBalancerError("All providers failed: too many re-routes", errors)
+                else:
+                    assert isinstance(outcome, LLMError)
                     errors.append(outcome)
-                if not isinstance(outcome, Reroute) or outcome.counted:
-                    reroutes += 1
-                    self._rerouted += 1
-                if reroutes > _MAX_REROUTES:
-                    raise LoadBalancerError("All providers failed: too many re-routes", errors)
-            else:
-                assert isinstance(outcome, LLMError)
-                errors.append(outcome)
-                if outcome.kind == "cancelled":
-                    # This caller is still waiting, so it did not cancel: the actor holding
-                    # the attempt was stopped because the balancer is shutting down.
-                    raise BalancerClosedError("the balancer was shut down", errors)
-                if not outcome.retryable and not outcome.disables_provider:
-                    raise LoadBalancerError(
-                        f"Request rejected by {outcome.provider}: {outcome.message}", errors
-                    )
-                if retries >= config.max_retries:
-                    raise LoadBalancerError(
-                        f"All providers failed after {len(errors)} attempts", errors
-                    )
-                retries += 1
-                self._retries += 1
-                # After a refusal (401/403/404) fail over at once: the next provider
-                # is not the one that refused us.
-                if not outcome.disables_provider:
-                    wait = max(
-                        compute_backoff(
-                            retries, config.retry_delay, config.max_retry_delay, self._rng
-                        ),
-                        self._routing.earliest_retry_wait(call, trio.current_time()),
-                    )
-                    if wait > 0:
-                        await trio.sleep(wait)
-            if self.closed:
-                raise BalancerClosedError("the balancer is closed")
-            call.next_attempt()
-            if not self._routing.route_now(call):
-                await self._routing.route_queued(call, wait=self._wait_for_room)
-            await call.wait_outcome()
+                    if outcome.kind == "cancelled":
+                        # This caller is still waiting, so it did not cancel: the actor holding
+                        # the attempt was stopped because the balancer is shutting down.
+                        raise BalancerClosedError("the balancer was shut down", errors)
+                    if not outcome.retryable and not outcome.disables_provider:
+                        raise LoadBalancerError(
+                            f"Request rejected by {outcome.provider}: {outcome.message}", errors
+                        )
+                    if retries >= config.max_retries:
+                        raise LoadBalancerError(
+                            f"All providers failed after {len(errors)} attempts", errors
+                        )
+                    retries += 1
+                    decided_at = call.assigned
+                    # After a refusal (401/403/404) fail over at once: the next provider
+                    # is not the one that refused us.
+                    if not outcome.disables_provider:
+                        wait = max(
+                            compute_backoff(
+                                retries, config.retry_delay, config.max_retry_delay, self._rng
+                            ),
+                            self._routing.earliest_retry_wait(call, trio.current_time()),
+                        )
+                        if wait > 0:
+                            await trio.sleep(wait)
+                if self.closed:
+                    raise BalancerClosedError("the balancer is closed")
+                call.next_attempt()
+                if not self._routing.route_now(call):
+                    await self._routing.route_queued(call, wait=self._wait_for_room)
+                await call.wait_outcome()
+        finally:
+            if decided_at is not None and call.assigned > decided_at:
+                self._retries += 1  # went, then the request ended (cancelled, closed)
 
     def totals(self) -> BalancerTotals:
         """Balancer-wide counters."""

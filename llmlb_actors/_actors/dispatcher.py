@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import (
+    ALL_REFUSED,
     BalancerClosedError,
     LLMError,
     LoadBalancerError,
@@ -34,6 +35,13 @@ class _Saturated:
 _SATURATED = _Saturated()
 
 
+class _Refused:
+    """Every candidate refused requests (401/403/404) and is cooling down."""
+
+    def __init__(self, actors: list[ProviderActor]) -> None:
+        self.actors = actors
+
+
 class Dispatcher:
     """Receives calls from callers and forwards each to one provider's mailbox.
 
@@ -42,7 +50,10 @@ class Dispatcher:
     preferring ones this request has not tried yet; among those, the healthy
     ones (circuit available, no Retry-After pending) with mailbox room. When
     none is healthy, the least recently failed one is tried rather than failing
-    without trying. When all have full mailboxes, the dispatcher stops
+    without trying, unless it refused requests (401/403/404: see
+    `ProviderActor.refusal`): a refusal is not retried, and when every
+    candidate refused, the call fails at once with their reasons instead of
+    being sent. When all have full mailboxes, the dispatcher stops
     receiving until a worker frees room: callers then wait on the bounded
     dispatcher mailbox (backpressure). While it is idle, a new call is routed
     in the caller's task instead (`route_now`). The request loop reaches it
@@ -183,6 +194,10 @@ class Dispatcher:
             return True
         if isinstance(choice, _Saturated):
             return False
+        if isinstance(choice, _Refused):
+            reasons = "; ".join(str(a.refusal) for a in choice.actors)
+            call.resolve(call.attempt, LoadBalancerError(f"{ALL_REFUSED}: {reasons}"))
+            return True
         if isinstance(choice, Wait):
             return self._must_wait(call, choice)
         if choice is None:
@@ -246,15 +261,19 @@ class Dispatcher:
             self.quota.waits += 1
             self.quota.wait_seconds += now - since
 
-    def route(self, call: Call) -> ProviderActor | _Saturated | Wait | None:
+    def route(self, call: Call) -> ProviderActor | _Saturated | _Refused | Wait | None:
         """The provider for this attempt; `None` if there is none at all."""
         now = trio.current_time()
+        refused: list[ProviderActor] = []
         if call.assigned == 0 and not call.needs:
             pool = self.rotation  # a first attempt: every provider is eligible and untried
         else:
             eligible: list[ProviderActor] = []
             untried: list[ProviderActor] = []
             for actor in self.rotation:
+                if actor.refusal is not None and call.attempts_at(actor.name):
+                    refused.append(actor)  # it refused this very request: never again
+                    continue
                 if not _can_take(actor, call):
                     continue
                 eligible.append(actor)
@@ -262,7 +281,7 @@ class Dispatcher:
                     untried.append(actor)
             pool = untried or eligible
         if not pool:
-            return None
+            return _Refused(refused) if refused else None
         quota = self.quota
         if quota is not None and quota.limited_names:
             admitted = quota.admissible(pool, call, now)
@@ -282,7 +301,10 @@ class Dispatcher:
             return self.strategy.select(ready)  # type: ignore[return-value]
         healthy = [a for a in pool if a.available(now)]
         if not healthy:
-            healthy = [min(pool, key=lambda a: (a.circuit.last_failure_time, a.index))]
+            standing = [a for a in pool if a.refusal is None]
+            if not standing:
+                return _Refused(refused + pool)
+            healthy = [min(standing, key=lambda a: (a.circuit.last_failure_time, a.index))]
         with_room = [a for a in healthy if a.queued < a.mailbox_size]
         if not with_room:
             return _SATURATED

@@ -16,7 +16,7 @@ from .._errors import LLMError
 from .._models import LLMResponse, StreamChunk, Usage
 from .._quota._observe import install as install_observation_slot
 from .._secrets import Redactor
-from .._stats import ProviderStats, StatsRecorder
+from .._stats import ProviderHealth, ProviderStats, StatsRecorder
 from .._transport._base import ON_SEND
 from ._call import NEEDS_IMAGES, NEEDS_STREAM, NEEDS_TOOLS, Call, Reroute, StreamHandle
 
@@ -92,6 +92,7 @@ class ProviderActor:
         self.restarts = 0
         self.removed = False
         self.dead_reason: str | None = None
+        self._refusal: LLMError | None = None
         self._idle_waiter: trio.Event | None = None  # made only while a removal drains
         self.stopped = trio.Event()
         self.redact = Redactor.for_provider(config, balancer_config)
@@ -116,6 +117,12 @@ class ProviderActor:
 
     def available(self, now: float) -> bool:
         return now >= self.not_before and self.circuit.available(now)
+
+    @property
+    def refusal(self) -> LLMError | None:
+        """The 401/403/404 that took this provider out, while its circuit is still open
+        for it: retrying there cannot help until the cool-down's trial says otherwise."""
+        return self._refusal if self.circuit.state != "closed" else None
 
     def snapshot(self) -> ProviderState:
         return ProviderState(
@@ -308,7 +315,9 @@ class ProviderActor:
         self.held.add(call)
         self.active += 1
         start = trio.current_time()
-        scope.deadline = start + self.timeout
+        # The request's overall deadline cuts the attempt too: the caller waits for it
+        # without a cancel scope of its own on the happy path (see RequestLoop.run).
+        scope.deadline = min(start + self.timeout, call.deadline)
         call.scope = scope
         stream = _StreamState() if call.stream else None
         running.start(call, attempt, start, stream)
@@ -417,6 +426,15 @@ class ProviderActor:
     def _cancel_error(self, call: Call, start: float) -> LLMError:
         if call.abandoned:
             return LLMError("cancelled by the caller", provider=self.name, kind="cancelled")
+        now = trio.current_time()
+        if now >= call.deadline:
+            # The request ran out of time, not this attempt: counted as the caller's
+            # cancellation, as if its own cancel scope had fired (nothing against the provider).
+            return LLMError(
+                f"cut at the request's deadline after {now - start:.3g}s",
+                provider=self.name,
+                kind="cancelled",
+            )
         return LLMError(
             f"attempt timed out after {trio.current_time() - start:.3g}s",
             provider=self.name,
@@ -443,12 +461,15 @@ class ProviderActor:
         if cancelled:
             self.circuit.record_neutral()
         elif error.disables_provider:
+            if self.refusal is None:  # once per refusal, not once per request it fails
+                log.warning("provider %s left rotation: %s", self.name, error)
+            self._refusal = error
             self.circuit.trip(
                 now, f"misconfigured: {error}", cooldown=self.balancer_config.cooldown
             )
-            log.warning("provider %s left rotation: %s", self.name, error)
             self._publish_health("disabled", self.balancer_config.cooldown)
         elif error.retryable:
+            self._refusal = None  # its latest failure is a transient one
             was_open = self.circuit.state == "open"
             self.circuit.record_failure(now, str(error))
             if self.circuit.state == "open" and not was_open and error.status != 429:
@@ -544,27 +565,47 @@ class ProviderActor:
 
     # -- health ---------------------------------------------------------------------
 
-    async def probe(self) -> bool:
+    async def probe(self) -> ProviderHealth:
         """Probe now; a failed probe opens the circuit, a good one closes it."""
+        timeout = self.balancer_config.health_check_timeout
+        start = trio.current_time()
         ok = False
-        with trio.move_on_after(self.balancer_config.health_check_timeout):
+        error: LLMError | None = None
+        reason = "the probe said no"
+        with trio.move_on_after(timeout) as scope:
             try:
                 ok = bool(await self.provider.check_health())
-            except LLMError:
-                ok = False
+            except LLMError as exc:
+                error = exc
             except Exception as exc:  # a probe that raises is a failed probe, not a crash
                 log.warning("health probe of %s raised %s", self.name, type(exc).__name__)
-                ok = False
+                reason = f"the probe raised {type(exc).__name__}"
         now = trio.current_time()
         if ok:
             if self.circuit.state != "closed":
                 self.circuit.reset()
                 self._publish_health("circuit", 0.0)
             self.not_before = float("-inf")
-        elif self.circuit.state != "open":
-            self.circuit.trip(now, "health probe failed")
+            return ProviderHealth(name=self.name, status="up", latency=now - start)
+        kind: str | None = None
+        status: int | None = None
+        if scope.cancelled_caught:
+            reason, kind = f"no answer within {timeout:g}s (health_check_timeout)", "timeout"
+        elif error is not None:
+            self.redact.error(error)
+            kind, status = error.kind, error.status
+            reason = error.message if status is None else f"HTTP {status}: {error.message}"
+        if self.circuit.state != "open":
+            self.circuit.trip(now, f"health probe failed: {reason}")
             self._publish_health("circuit", self.circuit.open_until - now)
-        return ok
+        return ProviderHealth(
+            name=self.name,
+            status="down",
+            reason=reason,
+            http_status=status,
+            kind=kind,
+            latency=now - start,
+        )
 
     async def _health_loop(self) -> None:
         interval = self.balancer_config.health_check_interval

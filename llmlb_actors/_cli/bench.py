@@ -15,8 +15,8 @@ from .._errors import LLMLBError, LoadBalancerError
 from .._models import LLMRequest
 from .._secrets import Redactor
 from .._stats import percentile
-from .common import console, open_target
-from .fleets import bench_fleet
+from .common import console, deadline_overrides, observer, open_target
+from .fleets import default_fleet
 from .progress import open_progress
 
 if TYPE_CHECKING:
@@ -106,10 +106,13 @@ async def _streams(
 async def run_bench(args: argparse.Namespace) -> int:
     """Send ``--requests`` prompts at ``--concurrency`` and report the numbers."""
     tally = _Tally()
+    overrides = {"health_check_interval": None, **deadline_overrides(args)}
     async with (
-        open_target(args, bench_fleet(), overrides={"health_check_interval": None}) as target,
-        open_progress(args.requests, "bench", enabled=not args.json) as progress,
+        open_target(args, default_fleet(), overrides=overrides) as target,
         open_balancer(target.config) as lb,
+        open_progress(
+            args.requests, "bench", enabled=not args.json, observe=observer(lb)
+        ) as progress,
     ):
         started = trio.current_time()
         run = _streams if args.stream else _whole

@@ -24,10 +24,11 @@ from ..sim import Simulator
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from rich.console import Console
 
+    from .._balancer import Balancer
     from .._secrets import Redactor
     from .._stats import BalancerTotals, ProviderStats
     from ..sim import SimProvider
@@ -36,8 +37,11 @@ __all__ = [
     "Target",
     "config_fingerprint",
     "console",
+    "deadline_overrides",
+    "observer",
     "open_target",
     "print_provider_table",
+    "providers_fingerprint",
     "run_seed",
 ]
 
@@ -101,6 +105,26 @@ async def open_target(
         yield Target(config=finish(config), label=SIMULATOR, simulator=sim)
 
 
+def deadline_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--timeout`` and ``--max-retries`` as config overrides (they win over the file)."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "timeout", None) is not None:
+        overrides["request_timeout"] = args.timeout
+    if getattr(args, "max_retries", None) is not None:
+        overrides["max_retries"] = args.max_retries
+    return overrides
+
+
+def observer(lb: Balancer) -> Callable[[], tuple[int, int]]:
+    """What a progress line shows of a running balancer: ``(in flight, retries)``."""
+
+    def observe() -> tuple[int, int]:
+        totals = lb.get_totals()
+        return totals.in_flight, totals.retries
+
+    return observe
+
+
 _NETWORK: dict[str, object] = {
     "proxy": None,
     "trust_env": True,
@@ -158,6 +182,30 @@ def config_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
     fields["custom_strategy"] = config.custom_strategy is not None
     fields["providers"] = providers
     digest = hashlib.sha256(msgspec.json.encode(fields, order="sorted")).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+def providers_fingerprint(config: BalancerConfig, *, simulated: bool) -> str:
+    """A hash of who answers and what they are asked: each provider's name, protocol,
+    model, endpoint, API version and header names.
+
+    This is a batch job's identity on the config side. Routing and pacing
+    knobs (strategy, weights, timeouts, retries, concurrency) are left out:
+    changing them between runs does not change what an answer means, and a
+    resume with a longer ``--timeout`` must not be refused.
+    """
+    providers = [
+        {
+            "name": p.name,
+            "protocol": p.protocol_name,
+            "model": p.model,
+            "base_url": None if simulated else p.base_url,
+            "api_version": p.api_version,
+            "headers": sorted(p.headers),
+        }
+        for p in config.providers
+    ]
+    digest = hashlib.sha256(msgspec.json.encode(providers, order="sorted")).hexdigest()
     return f"sha256:{digest[:16]}"
 
 

@@ -9,7 +9,7 @@ import trio
 from .._balancer import open_balancer
 from .._models import LLMRequest
 from .._secrets import Redactor
-from .common import console, open_target, print_provider_table
+from .common import console, observer, open_target, print_provider_table
 from .fleets import demo_fleet
 from .progress import open_progress
 
@@ -56,8 +56,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         failed = 0
         started = trio.current_time()
         async with (
-            open_progress(args.requests, "demo", interval=1.0) as progress,
             open_balancer(config) as lb,
+            open_progress(args.requests, "demo", interval=1.0, observe=observer(lb)) as progress,
         ):
             async with lb.map(requests, concurrency=args.concurrency) as results:
                 async for result in results:

@@ -1,23 +1,19 @@
-"""The ``--providers`` spec language of ``llmlb sim``, and the simulated fleets the
-other commands use when no ``--config`` is given. Strictly private.
+"""The ``--providers`` spec language of ``llmlb sim``, and the one simulated fleet every
+command runs against when no ``--config`` is given. Strictly private.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from ..sim import OUTCOMES, Behaviour, SimProvider
 
-__all__ = [
-    "DEFAULT_SIM_SPEC",
-    "batch_fleet",
-    "bench_fleet",
-    "demo_fleet",
-    "parse_providers",
-    "quota_fleet",
-]
+__all__ = ["DEFAULT_SIM_SPEC", "default_fleet", "demo_fleet", "parse_providers", "quota_fleet"]
 
-DEFAULT_SIM_SPEC = "openai:openai,claude:anthropic,gemini:gemini,cohere:cohere,mistral:mistral"
+#: The default fleet: three protocols, so every command shows failover across APIs.
+DEFAULT_SIM_SPEC = "alpha:openai,beta:anthropic,gamma:gemini"
 
 _BEHAVIOUR_KEYS = {
     "latency": "latency",
@@ -40,8 +36,7 @@ openai (default), openai-compatible, anthropic, gemini, cohere or mistral.
 OPTIONs: latency, jitter, token_delay (seconds), chunks, seed, reply, retry_after,
 rpm, tpm, rpd (quotas: 429 past them, with the protocol's rate-limit headers),
 model, key (the API key it demands; default: any), port, and any outcome name
-with its probability per request, e.g. 503=0.1, 429=0.05, hang=0.01, reset=0.01.
-Example: "fast:openai:latency=0.01:rpm=600,flaky:anthropic:503=0.2:hang=0.02"."""
+with its probability per request, e.g. 503=0.1, 429=0.05, hang=0.01, reset=0.01."""
 
 
 def parse_providers(spec: str, *, base_port: int = 0) -> list[SimProvider]:
@@ -100,27 +95,22 @@ def _value(key: str, raw: str) -> Any:
     return float(raw)
 
 
+def default_fleet() -> list[SimProvider]:
+    """What every command runs against without ``--config`` (``llmlb sim``'s default too):
+    zero latency and no faults, so ``bench`` measures the balancer's own cost."""
+    return parse_providers(DEFAULT_SIM_SPEC)
+
+
 def demo_fleet() -> list[SimProvider]:
-    """Three providers with small real latencies; ``gamma`` is flaky (503s, rare hangs)."""
-    return [
-        SimProvider(
-            name="alpha",
-            protocol="openai",
-            behaviour=Behaviour(latency=0.005, latency_jitter=0.010, seed=1),
+    """The default fleet with small real latencies, and ``gamma`` flaky (503s, rare hangs)."""
+    behaviours = {
+        "alpha": Behaviour(latency=0.005, latency_jitter=0.010, seed=1),
+        "beta": Behaviour(latency=0.010, latency_jitter=0.020, seed=2),
+        "gamma": Behaviour(
+            latency=0.005, latency_jitter=0.025, faults={"503": 0.12, "hang": 0.02}, seed=3
         ),
-        SimProvider(
-            name="beta",
-            protocol="anthropic",
-            behaviour=Behaviour(latency=0.010, latency_jitter=0.020, seed=2),
-        ),
-        SimProvider(
-            name="gamma",
-            protocol="gemini",
-            behaviour=Behaviour(
-                latency=0.005, latency_jitter=0.025, faults={"503": 0.12, "hang": 0.02}, seed=3
-            ),
-        ),
-    ]
+    }
+    return [msgspec.structs.replace(p, behaviour=behaviours[p.name]) for p in default_fleet()]
 
 
 def quota_fleet() -> list[SimProvider]:
@@ -142,17 +132,3 @@ def quota_fleet() -> list[SimProvider]:
             behaviour=Behaviour(latency=0.05, latency_jitter=0.05, rpm=300, seed=3),
         ),
     ]
-
-
-def batch_fleet() -> list[SimProvider]:
-    """What ``llmlb batch`` runs against without ``--config``: three healthy providers."""
-    return [
-        SimProvider(name="alpha", protocol="openai"),
-        SimProvider(name="beta", protocol="anthropic"),
-        SimProvider(name="gamma", protocol="gemini"),
-    ]
-
-
-def bench_fleet() -> list[SimProvider]:
-    """Zero-latency providers: the benchmark then measures the balancer's own cost."""
-    return [SimProvider(name="alpha", protocol="openai"), SimProvider(name="beta")]

@@ -1,4 +1,4 @@
-"""``llmlb health``: probe every provider once. Strictly private."""
+"""``llmlb health``: probe every provider once and say why any is down. Strictly private."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .._balancer import open_balancer
 from .._secrets import Redactor
 from .common import console, open_target
-from .fleets import batch_fleet
+from .fleets import default_fleet
 
 if TYPE_CHECKING:
     import argparse
@@ -18,34 +18,32 @@ __all__ = ["run_health"]
 async def run_health(args: argparse.Namespace) -> int:
     """Probe every provider once; exit status 1 if any is down."""
     async with (
-        open_target(args, batch_fleet(), overrides={"health_check_interval": None}) as target,
+        open_target(args, default_fleet(), overrides={"health_check_interval": None}) as target,
         open_balancer(target.config) as lb,
     ):
-        health = await lb.health_check()
-        stats = lb.get_stats()
+        report = await lb.health_report()
     from rich.table import Table
 
     redact = Redactor.for_balancer(target.config)
     table = Table(title=f"Health of {target.label}", title_justify="left")
-    for column in ("provider", "protocol", "model", "base_url", "status", "detail"):
-        table.add_column(column)
+    for column in ("provider", "protocol", "model", "base_url", "status", "probe ms", "reason"):
+        table.add_column(column, justify="right" if column == "probe ms" else "left")
     for provider in target.config.providers:
-        up = health.get(provider.name, False)
-        s = stats.get(provider.name)
-        detail = "" if up or s is None else (s.out_of_rotation_reason or s.last_error or "")
+        health = report.get(provider.name)
         table.add_row(
             provider.name,
             provider.protocol_name,
             provider.model or "",
             redact(provider.base_url or "(default)"),
-            "up" if up else "DOWN",
-            redact(detail),
+            "up" if health is not None and health.healthy else "DOWN",
+            f"{health.latency * 1000:.0f}" if health is not None and health.latency else "-",
+            redact(health.reason or "") if health is not None else "not probed",
         )
     out = console()
     out.print(table)
-    down = [name for name, ok in health.items() if not ok]
+    down = [name for name, health in report.items() if not health.healthy]
     out.print(
-        f"{len(health) - len(down)}/{len(health)} up"
+        f"{len(report) - len(down)}/{len(report)} up"
         + (f"; down: {', '.join(down)}" if down else "")
     )
     return 1 if down else 0

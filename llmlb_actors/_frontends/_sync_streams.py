@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from .._batch import BatchResult
 from .._errors import BalancerClosedError
+from .._models import StreamChunk
 from ._hubs import direct
 from ._jobs import Job, Outbox, batch_statistics, run_map, run_stream
 from ._runtime import call_sync
@@ -15,9 +17,10 @@ from ._runtime import call_sync
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from types import TracebackType
+    from typing import Self
 
-    from .._batch import BatchResult, BatchStatistics
-    from .._models import LLMRequest, StreamChunk
+    from .._batch import BatchStatistics
+    from .._models import LLMRequest
     from ._runtime import Runtime
 
 __all__ = ["BatchIterator", "Stream"]
@@ -30,6 +33,8 @@ MAP_HANDOVER = 64
 
 
 _END = object()
+
+T = TypeVar("T")
 
 
 class _Inbox:
@@ -138,21 +143,22 @@ class _Inbox:
             self.rt.cancel(job)
 
 
-class Stream:
-    """What `Balancer.stream` returns: an iterator of `StreamChunk` (and a context manager)."""
+class _Handover(Generic[T]):
+    """Items of one job, iterated on the consumer's thread (and a context manager)."""
 
-    def __init__(self, rt: Runtime, request: LLMRequest, timeout: float | None) -> None:
-        self._inbox = _Inbox(rt, STREAM_WINDOW)
-        self._request = request
-        self._timeout = timeout
+    def __init__(
+        self, rt: Runtime, window: int, run: Callable[..., Any], args: tuple[Any, ...]
+    ) -> None:
+        self._inbox = _Inbox(rt, window)
+        self._run = run
+        self._args = args
 
     def _ensure_started(self) -> None:
         inbox = self._inbox
         if inbox.job is None:
-            args = (self._request, self._timeout, inbox.outbox)
-            inbox.start(Job(run_stream, None, args, inbox.finished))
+            inbox.start(Job(self._run, None, (*self._args, inbox.outbox), inbox.finished))
 
-    def __enter__(self) -> Stream:
+    def __enter__(self) -> Self:
         self._ensure_started()
         return self
 
@@ -164,19 +170,18 @@ class Stream:
     ) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[StreamChunk]:
+    def __iter__(self) -> Iterator[T]:
         return self
 
-    def __next__(self) -> StreamChunk:
+    def __next__(self) -> T:
         self._ensure_started()
         item = self._inbox.next()
         if item is _END:
             raise StopIteration
-        chunk: StreamChunk = item
-        return chunk
+        return cast("T", item)
 
     def close(self) -> None:
-        """Stop the stream now: the upstream response is closed before this returns."""
+        """Stop now: the job's requests are cancelled (and closed) before this returns."""
         self._inbox.stop()
 
     def __del__(self) -> None:
@@ -185,42 +190,22 @@ class Stream:
             inbox.abandon()
 
 
-class BatchIterator:
+class Stream(_Handover[StreamChunk]):
+    """What `Balancer.stream` returns: an iterator of `StreamChunk` (and a context manager)."""
+
+    def __init__(self, rt: Runtime, request: LLMRequest, timeout: float | None) -> None:
+        super().__init__(rt, STREAM_WINDOW, run_stream, (request, timeout))
+
+    def close(self) -> None:
+        """Stop the stream now: the upstream response is closed before this returns."""
+        self._inbox.stop()
+
+
+class BatchIterator(_Handover[BatchResult]):
     """What `Balancer.map` returns: an iterator of `BatchResult` (and a context manager)."""
 
     def __init__(self, rt: Runtime, requests: Iterable[Any], options: dict[str, Any]) -> None:
-        self._inbox = _Inbox(rt, MAP_HANDOVER)
-        self._requests = requests
-        self._options = options
-
-    def _ensure_started(self) -> None:
-        inbox = self._inbox
-        if inbox.job is None:
-            args = (self._requests, self._options, inbox.outbox)
-            inbox.start(Job(run_map, None, args, inbox.finished))
-
-    def __enter__(self) -> BatchIterator:
-        self._ensure_started()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[BatchResult]:
-        return self
-
-    def __next__(self) -> BatchResult:
-        self._ensure_started()
-        item = self._inbox.next()
-        if item is _END:
-            raise StopIteration
-        result: BatchResult = item
-        return result
+        super().__init__(rt, MAP_HANDOVER, run_map, (requests, options))
 
     def statistics(self) -> BatchStatistics:
         """Counters of the batch right now (results on their way here count as consumed)."""
@@ -231,8 +216,3 @@ class BatchIterator:
     def close(self) -> None:
         """Stop the batch now: unfinished requests are cancelled before this returns."""
         self._inbox.stop()
-
-    def __del__(self) -> None:
-        inbox = getattr(self, "_inbox", None)  # None if __init__ did not finish
-        if inbox is not None:
-            inbox.abandon()

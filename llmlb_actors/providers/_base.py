@@ -81,7 +81,11 @@ class BaseProvider:
         )
 
     async def check_health(self) -> bool:
-        """Probe the provider cheaply; the default trusts it."""
+        """Probe the provider cheaply; the default trusts it.
+
+        Return False, or raise `LLMError` to say why (its message becomes the
+        reason in `Balancer.health_report`).
+        """
         return True
 
     async def aclose(self) -> None:

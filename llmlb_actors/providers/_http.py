@@ -285,13 +285,15 @@ class HTTPProvider(BaseProvider):
             yield final
 
     async def check_health(self) -> bool:
+        """True if the API answers its cheapest authenticated call; a failure raises the
+        `LLMError` that says why (the status and the provider's message, a timeout,
+        a refused connection), which the health report shows."""
         http_request = self.adapter.health_request()
-        try:
-            with map_transport_errors(self.name):
-                response = await self.transport.request(http_request)
-        except LLMError:
-            return False
-        return 200 <= response.status < 300
+        with map_transport_errors(self.name):
+            response = await self.transport.request(http_request)
+        if 200 <= response.status < 300:
+            return True
+        raise self._parse_error(response.status, response.headers, response.body)
 
     def __repr__(self) -> str:
         return f"<HTTPProvider {self.name!r} protocol={self.adapter.protocol!r}>"

@@ -187,7 +187,8 @@ class SimProvider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         api_key: when set, requests must carry it (wrong or missing: the
             protocol's auth error); when ``None`` any key is accepted.
         model: the one model it serves (default depends on the protocol);
-            requests naming another model get the protocol's 404.
+            requests naming another model get the protocol's answer (a 404;
+            Mistral: a 400 ``invalid_model``, as its API does).
         behaviour: latency, streaming pace and faults.
         port: port to listen on; 0 picks a free one.
     """

@@ -97,6 +97,8 @@ class Simulator:
             "provider": spec.protocol,
             "model": spec.model_id,
             "api_key": spec.api_key,
+            # A simulated provider without a key of its own takes any key, or none.
+            "api_key_required": spec.api_key is not None,
             "base_url": self.base_url(name),
         }
         fields.update(overrides)

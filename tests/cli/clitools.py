@@ -19,9 +19,9 @@ SECRET = "sk-llmlb-TESTSECRET-7f3a9c"
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMLB_")}
+    env.pop("COLUMNS", None)
     env.update(extra)
     env["PYTHONUNBUFFERED"] = "1"
-    env.pop("COLUMNS", None)
     return env
 
 
@@ -56,3 +56,23 @@ def write_config(path: Path, providers: Sequence[dict[str, Any]], **top: Any) ->
         lines += [f"{k} = {_toml(v)}" for k, v in provider.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def sim_entries(sim: Any, *names: str, key_env: str = "LLMLB_TEST_KEY") -> list[dict[str, Any]]:
+    """``[[providers]]`` entries pointing at providers of a running simulator; the key is
+    read from ``key_env`` (run the CLI with ``cli_env(LLMLB_TEST_KEY=...)``)."""
+    entries = []
+    for name in names:
+        entry: dict[str, Any] = {
+            "name": name,
+            "provider": sim.provider(name).protocol,
+            "model": sim.provider(name).model_id,
+            "base_url": sim.base_url(name),
+        }
+        entry["api_key_env"] = key_env
+        entries.append(entry)
+    return entries
+
+
+def records_of(path: Path, kind: str) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(path) if r["type"] == kind]

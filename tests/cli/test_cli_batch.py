@@ -120,16 +120,12 @@ async def test_formats_bad_lines_and_rerun(tmp_path: Path, run_cli: RunCli) -> N
     # Not a terminal: plain progress lines on stderr, no rich bar.
     assert "batch: 36/36 (100%)" in first.stderr
 
+    # Rerun of a finished job: nothing is sent and the file is not touched.
+    before = out.read_bytes()
     again = await run_cli(*args)
     assert again.returncode == 0, again.stderr
-    records_after = read_jsonl(out)
-    assert records_after[: len(records)] == records
-    (header2,) = records_after[len(records) :]
-    assert header2["type"] == "header"
-    assert header2["already_answered"] == 31
-    assert header2["to_do"] == 0
-    assert header2["config_hash"] == header["config_hash"]
-    assert "0 answered, 0 failed, 0 bad input lines, 36 skipped" in again.stdout
+    assert "nothing to do" in again.stdout
+    assert out.read_bytes() == before
 
 
 async def wait_for_results(path: Path, count: int) -> None:

@@ -38,7 +38,7 @@ def write(tmp_path: Path, data: dict[str, Any], fmt: str) -> Path:
 
 def base(**provider_two: Any) -> dict[str, Any]:
     two = {"name": "local", "provider": "openai-compatible", "base_url": "http://127.0.0.1:9/v1"}
-    two.update({"model": "llama"}, **provider_two)
+    two.update({"model": "llama", "api_key_required": False}, **provider_two)
     return {
         "strategy": "weighted",
         "global_timeout": 5,
@@ -254,8 +254,9 @@ def test_proxy_and_trust_from_a_file(tmp_path: Path) -> None:
     path.write_text(
         f'proxy = "http://proxy.corp:3128"\ntrust_env = false\nca_bundle = "{ca}"\n'
         '[[providers]]\nname = "openai"\nmodel = "m"\nproxy = "http://other.corp:8080"\n'
+        'api_key_env = "LLMLB_TEST_KEY"\n'
     )
-    config = load_config(path)
+    config = load_config(path, env={"LLMLB_TEST_KEY": KEY})
     assert (config.proxy, config.trust_env, config.ca_bundle) == (
         "http://proxy.corp:3128",
         False,

@@ -143,7 +143,7 @@ def test_ctrl_c_in_a_script(sim: SimulatorThread) -> None:
 
         config = llmlb.ProviderConfig(
             name="hang", provider="openai-compatible", model={hang.model!r},
-            base_url={hang.base_url!r},
+            base_url={hang.base_url!r}, api_key_required=False,
         )
         lb = sync.open_balancer(providers=[config], health_check_interval=None)
         print("ready", flush=True)

@@ -422,7 +422,7 @@ async def test_unparseable_tool_arguments_are_a_typed_error_and_fail_over(
         server = await srv.start(nursery, handler)
         broken = llmlb.ProviderConfig(
             name="broken", provider="openai-compatible", base_url=server.url(), model="m",
-            max_retries=0,
+            api_key_required=False, max_retries=0,
         )  # fmt: skip
         providers = [broken, config(sim, "gemini")]
         async with llmlb.open_balancer(

@@ -106,6 +106,34 @@ async def test_unknown_ca_is_a_tls_error_and_fails_over_without_retrying_there(
     assert untrusted.requests == []
 
 
+async def test_every_provider_failing_tls_stops_the_spending(
+    transport_name: str, serve: Serve, server_ssl_context: ssl.SSLContext
+) -> None:
+    """A TLS failure is not transient: once every provider failed it, later requests fail
+    at once with the reasons and never connect again (until the cool-down's trial)."""
+    first = await serve(answers("never"), ssl_context=server_ssl_context)
+    second = await serve(answers("never"), ssl_context=server_ssl_context)
+    cfg = config(
+        transport_name,
+        provider(first.url("/v1"), "first"),
+        provider(second.url("/v1"), "second"),
+        max_retries=3,
+    )
+    async with llmlb.open_balancer(cfg) as lb:
+        with pytest.raises(llmlb.LoadBalancerError) as info:
+            await lb.request(REQUEST)
+        assert sorted(e.provider for e in info.value.errors) == ["first", "second"]
+        assert {e.kind for e in info.value.errors} == {"tls"}
+        for _ in range(10):
+            with pytest.raises(llmlb.LoadBalancerError) as later:
+                await lb.request(REQUEST)
+            assert later.value.message.startswith("All providers are out of rotation: ")
+            assert "[first] TLS: certificate verify failed" in later.value.message
+            assert "[second] TLS: certificate verify failed" in later.value.message
+    assert len(first.connections) == 1
+    assert len(second.connections) == 1
+
+
 async def test_unknown_ca_message_is_one_clear_line(
     transport_name: str, serve: Serve, server_ssl_context: ssl.SSLContext
 ) -> None:

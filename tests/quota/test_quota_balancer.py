@@ -213,7 +213,11 @@ async def test_unparseable_rate_limit_headers_change_nothing(autojump_clock: Moc
         listeners = await nursery.start(partial(trio.serve_tcp, serve, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
         config = llmlb.ProviderConfig(
-            name="odd", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
+            name="odd",
+            provider="openai",
+            model="m",
+            api_key="sk-test",
+            base_url=f"http://127.0.0.1:{port}/v1",
         )
         async with llmlb.open_balancer(providers=[config], health_check_interval=None) as lb:
             for _ in range(3):

@@ -17,12 +17,13 @@ FIELDS = ("rpm", "tpm", "rpd", "tpd", "default_max_tokens")
 
 
 def test_budgets_default_to_none_and_make_limits() -> None:
-    plain = ProviderConfig(name="openai", model="m")
+    plain = ProviderConfig(name="openai", model="m", api_key="sk-test")
     assert plain.limits == Limits()
     assert plain.limits.empty
     config = ProviderConfig(
         name="openai",
         model="m",
+        api_key="sk-test",
         rpm=600,
         tpm=90_000,
         rpd=10_000,
@@ -37,7 +38,7 @@ def test_budgets_default_to_none_and_make_limits() -> None:
 @pytest.mark.parametrize("value", [0, -5, 1.5, 600.0, "600", True, [600], 10**13])
 def test_budgets_must_be_positive_integers(field: str, value: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        ProviderConfig(name="openai", model="m", **{field: value})
+        ProviderConfig(name="openai", model="m", api_key="sk-test", **{field: value})
     assert info.value.field == field
     assert field in str(info.value)
 
@@ -48,8 +49,19 @@ def test_budgets_load_from_a_file(tmp_path: Path) -> None:
         json.dumps(
             {
                 "providers": [
-                    {"name": "openai", "model": "gpt-4o-mini", "rpm": 600, "tpm": 150_000},
-                    {"name": "claude", "model": "claude-3-haiku", "default_max_tokens": 256},
+                    {
+                        "name": "openai",
+                        "model": "gpt-4o-mini",
+                        "rpm": 600,
+                        "tpm": 150_000,
+                        "api_key_required": False,
+                    },
+                    {
+                        "name": "claude",
+                        "model": "claude-3-haiku",
+                        "default_max_tokens": 256,
+                        "api_key_required": False,
+                    },
                 ]
             }
         )
@@ -64,7 +76,7 @@ def test_budgets_load_from_a_file(tmp_path: Path) -> None:
 
 
 def _providers() -> list[ProviderConfig]:
-    return [ProviderConfig(name="openai", model="m", rpm=600)]
+    return [ProviderConfig(name="openai", model="m", api_key="sk-test", rpm=600)]
 
 
 def test_balancer_quota_fields() -> None:
@@ -111,7 +123,9 @@ def test_quota_fields_load_from_a_file(tmp_path: Path) -> None:
                 "strategy": "quota",
                 "quota": "off",
                 "token_estimator": "chars",
-                "providers": [{"name": "openai", "model": "m", "rpm": 60}],
+                "providers": [
+                    {"name": "openai", "model": "m", "rpm": 60, "api_key_required": False}
+                ],
             }
         )
     )

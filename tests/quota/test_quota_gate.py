@@ -34,12 +34,16 @@ class FakeCall:
 
 
 def cand(name: str, index: int = 0, **budget: int) -> Cand:
-    return Cand(ProviderConfig(name=name, provider="openai", model="m", **budget), index)
+    return Cand(
+        ProviderConfig(name=name, provider="openai", model="m", api_key="sk-test", **budget), index
+    )
 
 
 def test_unlimited_providers_skip_the_store_after_their_first_answer() -> None:
     gate = QuotaGate(InProcessQuotaStore(), probe=True)
-    a = Cand(ProviderConfig(name="a", provider="gemini", model="m"))  # not probed
+    a = Cand(
+        ProviderConfig(name="a", provider="gemini", model="m", api_key="sk-test")
+    )  # not probed
     b = cand("b")  # openai, no limits: probed until its first answer
     gate.add(a.provider_config, 0.0)
     gate.add(b.provider_config, 0.0)
@@ -103,8 +107,12 @@ def test_cost_is_cached_per_model_and_completion_default() -> None:
 
     gate = QuotaGate(InProcessQuotaStore(), estimator)
     call = FakeCall(LLMRequest(prompt="hi"))
-    one = ProviderConfig(name="a", provider="openai", model="m1", default_max_tokens=100)
-    two = ProviderConfig(name="b", provider="openai", model="m1", default_max_tokens=300)
+    one = ProviderConfig(
+        name="a", provider="openai", model="m1", api_key="sk-test", default_max_tokens=100
+    )
+    two = ProviderConfig(
+        name="b", provider="openai", model="m1", api_key="sk-test", default_max_tokens=300
+    )
     assert gate.cost(call, one) == Cost(10, 100)
     assert gate.cost(call, one) == Cost(10, 100)
     assert gate.cost(call, two) == Cost(10, 300)

@@ -217,7 +217,11 @@ async def test_an_endless_valid_stream_stays_small_and_closes_when_left(
         async with trio.open_nursery() as nursery:
             server = await srv.start(nursery, handler)
             config = llmlb.ProviderConfig(
-                name="hostile", provider="openai-compatible", base_url=server.url(), model="m"
+                name="hostile",
+                provider="openai-compatible",
+                base_url=server.url(),
+                model="m",
+                api_key_required=False,
             )
             async with llmlb.open_balancer(providers=[config], **config_kw) as lb:
                 received = 0

@@ -88,7 +88,9 @@ async def _collect(lb: llmlb.Balancer) -> tuple[list[llmlb.StreamChunk], str]:
 
 def _config(provider: str, server: srv.RawServer) -> llmlb.ProviderConfig:
     base = server.url("/v1" if provider == "openai-compatible" else "")
-    return llmlb.ProviderConfig(name="p", provider=provider, base_url=base, model="m")
+    return llmlb.ProviderConfig(
+        name="p", provider=provider, base_url=base, model="m", api_key="sk-stream-test"
+    )
 
 
 @pytest.mark.parametrize("provider", sorted(BODIES))

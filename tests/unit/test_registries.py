@@ -29,7 +29,8 @@ def test_every_hint_infers_its_protocol(protocol: str) -> None:
         assert infer_protocol(hint) == protocol
         assert infer_protocol(f"{hint.upper()}-2") == protocol
         base_url = "https://res.example" if PROTOCOLS[protocol].needs_base_url else None
-        assert llmlb.ProviderConfig(name=hint, model="m", base_url=base_url).protocol == protocol
+        config = llmlb.ProviderConfig(name=hint, model="m", api_key="k", base_url=base_url)
+        assert config.protocol == protocol
 
 
 def test_unknown_protocol_error_lists_every_protocol() -> None:
@@ -65,7 +66,7 @@ def test_unknown_strategy_error_lists_every_strategy() -> None:
     with pytest.raises(llmlb.ConfigError) as info:
         llmlb.BalancerConfig(
             strategy="nope",  # type: ignore[arg-type]
-            providers=[llmlb.ProviderConfig(name="openai", model="m")],
+            providers=[llmlb.ProviderConfig(name="openai", model="m", api_key="k")],
         )
     for name in STRATEGY_NAMES:
         assert name in str(info.value)

@@ -177,7 +177,8 @@ class MistralProtocol(OpenAIProtocol):
         return Answer(422, b"", encode({"detail": [detail]}))
 
     def model_not_found(self, model: str) -> Answer:
-        return self._mistral_error(404, f"Invalid model: {model}", "invalid_model", "1500")
+        # A 400 there, not the 404 of the other APIs.
+        return self._mistral_error(400, f"Invalid model: {model}", "invalid_model", "1500")
 
     def not_found(self, method: bytes, path: str) -> Answer:
         return Answer(404, b"", b'{"detail":"Not Found"}')

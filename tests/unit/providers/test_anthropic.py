@@ -391,4 +391,6 @@ async def test_health_check(make_provider: MakeProvider) -> None:
                              200 if good else 401)  # fmt: skip
 
     assert await make_provider(AnthropicAdapter, handler).check_health() is True
-    assert await make_provider(AnthropicAdapter, handler, api_key="bad").check_health() is False
+    with pytest.raises(LLMError) as refused:  # the reason, for lb.health_report()
+        await make_provider(AnthropicAdapter, handler, api_key="bad").check_health()
+    assert refused.value.status in (400, 401, 403)

@@ -27,10 +27,12 @@ def adapter(**fields: Any) -> AzureOpenAIAdapter:
 
 
 def test_name_implies_the_protocol_and_base_url_is_required() -> None:
-    config = ProviderConfig(name="azure-eu", model="d", base_url=BASE)
+    config = ProviderConfig(name="azure-eu", model="d", base_url=BASE, api_key=KEY)
     assert config.protocol == "azure"
     with pytest.raises(ConfigError, match="base_url"):
-        ProviderConfig(name="azure", model="d")
+        ProviderConfig(name="azure", model="d", api_key=KEY)
+    with pytest.raises(ConfigError, match="API key"):
+        ProviderConfig(name="azure", model="d", base_url=BASE)
 
 
 def test_classic_url_names_the_deployment_and_api_version() -> None:

@@ -337,4 +337,6 @@ async def test_health_check(make_provider: MakeProvider) -> None:
                              200 if ok else 401)  # fmt: skip
 
     assert await make_provider(CohereAdapter, handler).check_health() is True
-    assert await make_provider(CohereAdapter, handler, api_key="nope").check_health() is False
+    with pytest.raises(LLMError) as refused:  # the reason, for lb.health_report()
+        await make_provider(CohereAdapter, handler, api_key="nope").check_health()
+    assert refused.value.status in (400, 401, 403)

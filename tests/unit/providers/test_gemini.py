@@ -455,4 +455,6 @@ async def test_health_check(make_provider: MakeProvider) -> None:
         return json_response(KEY_INVALID, 400)
 
     assert await make_provider(GeminiAdapter, handler).check_health() is True
-    assert await make_provider(GeminiAdapter, handler, api_key="bad").check_health() is False
+    with pytest.raises(LLMError) as refused:  # the reason, for lb.health_report()
+        await make_provider(GeminiAdapter, handler, api_key="bad").check_health()
+    assert refused.value.status in (400, 401, 403)

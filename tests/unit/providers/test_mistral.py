@@ -101,8 +101,11 @@ def test_finish_reasons(reason: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("status", "body", "retryable", "disables", "message"),
     [
+        # An unknown model: a refusal, like the other protocols' 404 (leaves rotation).
         (400, b'{"object":"error","message":"Invalid model","type":"invalid_model","code":"1500"}',
-         False, False, "Invalid model (1500)"),
+         False, True, "Invalid model (1500)"),
+        (400, b'{"object":"error","message":"bad temperature","type":"invalid_request_error"}',
+         False, False, "bad temperature"),
         (401, b'{"detail":"Unauthorized"}', False, True, "Unauthorized"),
         (401, b'{"message":"Unauthorized","request_id":"r1"}', False, True, "Unauthorized"),
         (422, b'{"detail":[{"loc":["body","messages"],"msg":"Field required","type":"missing"},'

@@ -128,7 +128,12 @@ def test_stream_request_asks_for_usage() -> None:
 
 
 def test_compatible_sends_max_tokens_and_uses_base_url() -> None:
-    a = adapter(OpenAICompatibleAdapter, base_url="http://127.0.0.1:11434/v1/", api_key=None)
+    a = adapter(
+        OpenAICompatibleAdapter,
+        base_url="http://127.0.0.1:11434/v1/",
+        api_key=None,
+        api_key_required=False,
+    )
     call = a.build_request(LLMRequest(prompt="Hi", max_tokens=5), stream=True)
     assert call.url == "http://127.0.0.1:11434/v1/chat/completions"
     body = decoded(call.body)
@@ -471,4 +476,6 @@ async def test_health_check(make_provider: MakeProvider) -> None:
         return json_response({"data": []}, 200 if ok else 401)
 
     assert await make_provider(OpenAIAdapter, handler).check_health() is True
-    assert await make_provider(OpenAIAdapter, handler, api_key="wrong").check_health() is False
+    with pytest.raises(LLMError) as refused:  # the reason, for lb.health_report()
+        await make_provider(OpenAIAdapter, handler, api_key="wrong").check_health()
+    assert refused.value.status in (400, 401, 403)
