@@ -11,6 +11,11 @@ from . import transports as transports
 from ._balancer import Balancer as Balancer
 from ._balancer import open_balancer as open_balancer
 from ._batch import BatchResult as BatchResult
+from ._chat import ImagePart as ImagePart
+from ._chat import JSONSchema as JSONSchema
+from ._chat import TextPart as TextPart
+from ._chat import Tool as Tool
+from ._chat import ToolCall as ToolCall
 from ._config import BalancerConfig as BalancerConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import ProviderState as ProviderState
@@ -44,6 +49,8 @@ __all__ = [
     "BatchResult",
     "ConfigError",
     "Hedge",
+    "ImagePart",
+    "JSONSchema",
     "LLMError",
     "LLMLBError",
     "LLMRequest",
@@ -58,6 +65,9 @@ __all__ = [
     "RateLimitedError",
     "StrategyError",
     "StreamChunk",
+    "TextPart",
+    "Tool",
+    "ToolCall",
     "Usage",
     "__version__",
     "load_config",

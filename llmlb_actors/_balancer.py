@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from ._actors._call import StreamHandle
+from ._actors._call import NEEDS_IMAGES, NEEDS_TOOLS, StreamHandle
 from ._actors._requests import RequestLoop
 from ._actors.dispatcher import Dispatcher
 from ._actors.supervisor import Supervisor
@@ -97,7 +97,9 @@ class Balancer:
             strategy, config.queue_size, quota, fail_fast=config.on_overload == "fail"
         )
         self._supervisor = Supervisor(config, self._dispatcher, self._make_provider, rng, quota)
-        self._requests = RequestLoop(config, self._dispatcher, rng)
+        self._requests = RequestLoop(
+            config, self._dispatcher, rng, check_needs=self._refuse_impossible
+        )
 
     def _make_provider(self, provider_config: ProviderConfig) -> BaseProvider:
         protocol = provider_config.protocol
@@ -121,6 +123,7 @@ class Balancer:
         Raises:
             LoadBalancerError: every allowed attempt failed, the deadline passed,
                 or the request was rejected (400/422); ``.errors`` has each attempt.
+            ConfigError: the request has tools or images and no provider takes them.
         """
         outcome = await self._requests.run(request, stream=False, timeout=timeout)
         assert isinstance(outcome, LLMResponse)
@@ -143,6 +146,21 @@ class Balancer:
             yield outcome
         finally:
             outcome.close()
+
+    def _refuse_impossible(self, needs: int) -> None:
+        """Raise `ConfigError` (nothing is sent) if no provider can take a request's
+        tools or images (``needs``); the dispatcher routes it only to those that can."""
+        needs &= NEEDS_TOOLS | NEEDS_IMAGES
+        actors = self._supervisor.actors.values()
+        if any(not needs & ~actor.accepts for actor in actors):
+            return
+        what = [w for bit, w in ((NEEDS_TOOLS, "tools"), (NEEDS_IMAGES, "images")) if needs & bit]
+        raise ConfigError(
+            f"no provider can take a request with {' and '.join(what)}: "
+            f"{', '.join(repr(a.name) for a in actors) or 'there are none'} "
+            "(a BaseProvider subclass declares supports_tools / supports_images)",
+            field="tools" if needs & NEEDS_TOOLS else "messages",
+        )
 
     def map(
         self,

@@ -164,18 +164,21 @@ class ProviderConfig(
     api_key_required    True        False for a server that takes no key (a local
                                     vLLM or Ollama); the built-in protocols otherwise
                                     refuse a config without api_key or api_key_env
-    base_url            None        API root; required for ``openai-compatible``
+    base_url            None        API root; required for ``openai-compatible`` and
+                                    ``azure`` (``https://{resource}.openai.azure.com``)
     weight              1           share under the ``weighted`` strategy (> 0)
     timeout             None        seconds per attempt; overrides ``global_timeout``
     max_retries         None        cap on attempts at this provider per request
                                     is ``max_retries + 1``
     provider            None        ``"openai"``, ``"anthropic"``, ``"gemini"``,
-                                    ``"cohere"``, ``"mistral"``, ``"openai-compatible"``
-                                    or a `BaseProvider` subclass; inferred from ``name``
+                                    ``"cohere"``, ``"mistral"``, ``"openai-compatible"``,
+                                    ``"azure"`` or a `BaseProvider` subclass; inferred
+                                    from ``name``
     max_concurrency     64          attempts this provider runs at once
     mailbox_size        None        requests queued for it (default: max_concurrency)
     headers             {}          extra HTTP headers sent with every call
     api_version         None        API version header/path where the protocol has one
+                                    (Azure: the ``api-version``; None uses its v1 API)
     proxy               None        ``http://[user:pass@]host:port`` for this provider
                                     only; wins over ``BalancerConfig.proxy``
     rpm                 None        requests per minute: at most ``ceil(rpm / 60)`` in

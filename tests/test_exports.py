@@ -30,6 +30,12 @@ def test_design_names_exist() -> None:
         "BaseProvider",
         "StreamChunk",
         "ProviderState",
+        "Message",
+        "TextPart",
+        "ImagePart",
+        "Tool",
+        "ToolCall",
+        "JSONSchema",
     ):
         assert hasattr(llmlb_actors, name), name
 
@@ -49,6 +55,12 @@ def test_public_data_types_are_structs() -> None:
         llmlb_actors.ProviderStats,
         llmlb_actors.StreamChunk,
         llmlb_actors.ProviderState,
+        llmlb_actors.Message,
+        llmlb_actors.TextPart,
+        llmlb_actors.ImagePart,
+        llmlb_actors.Tool,
+        llmlb_actors.ToolCall,
+        llmlb_actors.JSONSchema,
     ):
         assert issubclass(cls, msgspec.Struct), cls
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Union
 import msgspec
 import trio
 
+from .._chat import ImagePart
 from .._errors import LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse, StreamChunk
 
@@ -33,7 +34,37 @@ if TYPE_CHECKING:
 
     from .._quota._types import Cost, Reservation
 
-__all__ = ["Call", "Outcome", "Reroute", "StreamHandle", "Tries", "answered"]
+__all__ = [
+    "NEEDS_IMAGES",
+    "NEEDS_STREAM",
+    "NEEDS_TOOLS",
+    "Call",
+    "Outcome",
+    "Reroute",
+    "StreamHandle",
+    "Tries",
+    "answered",
+    "call_for",
+    "needs_of",
+]
+
+NEEDS_TOOLS = 1
+"""The request offers tools or carries tool turns."""
+NEEDS_IMAGES = 2
+"""The request carries an image part."""
+NEEDS_STREAM = 4
+"""The caller streams the answer."""
+
+
+def needs_of(request: LLMRequest) -> int:
+    """What a provider must handle to take ``request`` (0 for text-only requests)."""
+    needs = NEEDS_TOOLS if request.tools else 0
+    for message in request.messages or ():
+        if message.tool_calls or message.role == "tool":
+            needs |= NEEDS_TOOLS
+        if type(message.content) is not str and any(type(p) is ImagePart for p in message.content):
+            needs |= NEEDS_IMAGES
+    return needs
 
 
 class Reroute:
@@ -69,6 +100,7 @@ class Call:
         "costs",
         "deadline",
         "errors",
+        "needs",
         "outcome",
         "provider",
         "request",
@@ -88,6 +120,9 @@ class Call:
     def __init__(self, request: LLMRequest, *, stream: bool = False) -> None:
         self.request = request
         self.stream = stream
+        # What a provider must offer to take this call (NEEDS_* bits): the dispatcher's
+        # one check for streaming, tools and images (0: any provider will do).
+        self.needs = NEEDS_STREAM if stream else 0
         self.attempt = 0
         self.outcome: Outcome | None = None
         self.assigned = 0  # attempts dispatched so far, re-routes included
@@ -380,9 +415,20 @@ class Tries:
 
 def answered(call: Call, response: LLMResponse, start: float, *, attempts: int) -> LLMResponse:
     """The response as the caller gets it: which provider, how long, how many attempts."""
-    return msgspec.structs.replace(
+    answered = msgspec.structs.replace(
         response,
         provider=call.provider or "",
         latency=trio.current_time() - start,
         attempts=attempts,
     )
+    metadata = call.request.metadata
+    if metadata is not None:  # the caller's labels come back; they were never sent
+        answered = msgspec.structs.replace(answered, metadata=metadata)
+    return answered
+
+
+def call_for(request: LLMRequest, stream: bool) -> Call:
+    """The call for ``request``: one that only some providers may take if it has tools or images."""
+    call = Call(request, stream=stream)
+    call.needs |= needs_of(request)
+    return call

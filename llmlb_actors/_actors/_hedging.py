@@ -32,7 +32,7 @@ from .._budget import WindowBudget
 from .._errors import LLMError, LoadBalancerError
 from .._hedge import HedgeDelay
 from .._models import LLMRequest, LLMResponse
-from ._call import Call, Outcome, StreamHandle, Tries, answered
+from ._call import Call, Outcome, StreamHandle, Tries, answered, needs_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -88,6 +88,8 @@ class HedgeHost(Protocol):
     async def submit_again(self, call: Call) -> None: ...
 
     def count_retry(self, call: Call, tries: Tries) -> None: ...
+
+    def check_needs(self, needs: int) -> None: ...
 
     def may_hedge(self, now: float) -> bool: ...
 
@@ -189,6 +191,9 @@ async def run_hedged(
     assert hedging is not None
     race = Race()
     primary = HedgedCall(request, race, stream=stream)
+    if request.tools is not None or request.messages is not None:
+        primary.needs |= needs_of(request)  # only some providers may take tools or images
+        host.check_needs(primary.needs)
     start = trio.current_time()
     limit = timeout if timeout is not None else host.request_timeout
     if limit is not None:
@@ -255,6 +260,7 @@ async def _run(
         hedge_at = _NEVER
         hedge = HedgedCall(primary.request, race, stream=stream, is_hedge=True)
         hedge.deadline = primary.deadline
+        hedge.needs = primary.needs
         hedge.next_attempt()
         busy = {c.provider for c in running if c.provider is not None}
         actor = host.route_hedge(hedge, busy, partial(host.may_hedge, now))

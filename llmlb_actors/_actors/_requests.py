@@ -26,7 +26,7 @@ from .._budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 from .._errors import BalancerClosedError, LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse
 from .._stats import BalancerTotals
-from ._call import Call, Reroute, StreamHandle, Tries, answered
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle, Tries, answered, call_for
 from ._hedging import Hedging, run_hedged
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .provider import ProviderActor
 
 __all__ = ["RequestLoop", "Routing"]
+
+_TOOLS_OR_IMAGES = NEEDS_TOOLS | NEEDS_IMAGES
 
 #: The deadline of a request without a timeout (one shared object, none per request).
 _NO_DEADLINE = nullcontext()
@@ -95,9 +97,16 @@ class RequestLoop:
     """Runs each request to its one outcome, in the task of whoever asked. Strictly private."""
 
     def __init__(
-        self, balancer_config: BalancerConfig, routing: Routing, rng: random.Random
+        self,
+        balancer_config: BalancerConfig,
+        routing: Routing,
+        rng: random.Random,
+        *,
+        check_needs: Callable[[int], None] | None = None,
     ) -> None:
         self._balancer_config = balancer_config
+        # Raises ConfigError when no provider can take a call's tools or images.
+        self._check_needs = check_needs
         self._routing = routing
         self._rng = rng
         self._request_timeout = balancer_config.request_timeout
@@ -143,7 +152,12 @@ class RequestLoop:
             raise BalancerClosedError("the balancer is closed")
         if self.hedging is not None:
             return await run_hedged(self, request, stream=stream, timeout=timeout)
-        call = Call(request, stream=stream)
+        if request.tools is None and request.messages is None:
+            call = Call(request, stream=stream)  # a prompt: every provider can take it
+        else:
+            call = call_for(request, stream)
+            if call.needs & _TOOLS_OR_IMAGES and self._check_needs is not None:
+                self._check_needs(call.needs)
         start = trio.current_time()
         scope: AbstractContextManager[object]
         if timeout is not None:
@@ -228,6 +242,11 @@ class RequestLoop:
         finally:
             if tries.decided_at is not None and call.assigned > tries.decided_at:
                 self._retries += 1  # went, then the request ended (cancelled, closed)
+
+    def check_needs(self, needs: int) -> None:
+        """Fail at once if no provider could ever take a request with tools or images."""
+        if needs & _TOOLS_OR_IMAGES and self._check_needs is not None:
+            self._check_needs(needs)
 
     def count_retry(self, call: Call, tries: Tries) -> None:
         """A retry is counted in the totals (progress lines show them) once its outcome

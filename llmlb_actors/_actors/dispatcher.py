@@ -17,7 +17,7 @@ from .._errors import (
 )
 from .._outlier import in_panic
 from .._quota._gate import Wait
-from ._call import Call
+from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from .provider import ProviderActor
 
 __all__ = ["Dispatcher"]
+
+_TOOLS_OR_IMAGES = NEEDS_TOOLS | NEEDS_IMAGES
 
 
 class _Saturated:
@@ -213,6 +215,11 @@ class Dispatcher:
                     "No provider available: every provider is removed, disabled, at its "
                     "attempt limit or misconfigured for this request"
                     + (" or cannot stream" if call.stream else "")
+                    + (
+                        " or cannot take its tools or images"
+                        if call.needs & _TOOLS_OR_IMAGES
+                        else ""
+                    )
                 ),
             )
             return True
@@ -272,13 +279,14 @@ class Dispatcher:
             and (quota is None or not quota.limited_names)
         ):
             # A first attempt, no ejection in force, no budget to check: every provider is
-            # eligible and untried (for a stream, every one that can stream; an attempt
-            # cap is at least 1).
-            if call.stream:
+            # eligible and untried (for a stream, tools or images, every one that can take
+            # them; an attempt cap is at least 1).
+            needs = call.needs
+            if needs:
                 ready = [
                     a
                     for a in self.rotation
-                    if a.supports_streaming and a.queued < a.mailbox_size and a.available(now)
+                    if not needs & ~a.accepts and a.queued < a.mailbox_size and a.available(now)
                 ]
             else:
                 ready = [a for a in self.rotation if a.queued < a.mailbox_size and a.available(now)]
@@ -412,10 +420,10 @@ class Dispatcher:
 
 
 def _can_take(actor: ProviderActor, call: Call) -> bool:
-    """May ``actor`` get an attempt of ``call`` at all (streaming, its attempt cap, and
-    no failure there that another attempt would only repeat)?"""
-    if call.stream and not actor.supports_streaming:
-        return False
+    """May ``actor`` get an attempt of ``call`` at all (streaming, tools, images, its
+    attempt cap, and no failure there that another attempt would only repeat)?"""
+    if call.needs & ~actor.accepts:
+        return False  # a stream, tools or images this provider cannot take
     cap = actor.max_attempts
     if cap is not None and call.attempts_at(actor.name) >= cap:
         return False

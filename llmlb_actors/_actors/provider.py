@@ -20,7 +20,7 @@ from .._quota._observe import install as install_observation_slot
 from .._secrets import Redactor
 from .._stats import ProviderHealth, ProviderStats, StatsRecorder
 from .._transport._base import ON_SEND
-from ._call import Call, Reroute, StreamHandle
+from ._call import NEEDS_IMAGES, NEEDS_STREAM, NEEDS_TOOLS, Call, Reroute, StreamHandle
 
 if TYPE_CHECKING:
     import random
@@ -71,7 +71,12 @@ class ProviderActor:
         self._on_capacity = on_capacity
         self._on_health_failure = on_health_failure
         self.provider: BaseProvider = factory(config)
-        self.supports_streaming = self.provider.supports_streaming
+        # What calls it may take (NEEDS_* bits): the dispatcher's one capability check.
+        self.accepts = (
+            (NEEDS_STREAM if self.provider.supports_streaming else 0)
+            | (NEEDS_TOOLS if self.provider.supports_tools else 0)
+            | (NEEDS_IMAGES if self.provider.supports_images else 0)
+        )
         self.timeout = (
             config.timeout if config.timeout is not None else balancer_config.global_timeout
         )

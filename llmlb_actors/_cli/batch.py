@@ -15,6 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, cast
 
+import msgspec
 import trio
 
 from .. import _version
@@ -43,6 +44,7 @@ from .batch_output import (
     OutputFile,
     ResultRecord,
     Resume,
+    TokenCounts,
 )
 from .common import (
     SIMULATOR,
@@ -169,7 +171,7 @@ class _Run:
                     model=response.model,
                     content=response.content,
                     finish_reason=response.finish_reason,
-                    usage=response.usage,
+                    usage=TokenCounts(**msgspec.structs.asdict(response.usage)),
                     latency=round(result.latency, 6),
                     attempts=response.attempts,
                     meta=pending.meta,

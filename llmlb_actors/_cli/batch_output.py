@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._models import Usage
 from .batch_input import UNDECODABLE
 from .errors import CommandError
 
@@ -40,6 +39,7 @@ __all__ = [
     "OutputFile",
     "ResultRecord",
     "Resume",
+    "TokenCounts",
 ]
 
 _UNSET: Any = msgspec.UNSET
@@ -82,6 +82,17 @@ class ErrorInfo(msgspec.Struct, kw_only=True):
     attempts: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
+class TokenCounts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`Usage` as a result line writes it: the cache and reasoning counts only when reported
+    (so the lines of text-only providers keep the shape they always had)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
 class ResultRecord(msgspec.Struct, kw_only=True, tag="result", tag_field="type"):
     id: str | int
     line: int
@@ -89,7 +100,7 @@ class ResultRecord(msgspec.Struct, kw_only=True, tag="result", tag_field="type")
     model: str
     content: str
     finish_reason: str | None
-    usage: Usage
+    usage: TokenCounts
     latency: float
     attempts: int
     meta: msgspec.Raw | msgspec.UnsetType = _UNSET

@@ -7,7 +7,7 @@ sans-I/O `ProtocolAdapter`s (`_adapter`) sent by `HTTPProvider` (`_http`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .._errors import LLMError
 
@@ -43,6 +43,15 @@ class BaseProvider:
 
         llmlb.ProviderConfig(name="echo", provider=Echo)
     """
+
+    supports_tools: ClassVar[bool] = False
+    """Set it to True if `make_request` handles ``LLMRequest.tools`` and tool turns.
+
+    The balancer routes requests with tools only to providers that do, and
+    refuses (``ConfigError``, before sending) one that no provider can take.
+    """
+    supports_images: ClassVar[bool] = False
+    """Set it to True if `make_request` handles `ImagePart` content (routed as for tools)."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

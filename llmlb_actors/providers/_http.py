@@ -8,7 +8,7 @@ in one place (`transport_error`).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
@@ -144,6 +144,9 @@ def map_transport_errors(provider: str) -> Iterator[None]:
 
 class HTTPProvider(BaseProvider):
     """A provider that speaks a built-in protocol through a `Transport`."""
+
+    supports_tools: ClassVar[bool] = True
+    supports_images: ClassVar[bool] = True
 
     def __init__(
         self, config: ProviderConfig, adapter: ProtocolAdapter, transport: Transport

@@ -33,6 +33,7 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
     "cohere": ProtocolSpec("cohere:CohereAdapter", hints=("cohere",)),
     "mistral": ProtocolSpec("mistral:MistralAdapter", hints=("mistral",)),
     "openai-compatible": ProtocolSpec("openai:OpenAICompatibleAdapter", needs_base_url=True),
+    "azure": ProtocolSpec("azure:AzureOpenAIAdapter", hints=("azure",), needs_base_url=True),
 }
 
 _SEPARATOR = re.compile(r"[-_.:/0-9]")

@@ -8,10 +8,11 @@ in ``messages`` are lifted out. Streams are typed events ending with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from .._chat import ImagePart, JSONSchema, TextPart, image_base64
 from .._errors import LLMError
 from .._models import FinishReason, LLMRequest, LLMResponse, Message, StreamChunk, Usage
 from .._secrets import Secret
@@ -20,12 +21,19 @@ from ._adapter import ProtocolAdapter, StreamDecoder
 from ._status import classify_status
 from ._wire import (
     ENCODER,
+    ToolCallAssembler,
     body_text,
     check_header_value,
     decode,
+    dropped,
     feed_event,
     header_list,
+    is_plain,
+    json_text,
+    merge_extra_body,
     protocol_error,
+    safe_id,
+    tool_call,
     truncated_error,
     try_decode,
     usage,
@@ -34,6 +42,7 @@ from ._wire import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from .._chat import ToolCall
     from .._config import ProviderConfig
     from .._sse import SSEEvent
 
@@ -43,6 +52,12 @@ DEFAULT_MAX_TOKENS = 1024
 """Sent when the request sets no ``max_tokens``: the API refuses a body without one."""
 
 _LABEL = "Anthropic"
+
+JSON_TOOL = "llmlb_json_answer"
+"""The tool forced for ``response_format="json"``: its input comes back as the text answer.
+
+The API's native structured output needs a schema, and ``"json"`` has none.
+"""
 
 
 # ---- request body ---------------------------------------------------------------------------
@@ -59,17 +74,84 @@ class _Body(msgspec.Struct, omit_defaults=True):
     stream: bool = False
 
 
+class _RichBody(_Body, omit_defaults=True):
+    """Tools and output format, after the text fields (a text-only body has none)."""
+
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+
+
+def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if type(part) is TextPart:
+        return {"type": "text", "text": part.text}
+    inline = image_base64(part)  # type: ignore[arg-type]
+    if inline is None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}  # type: ignore[union-attr]
+    media, data = inline
+    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+
+
+def _tool_choice(choice: str | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
+
+
+def _turns(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Messages as the API wants them: tool results in user turns, consecutive ones merged."""
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user turn of tool results
+    for m in messages:
+        if m.role == "tool":
+            block = {
+                "type": "tool_result",
+                "tool_use_id": safe_id(m.tool_call_id or ""),
+                "content": m.text,
+            }
+            if results is None:
+                results = [block]
+                out.append({"role": "user", "content": results})
+            else:
+                results.append(block)
+            continue
+        results = None
+        content = m.content
+        if m.tool_calls:
+            blocks: list[dict[str, Any]] = []
+            if m.text:
+                blocks.append({"type": "text", "text": m.text})
+            blocks.extend(
+                {"type": "tool_use", "id": safe_id(c.id), "name": c.name, "input": c.arguments}
+                for c in m.tool_calls
+            )
+            out.append({"role": m.role, "content": blocks})
+        elif isinstance(content, str) or m.role != "user":
+            out.append({"role": m.role, "content": m.text})
+        else:
+            out.append({"role": m.role, "content": [_part(p) for p in content]})
+    return out
+
+
 # ---- response views -------------------------------------------------------------------------
 
 
 class _Block(msgspec.Struct):
     type: str
     text: str = ""
+    id: str = ""
+    name: str = ""
+    input: dict[str, Any] | None = None
 
 
 class _Usage(msgspec.Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
 
 
 class _Message(msgspec.Struct):
@@ -90,6 +172,13 @@ class _Delta(msgspec.Struct):
     type: str = ""
     text: str = ""
     stop_reason: str | None = None
+    partial_json: str = ""
+
+
+class _StartBlock(msgspec.Struct):
+    type: str = ""
+    id: str = ""
+    name: str = ""
 
 
 class _ErrorInfo(msgspec.Struct):
@@ -103,6 +192,8 @@ class _Event(msgspec.Struct):
     delta: _Delta | None = None
     usage: _Usage | None = None
     error: _ErrorInfo | None = None
+    index: int = 0
+    content_block: _StartBlock | None = None
 
 
 class _ErrorBody(msgspec.Struct):
@@ -141,6 +232,20 @@ def _finish(reason: str | None) -> FinishReason | None:
     return None if reason is None else _FINISH.get(reason, "other")
 
 
+def _usage(u: _Usage | None) -> Usage:
+    if u is None:
+        return Usage()
+    if u.cache_read_input_tokens:
+        # input_tokens counts only the uncached part of the prompt: that stays the prompt.
+        return Usage(
+            prompt_tokens=u.input_tokens or 0,
+            completion_tokens=u.output_tokens or 0,
+            total_tokens=(u.input_tokens or 0) + (u.output_tokens or 0),
+            cached_tokens=u.cache_read_input_tokens,
+        )
+    return usage(u.input_tokens or 0, u.output_tokens or 0)
+
+
 def _describe(err: _ErrorInfo) -> str:
     if err.type and err.message:
         return f"{err.message} ({err.type})"
@@ -176,11 +281,13 @@ class AnthropicAdapter(ProtocolAdapter):
         self._model = config.model or ""
 
     def build_request(self, request: LLMRequest, *, stream: bool) -> HTTPRequest:
+        if not is_plain(request):
+            return self._build_rich(request, stream)
         messages = request.as_messages()
         system = request.system or None
         if any(m.role == "system" for m in messages):
             # The API has no system role in `messages` (for most models): lift them out.
-            lifted = [m.content for m in messages if m.role == "system"]
+            lifted = [m.text for m in messages if m.role == "system"]
             system = "\n\n".join([system, *lifted] if system else lifted)
             messages = tuple(m for m in messages if m.role != "system")
         body = _Body(
@@ -196,14 +303,80 @@ class AnthropicAdapter(ProtocolAdapter):
         headers = self._stream_headers if stream else self._headers
         return HTTPRequest("POST", self._url, headers, ENCODER.encode(body))
 
+    def _build_rich(self, request: LLMRequest, stream: bool) -> HTTPRequest:
+        """Tools, images, tool turns and output format; the seed has no field here."""
+        messages = request.as_messages()
+        lifted = [m.text for m in messages if m.role == "system"]
+        system = "\n\n".join([request.system, *lifted] if request.system else lifted) or None
+        tools = None
+        choice = None
+        if request.tools:
+            tools = [_tool(t.name, t.description, t.parameters) for t in request.tools]
+            choice = _tool_choice(request.tool_choice)
+        output = None
+        fmt = request.response_format
+        if isinstance(fmt, JSONSchema):
+            output = {"format": {"type": "json_schema", "schema": fmt.schema}}
+        elif fmt == "json":
+            if tools:
+                dropped(self.name, _LABEL, "response_format='json' together with tools")
+            else:
+                schema = {"type": "object"}
+                tools = [_tool(JSON_TOOL, "Give the answer as this JSON object.", schema)]
+                choice = {"type": "tool", "name": JSON_TOOL}
+        if request.seed is not None:
+            dropped(self.name, _LABEL, "seed")
+        body = _RichBody(
+            model=self._model,
+            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+            messages=_turns(tuple(m for m in messages if m.role != "system")),  # type: ignore[arg-type]
+            system=system,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            stop_sequences=request.stop_sequences,
+            stream=stream,
+            tools=tools,
+            tool_choice=choice,
+            output_config=output,
+        )
+        headers = self._stream_headers if stream else self._headers
+        data = merge_extra_body(ENCODER.encode(body), request.extra_body)
+        return HTTPRequest("POST", self._url, headers, data)
+
     def parse_response(self, status: int, headers: Mapping[str, str], body: bytes) -> LLMResponse:
         msg = decode(_MESSAGE, body, self.name, _LABEL)
         u = msg.usage
+        if any(b.type == "tool_use" for b in msg.content):
+            return self._with_tools(msg)
         return LLMResponse(
             content="".join([b.text for b in msg.content if b.type == "text"]),
             model=msg.model or self._model,
-            usage=Usage() if u is None else usage(u.input_tokens or 0, u.output_tokens or 0),
+            usage=Usage() if u is None else _usage(u),
             finish_reason=_finish(msg.stop_reason),
+        )
+
+    def _with_tools(self, msg: _Message) -> LLMResponse:
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        finish = _finish(msg.stop_reason)
+        for block in msg.content:
+            if block.type == "text":
+                text.append(block.text)
+            elif block.type == "tool_use":
+                arguments = block.input if block.input is not None else {}
+                if block.name == JSON_TOOL:
+                    text.append(json_text(arguments))  # response_format="json"
+                    finish = "stop" if finish == "tool_calls" else finish
+                    continue
+                if not block.id:
+                    raise protocol_error(self.name, _LABEL, f"tool_use {block.name!r} without id")
+                calls.append(tool_call(block.id, block.name, arguments, self.name, _LABEL))
+        return LLMResponse(
+            content="".join(text),
+            model=msg.model or self._model,
+            usage=_usage(msg.usage),
+            finish_reason=finish,
+            tool_calls=tuple(calls),
         )
 
     def error_message(self, status: int, body: bytes) -> tuple[str, bool | None]:
@@ -222,6 +395,14 @@ class AnthropicAdapter(ProtocolAdapter):
         return f"<AnthropicAdapter {self.name!r} {self.base_url}>"
 
 
+def _tool(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    tool: dict[str, Any] = {"name": name}
+    if description:
+        tool["description"] = description
+    tool["input_schema"] = schema
+    return tool
+
+
 class _StreamDecoder(StreamDecoder):
     """Typed events; ``message_stop`` is terminal, ``ping`` and unknown types are ignored."""
 
@@ -230,7 +411,10 @@ class _StreamDecoder(StreamDecoder):
         self._model = model
         self._input = 0
         self._output = 0
+        self._cached = 0
         self._stop: str | None = None
+        self._tools: ToolCallAssembler | None = None  # tool_use blocks being streamed
+        self._json_block: int | None = None  # the forced JSON tool's block: streamed as text
 
     def feed(self, event: SSEEvent) -> list[StreamChunk]:
         return feed_event(self, event)
@@ -249,9 +433,13 @@ class _StreamDecoder(StreamDecoder):
             kind = ev.type
             if kind == "content_block_delta":
                 delta = ev.delta
-                if delta is not None and delta.type == "text_delta" and delta.text:
-                    out.append(StreamChunk(delta=delta.text, provider=provider))
-                # input_json_delta, thinking_delta, signature_delta: not text
+                if delta is not None:
+                    if delta.type == "text_delta":
+                        if delta.text:
+                            out.append(StreamChunk(delta=delta.text, provider=provider))
+                    elif delta.type == "input_json_delta" and delta.partial_json:
+                        self._input_json(ev.index, delta.partial_json, out)
+                # thinking_delta, signature_delta: not text
             elif kind == "message_delta":
                 if ev.delta is not None and ev.delta.stop_reason is not None:
                     self._stop = ev.delta.stop_reason
@@ -261,20 +449,47 @@ class _StreamDecoder(StreamDecoder):
                     raise protocol_error(name, _LABEL, "message_start without a message")
                 self._model = ev.message.model or self._model
                 self._take_usage(ev.message.usage)
+            elif kind == "content_block_start":
+                block = ev.content_block
+                if block is not None and block.type == "tool_use":
+                    self._tool_start(ev.index, block)
+            elif kind == "content_block_stop":
+                if self._tools is not None:
+                    calls = self._tools.finish(ev.index)
+                    if calls:
+                        out.append(StreamChunk(tool_calls=tuple(calls), provider=provider))
             elif kind == "message_stop":
                 self.done = True
+                finish = _finish(self._stop)
+                if self._json_block is not None and finish == "tool_calls":
+                    finish = "stop"  # the forced JSON tool answered: that is the text
+                use = usage(self._input, self._output)
+                if self._cached:
+                    use = _usage(_Usage(self._input, self._output, self._cached))
                 out.append(
                     StreamChunk(
-                        finish_reason=_finish(self._stop),
-                        usage=usage(self._input, self._output),
-                        model=self._model,
-                        provider=provider,
+                        finish_reason=finish, usage=use, model=self._model, provider=provider
                     )
                 )
                 return
             elif kind == "error":
                 raise self._error(ev.error)
-            # ping, content_block_start/stop, and types added later: nothing to say
+            # ping and types added later: nothing to say
+
+    def _tool_start(self, index: int, block: _StartBlock) -> None:
+        if block.name == JSON_TOOL:
+            self._json_block = index
+            return
+        if self._tools is None:
+            self._tools = ToolCallAssembler(self._name, _LABEL)
+        self._tools.start(index, block.id, block.name)
+
+    def _input_json(self, index: int, fragment: str, out: list[StreamChunk]) -> None:
+        """A fragment of a tool's input; the forced JSON tool's input is the answer's text."""
+        if index == self._json_block:
+            out.append(StreamChunk(delta=fragment, provider=self.provider))
+        elif self._tools is not None:
+            self._tools.add(index, fragment)
 
     def _take_usage(self, u: _Usage | None) -> None:
         if u is None:
@@ -283,6 +498,8 @@ class _StreamDecoder(StreamDecoder):
             self._input = u.input_tokens
         if u.output_tokens is not None:
             self._output = u.output_tokens  # cumulative: assign, never add
+        if u.cache_read_input_tokens is not None:
+            self._cached = u.cache_read_input_tokens
 
     def _error(self, err: _ErrorInfo | None) -> LLMError:
         if err is None:

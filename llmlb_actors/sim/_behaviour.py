@@ -25,7 +25,9 @@ __all__ = [
     "choose_outcome",
 ]
 
-SimProtocol = Literal["openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral"]
+SimProtocol = Literal[
+    "openai", "openai-compatible", "anthropic", "gemini", "cohere", "mistral", "azure"
+]
 _PROTOCOLS: Final = get_args(SimProtocol)
 
 HTTP_ERROR_OUTCOMES: Final = frozenset(
@@ -172,6 +174,7 @@ _DEFAULT_MODELS: Final = {
     "gemini": "gemini-sim",
     "cohere": "command-sim",
     "mistral": "mistral-sim",
+    "azure": "gpt-sim-deployment",
 }
 
 

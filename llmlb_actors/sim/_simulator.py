@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Simulator", "open_simulator", "serve_simulator"]
 
 _LOOPBACK = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1"}
-_ROOT_BASE = frozenset({"anthropic", "gemini", "cohere"})
+_ROOT_BASE = frozenset({"anthropic", "gemini", "cohere", "azure"})
 
 
 def _loopback(host: str) -> str:
@@ -80,8 +80,8 @@ class Simulator:
     def base_url(self, name: str) -> str:
         """The ``base_url`` a `ProviderConfig` for this provider wants.
 
-        OpenAI-style protocols include ``/v1``; Anthropic, Gemini and Cohere
-        adapters add their own versioned paths to the bare origin.
+        OpenAI-style protocols include ``/v1``; Anthropic, Gemini, Cohere and
+        Azure adapters add their own versioned paths to the bare origin.
         """
         server = self._server(name)
         url = self.url(name)

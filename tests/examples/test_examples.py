@@ -24,6 +24,16 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 TIMEOUT = 60.0
 
 EXPECTED: dict[str, list[str]] = {
+    "agent_tools.py": [
+        "  step 1: openai  finish=tool_calls",
+        "    ran get_weather({'city': 'sim-city'}) -> {'city': 'sim-city', 'celsius': 21}",
+        "  step 2: claude  finish=stop",
+        '  answer: Simulated reply from claude to: {"city": "sim-city", "celsius": 21}',
+        "  step 1: gemini  finish=tool_calls",
+        "  step 2: openai  finish=stop",
+        "failover: the first provider goes down between the two steps",
+        "    (openai is down)\n  step 2: claude  finish=stop",
+    ],
     "custom_provider.py": [
         "What is 10 / 4?  -> calculator attempts=1 '10 / 4 = 2.5'",
         "What is 3 * 3?   -> openai     attempts=2",

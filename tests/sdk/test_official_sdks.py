@@ -14,6 +14,7 @@ to it through ``trio.from_thread`` and stop it with a cancel scope at teardown.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import queue
 import threading
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import cohere
 import cohere.errors
 import httpx
+import pydantic
 import pytest
 import trio
 from anthropic import Anthropic
@@ -38,8 +40,8 @@ from mistralai.client import errors as mistral_errors
 from mistralai.client.models import BaseModelCard
 from openai import APIError as OpenAIAPIError
 from openai import AuthenticationError as OpenAIAuthError
+from openai import AzureOpenAI, OpenAI
 from openai import InternalServerError as OpenAIServerError
-from openai import OpenAI
 from openai import RateLimitError as OpenAIRateLimitError
 
 from llmlb_actors.sim import Behaviour, SimProvider, SimStats, Simulator, open_simulator
@@ -66,6 +68,7 @@ MODELS = {
     "mistral": "mistral-sim",
 }
 SDKS = tuple(MODELS)
+AZURE_DEPLOYMENT = "gpt-sim-deployment"
 
 _T = TypeVar("_T")
 
@@ -158,6 +161,15 @@ def sim() -> Iterator[ThreadedSimulator]:
         )
         for name, model in MODELS.items()
     ]
+    providers.append(
+        SimProvider(
+            name="azure",
+            protocol="azure",
+            api_key=KEY,
+            model=AZURE_DEPLOYMENT,
+            behaviour=Behaviour(reply=REPLY, chunks=CHUNKS),
+        )
+    )
     with ThreadedSimulator(providers) as threaded:
         yield threaded
 
@@ -184,10 +196,12 @@ def openai_client(sim: ThreadedSimulator, key: str) -> Iterator[OpenAI]:
         yield client
 
 
-def openai_whole(client: OpenAI, max_tokens: int | None = None) -> Result:
+def openai_whole(
+    client: OpenAI, max_tokens: int | None = None, *, model: str = MODELS["openai"]
+) -> Result:
     extra: dict[str, Any] = {} if max_tokens is None else {"max_completion_tokens": max_tokens}
     resp = client.chat.completions.create(
-        model=MODELS["openai"],
+        model=model,
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
         **extra,
     )
@@ -204,12 +218,12 @@ def openai_whole(client: OpenAI, max_tokens: int | None = None) -> Result:
     )
 
 
-def openai_stream(client: OpenAI) -> Result:
+def openai_stream(client: OpenAI, *, model: str = MODELS["openai"]) -> Result:
     deltas: list[str] = []
     finish = None
     usage = None
     with client.chat.completions.create(
-        model=MODELS["openai"],
+        model=model,
         messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
         stream=True,
         stream_options={"include_usage": True},
@@ -773,3 +787,327 @@ def test_anthropic_sdk_reads_request_id_and_sends_a_version(sim: ThreadedSimulat
     assert message._request_id.startswith("req_sim")
     # Any date is accepted: new SDKs send new versions.
     assert sim.stats("anthropic").last_headers["anthropic-version"]
+
+
+# -- tools, structured output and Azure, parsed by each SDK's own types -------------------------
+
+WEATHER_PARAMETERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+    "required": ["city", "days"],
+    "additionalProperties": False,
+}
+ARGUMENTS = {"city": "sim-city", "days": 1}  # what the simulator derives from the schema
+QUESTION = "What is the weather in Paris"
+TOOL_RESULT = '{"temperature": 21}'
+
+
+class Report(pydantic.BaseModel):
+    """The structured answer every SDK is asked for (the simulator fills it from the schema)."""
+
+    city: str
+    temperature: float
+    sunny: bool
+
+
+EXPECTED_REPORT = Report(city="sim-city", temperature=1.0, sunny=True)
+OPENAI_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": WEATHER_PARAMETERS,
+    },
+}
+
+
+def _openai_tool_round_trip(client: OpenAI, model: str) -> None:
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    first = client.chat.completions.create(model=model, messages=messages, tools=[OPENAI_TOOL])
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == ARGUMENTS
+    # The SDK's stream helper assembles our argument fragments into the same call.
+    with client.chat.completions.stream(
+        model=model, messages=messages, tools=[OPENAI_TOOL]
+    ) as stream:
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls
+    assert streamed is not None
+    assert json.loads(streamed[0].function.arguments) == ARGUMENTS
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT})
+    second = client.chat.completions.create(model=model, messages=messages, tools=[OPENAI_TOOL])
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == REPLY
+
+
+def test_openai_tool_round_trip(sim: ThreadedSimulator) -> None:
+    with openai_client(sim, KEY) as client:
+        _openai_tool_round_trip(client, MODELS["openai"])
+
+
+def test_openai_structured_output_parses_into_the_model(sim: ThreadedSimulator) -> None:
+    with openai_client(sim, KEY) as client:
+        resp = client.chat.completions.parse(
+            model=MODELS["openai"],
+            messages=[{"role": "user", "content": QUESTION}],
+            response_format=Report,
+        )
+    assert resp.choices[0].message.parsed == EXPECTED_REPORT
+    sent = json.loads(sim.stats("openai").last_body)
+    assert sent["response_format"]["type"] == "json_schema"
+
+
+def test_anthropic_tool_round_trip(sim: ThreadedSimulator) -> None:
+    tool: Any = {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "input_schema": WEATHER_PARAMETERS,
+    }
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    with anthropic_client(sim, KEY) as client:
+        first = client.messages.create(
+            model=MODELS["anthropic"], max_tokens=256, messages=messages, tools=[tool]
+        )
+        assert first.stop_reason == "tool_use"
+        (use,) = [b for b in first.content if b.type == "tool_use"]
+        assert (use.name, use.input) == ("get_weather", ARGUMENTS)
+        # The stream helper accumulates our input_json_delta fragments into the input.
+        with client.messages.stream(
+            model=MODELS["anthropic"], max_tokens=256, messages=messages, tools=[tool]
+        ) as stream:
+            final = stream.get_final_message()
+        (streamed,) = [b for b in final.content if b.type == "tool_use"]
+        assert streamed.input == ARGUMENTS
+        messages.append({"role": "assistant", "content": first.content})
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": use.id, "content": TOOL_RESULT}],
+            }
+        )
+        second = client.messages.create(
+            model=MODELS["anthropic"], max_tokens=256, messages=messages, tools=[tool]
+        )
+    assert second.stop_reason == "end_turn"
+    assert [b.text for b in second.content if b.type == "text"] == [REPLY]
+
+
+def test_anthropic_structured_output_parses_into_the_model(sim: ThreadedSimulator) -> None:
+    with anthropic_client(sim, KEY) as client:
+        message = client.messages.parse(
+            model=MODELS["anthropic"],
+            max_tokens=256,
+            messages=[{"role": "user", "content": QUESTION}],
+            output_format=Report,
+        )
+    assert message.parsed_output == EXPECTED_REPORT
+    sent = json.loads(sim.stats("anthropic").last_body)
+    assert sent["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_gemini_tool_round_trip(sim: ThreadedSimulator) -> None:
+    declaration = genai_types.FunctionDeclaration(
+        name="get_weather",
+        description="Weather in a city",
+        parameters_json_schema=WEATHER_PARAMETERS,
+    )
+    config = genai_types.GenerateContentConfig(
+        tools=[genai_types.Tool(function_declarations=[declaration])]
+    )
+    question = genai_types.Content(role="user", parts=[genai_types.Part(text=QUESTION)])
+    with gemini_client(sim, KEY) as client:
+        first = client.models.generate_content(
+            model=MODELS["gemini"], contents=[question], config=config
+        )
+        assert first.function_calls is not None
+        (call,) = first.function_calls
+        assert (call.name, call.args) == ("get_weather", ARGUMENTS)
+        streamed = [
+            c
+            for chunk in client.models.generate_content_stream(
+                model=MODELS["gemini"], contents=[question], config=config
+            )
+            for c in chunk.function_calls or ()
+        ]
+        assert [(c.name, c.args) for c in streamed] == [("get_weather", ARGUMENTS)]
+        assert first.candidates
+        assert first.candidates[0].content is not None
+        result = genai_types.Part.from_function_response(
+            name="get_weather", response=json.loads(TOOL_RESULT)
+        )
+        second = client.models.generate_content(
+            model=MODELS["gemini"],
+            contents=[
+                question,
+                first.candidates[0].content,
+                genai_types.Content(role="user", parts=[result]),
+            ],
+            config=config,
+        )
+    assert second.function_calls is None
+    assert second.text == REPLY
+
+
+def test_gemini_structured_output_parses_into_the_model(sim: ThreadedSimulator) -> None:
+    with gemini_client(sim, KEY) as client:
+        resp = client.models.generate_content(
+            model=MODELS["gemini"],
+            contents=QUESTION,
+            config=genai_types.GenerateContentConfig(
+                response_mime_type="application/json", response_schema=Report
+            ),
+        )
+    assert resp.parsed == EXPECTED_REPORT
+
+
+COHERE_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": WEATHER_PARAMETERS,
+    },
+}
+
+
+def test_cohere_tool_round_trip(sim: ThreadedSimulator) -> None:
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    with cohere_client(sim, KEY) as client:
+        first = client.chat(model=MODELS["cohere"], messages=messages, tools=[COHERE_TOOL])
+        assert first.finish_reason == "TOOL_CALL"
+        assert first.message.tool_calls is not None
+        (call,) = first.message.tool_calls
+        assert call.function is not None
+        assert call.function.arguments is not None
+        assert call.function.name == "get_weather"
+        assert json.loads(call.function.arguments) == ARGUMENTS
+        starts = [
+            e for e in client.chat_stream(model=MODELS["cohere"], messages=messages,
+                                          tools=[COHERE_TOOL])
+            if e.type in ("tool-call-start", "tool-call-delta")
+        ]  # fmt: skip
+        assert next(e.type for e in starts) == "tool-call-start"
+        messages.append(
+            {"role": "assistant", "tool_plan": first.message.tool_plan,
+             "tool_calls": first.message.tool_calls}
+        )  # fmt: skip
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": TOOL_RESULT})
+        second = client.chat(model=MODELS["cohere"], messages=messages, tools=[COHERE_TOOL])
+    assert second.finish_reason == "COMPLETE"
+    assert second.message.content is not None
+    assert [c.text for c in second.message.content if c.type == "text"] == [REPLY]
+
+
+def test_cohere_structured_output_parses_into_the_model(sim: ThreadedSimulator) -> None:
+    with cohere_client(sim, KEY) as client:
+        resp = client.chat(
+            model=MODELS["cohere"],
+            messages=[{"role": "user", "content": QUESTION}],
+            response_format={"type": "json_object", "json_schema": Report.model_json_schema()},
+        )
+    assert resp.message.content is not None
+    (text,) = [c.text for c in resp.message.content if c.type == "text"]
+    assert Report.model_validate_json(text) == EXPECTED_REPORT
+
+
+def test_mistral_tool_round_trip(sim: ThreadedSimulator) -> None:
+    messages: list[Any] = [{"role": "user", "content": QUESTION}]
+    with mistral_client(sim, KEY) as client:
+        first = client.chat.complete(model=MODELS["mistral"], messages=messages,
+                                     tools=[OPENAI_TOOL])  # fmt: skip
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message is not None
+        assert choice.message.tool_calls
+        (call,) = choice.message.tool_calls
+        assert call.id is not None
+        assert len(call.id) == 9
+        assert call.id.isalnum()
+        assert call.function.name == "get_weather"
+        arguments = call.function.arguments
+        assert (json.loads(arguments) if isinstance(arguments, str) else arguments) == ARGUMENTS
+        messages.append(choice.message.model_dump(exclude_none=True))
+        messages.append(
+            {"role": "tool", "tool_call_id": call.id, "name": "get_weather", "content": TOOL_RESULT}
+        )
+        second = client.chat.complete(model=MODELS["mistral"], messages=messages,
+                                      tools=[OPENAI_TOOL])  # fmt: skip
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message is not None
+    assert second.choices[0].message.content == REPLY
+
+
+def test_mistral_structured_output_parses_into_the_model(sim: ThreadedSimulator) -> None:
+    with mistral_client(sim, KEY) as client:
+        resp = client.chat.parse(
+            response_format=Report,
+            model=MODELS["mistral"],
+            messages=[{"role": "user", "content": QUESTION}],
+        )
+    assert resp.choices is not None
+    assert resp.choices[0].message is not None
+    assert resp.choices[0].message.parsed == EXPECTED_REPORT
+
+
+AZURE_VERSION = "2024-10-21"
+
+
+def test_azure_openai_client_with_api_version(sim: ThreadedSimulator) -> None:
+    with AzureOpenAI(
+        azure_endpoint=sim.url("azure"),
+        api_version=AZURE_VERSION,
+        api_key=KEY,
+        max_retries=0,
+        timeout=TIMEOUT,
+    ) as client:
+        result = openai_whole(client, model=AZURE_DEPLOYMENT)
+        _openai_tool_round_trip(client, AZURE_DEPLOYMENT)
+    assert result == Result(REPLY, "stop", PROMPT_TOKENS, COMPLETION_TOKENS,
+                            PROMPT_TOKENS + COMPLETION_TOKENS)  # fmt: skip
+    stats = sim.stats("azure")
+    assert stats.last_path == (
+        f"/openai/deployments/{AZURE_DEPLOYMENT}/chat/completions?api-version={AZURE_VERSION}"
+    )
+    assert stats.last_headers["api-key"] == "***"
+    assert KEY not in repr(stats)
+
+
+def test_plain_openai_client_on_the_azure_v1_api(sim: ThreadedSimulator) -> None:
+    with OpenAI(
+        base_url=sim.url("azure") + "/openai/v1/", api_key=KEY, max_retries=0, timeout=TIMEOUT
+    ) as client:
+        result = openai_whole(client, model=AZURE_DEPLOYMENT)
+        streamed = openai_stream(client, model=AZURE_DEPLOYMENT)
+    assert result.text == streamed.text == REPLY
+    assert sim.stats("azure").last_path == "/openai/v1/chat/completions"
+
+
+def test_azure_refuses_a_wrong_or_missing_key(sim: ThreadedSimulator) -> None:
+    with (
+        AzureOpenAI(
+            azure_endpoint=sim.url("azure"),
+            api_version=AZURE_VERSION,
+            api_key=WRONG_KEY,
+            max_retries=0,
+            timeout=TIMEOUT,
+        ) as client,
+        pytest.raises(OpenAIAuthError) as caught,
+    ):
+        openai_whole(client, model=AZURE_DEPLOYMENT)
+    assert caught.value.status_code == 401
+    with httpx.Client(timeout=TIMEOUT) as http:
+        missing = http.post(
+            sim.url("azure") + "/openai/v1/chat/completions",
+            json={"model": AZURE_DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        models = http.get(sim.url("azure") + "/openai/v1/models", headers={"api-key": KEY})
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "401"
+    assert models.status_code == 200
+    assert [m["id"] for m in models.json()["data"]] == [AZURE_DEPLOYMENT]

@@ -28,7 +28,9 @@ def test_every_hint_infers_its_protocol(protocol: str) -> None:
     for hint in PROTOCOLS[protocol].hints:
         assert infer_protocol(hint) == protocol
         assert infer_protocol(f"{hint.upper()}-2") == protocol
-        assert llmlb.ProviderConfig(name=hint, model="m", api_key="k").protocol == protocol
+        base_url = "https://res.example" if PROTOCOLS[protocol].needs_base_url else None
+        config = llmlb.ProviderConfig(name=hint, model="m", api_key="k", base_url=base_url)
+        assert config.protocol == protocol
 
 
 def test_unknown_protocol_error_lists_every_protocol() -> None:

@@ -9,7 +9,7 @@ from .anthropic import AnthropicProtocol
 from .cohere import CohereProtocol
 from .gemini import GeminiProtocol
 from .mistral import MistralProtocol
-from .openai import OpenAICompatibleProtocol, OpenAIProtocol
+from .openai import AzureOpenAIProtocol, OpenAICompatibleProtocol, OpenAIProtocol
 
 __all__ = ["PROTOCOLS", "WireProtocol", "make_protocol"]
 
@@ -20,6 +20,7 @@ PROTOCOLS: Final[dict[str, type[WireProtocol]]] = {
     "gemini": GeminiProtocol,
     "cohere": CohereProtocol,
     "mistral": MistralProtocol,
+    "azure": AzureOpenAIProtocol,
 }
 
 

@@ -7,11 +7,14 @@ body and renders answers as bytes. The server decides *when* to send what
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import msgspec
+
+from .._schema import sample
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -29,11 +32,13 @@ __all__ = [
     "ChatInput",
     "Reply",
     "Route",
+    "SimToolCall",
     "StreamPlan",
     "WireProtocol",
     "decode_body",
     "encode",
     "make_reply",
+    "pick_tool",
     "reply_words",
     "retry_after_value",
     "split_reply",
@@ -89,9 +94,23 @@ class StreamPlan(NamedTuple):
 
 
 class ChatInput:
-    """What the simulator needs from a chat request body. Strictly private."""
+    """What the simulator needs from a chat request body. Strictly private.
 
-    __slots__ = ("include_usage", "input_words", "max_tokens", "model", "stream", "topic")
+    ``tool`` is the ``(name, parameters schema)`` the answer calls (see `pick_tool`);
+    ``json_schema`` / ``json_mode`` ask for a JSON answer.
+    """
+
+    __slots__ = (
+        "include_usage",
+        "input_words",
+        "json_mode",
+        "json_schema",
+        "max_tokens",
+        "model",
+        "stream",
+        "tool",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -102,6 +121,9 @@ class ChatInput:
         topic: str,
         max_tokens: int | None,
         include_usage: bool = False,
+        tool: tuple[str, dict[str, Any]] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        json_mode: bool = False,
     ) -> None:
         self.model = model
         self.stream = stream
@@ -109,6 +131,35 @@ class ChatInput:
         self.topic = topic
         self.max_tokens = max_tokens
         self.include_usage = include_usage
+        self.tool = tool
+        self.json_schema = json_schema
+        self.json_mode = json_mode
+
+
+def pick_tool(
+    tools: list[tuple[str, dict[str, Any]]], choice: str | None, after_tool_result: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """The tool a deterministic model calls: none without tools or with choice ``none``;
+    after a tool result only when a call is forced; the named tool, else the first."""
+    if not tools or choice == "none":
+        return None
+    forced = choice not in (None, "auto")
+    if after_tool_result and not forced:
+        return None
+    if forced and choice != "required":
+        for name, schema in tools:
+            if name == choice:
+                return name, schema
+        raise BadRequest(f"tool_choice names {choice!r}, which is not among the tools")
+    return tools[0]
+
+
+class SimToolCall(NamedTuple):
+    """A call in a simulated answer; each protocol gives it an id in its own format."""
+
+    name: str
+    arguments: dict[str, Any]
+    arguments_json: str
 
 
 class Reply:
@@ -122,6 +173,7 @@ class Reply:
         "model",
         "prompt_tokens",
         "text",
+        "tool_calls",
         "truncated",
     )
 
@@ -135,6 +187,7 @@ class Reply:
         prompt_tokens: int,
         completion_tokens: int,
         truncated: bool,
+        tool_calls: tuple[SimToolCall, ...] = (),
     ) -> None:
         self.id = id
         self.model = model
@@ -143,7 +196,18 @@ class Reply:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.truncated = truncated
+        self.tool_calls = tool_calls
         self._split: tuple[list[str], list[int]] | None = None
+
+    @property
+    def seq(self) -> int:
+        """The number at the end of the reply id (unique per simulated provider)."""
+        digits = ""
+        for c in reversed(self.id):
+            if not c.isdigit():
+                break
+            digits = c + digits
+        return int(digits or 0)
 
     def _pieces(self) -> tuple[list[str], list[int]]:
         if self._split is None:
@@ -258,21 +322,31 @@ def split_reply(text: str, parts: int) -> tuple[list[str], list[int]]:
 
 def reply_words(chat: ChatInput, behaviour: Behaviour, provider: str) -> int:
     """The completion tokens `make_reply` will report, known before the answer is made."""
-    text = behaviour.reply
-    if text is None:
-        text = f"Simulated reply from {provider} to: {chat.topic}"
-    words = len(text.split())
-    return words if chat.max_tokens is None else max(0, min(words, chat.max_tokens))
+    return _answer(chat, behaviour, provider)[1]
 
 
-def make_reply(
-    *,
-    chat: ChatInput,
-    behaviour: Behaviour,
-    provider: str,
-    reply_id: str,
-) -> Reply:
-    """The deterministic answer to ``chat``; truncated to ``max_tokens`` words if asked."""
+def _answer(
+    chat: ChatInput, behaviour: Behaviour, provider: str
+) -> tuple[str, int, bool, tuple[SimToolCall, ...]]:
+    """``(text, completion tokens, truncated, tool calls)`` of the answer to ``chat``.
+
+    A request that offers tools gets a call of the picked tool with arguments
+    made from its schema; one that asks for JSON gets JSON valid for its schema
+    (neither is cut by ``max_tokens``: a cut one would not parse).
+    """
+    if chat.tool is not None:
+        name, schema = chat.tool
+        arguments = sample(schema)
+        if not isinstance(arguments, dict):
+            arguments = {}
+        arguments_json = encode(arguments).decode()
+        call = SimToolCall(name, arguments, arguments_json)
+        return "", len(arguments_json.split()), False, (call,)
+    if chat.json_schema is not None or chat.json_mode:
+        default = behaviour.reply or f"Simulated reply from {provider} to: {chat.topic}"
+        value = sample(chat.json_schema) if chat.json_schema is not None else {"answer": default}
+        answer = encode(value).decode()
+        return answer, len(answer.split()), False, ()
     text = behaviour.reply
     if text is None:
         text = f"Simulated reply from {provider} to: {chat.topic}"
@@ -283,6 +357,18 @@ def make_reply(
         completion = max(chat.max_tokens, 0)
         text = " ".join(words[:completion])
         truncated = True
+    return text, completion, truncated, ()
+
+
+def make_reply(
+    *,
+    chat: ChatInput,
+    behaviour: Behaviour,
+    provider: str,
+    reply_id: str,
+) -> Reply:
+    """The deterministic answer to ``chat`` (see `_answer`)."""
+    text, completion, truncated, calls = _answer(chat, behaviour, provider)
     return Reply(
         id=reply_id,
         model=chat.model,
@@ -291,6 +377,7 @@ def make_reply(
         prompt_tokens=chat.input_words,
         completion_tokens=completion,
         truncated=truncated,
+        tool_calls=calls,
     )
 
 
@@ -323,6 +410,24 @@ DEFAULT_MESSAGES: Final = {
 }
 
 
+_ALNUM: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def id_tag(name: str) -> str:
+    """Three letters or digits that stand for a provider's name in the ids it makes.
+
+    Real tool-call ids are unique everywhere; ids from a counter per provider are not
+    (two providers' first calls would share one), so they carry this tag too. Stable
+    across runs, so tests see the same ids every time.
+    """
+    number = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(3):
+        number, digit = divmod(number, len(_ALNUM))
+        out.append(_ALNUM[digit])
+    return "".join(out)
+
+
 class WireProtocol(ABC):
     """One wire protocol, bound to one simulated provider (name, model, key).
 
@@ -340,6 +445,7 @@ class WireProtocol(ABC):
         self.model = model
         self.api_key = api_key
         self.created = created
+        self.tag = id_tag(name)
 
     # routing and checks -------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -23,7 +24,9 @@ from ._base import (
     WireProtocol,
     decode_body,
     encode,
+    pick_tool,
     retry_after_value,
+    split_text,
     sse,
     topic_of,
 )
@@ -36,14 +39,52 @@ if TYPE_CHECKING:
 __all__ = ["AnthropicProtocol"]
 
 
+class _Source(msgspec.Struct):
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class _Inner(msgspec.Struct):
+    type: str = "text"
+    text: str | None = None
+
+
 class _Block(msgspec.Struct):
     type: str = "text"
     text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+    tool_use_id: str | None = None
+    content: str | list[_Inner] | None = None
+    source: _Source | None = None
 
 
 class _Message(msgspec.Struct):
     role: str
     content: str | list[_Block]
+
+
+class _ToolDef(msgspec.Struct):
+    name: str
+    input_schema: dict[str, Any]
+    description: str | None = None
+
+
+class _ToolChoice(msgspec.Struct):
+    type: str
+    name: str | None = None
+
+
+class _Format(msgspec.Struct):
+    type: str
+    schema: dict[str, Any] = {}
+
+
+class _OutputConfig(msgspec.Struct):
+    format: _Format | None = None
 
 
 class _Request(msgspec.Struct):
@@ -52,9 +93,15 @@ class _Request(msgspec.Struct):
     max_tokens: int
     system: str | list[_Block] | None = None
     stream: bool | None = None
+    tools: list[_ToolDef] | None = None
+    tool_choice: _ToolChoice | None = None
+    output_config: _OutputConfig | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+_TOOL_ID: Final = re.compile(r"^[a-zA-Z0-9_-]+$")
+_MEDIA: Final = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_CHOICES: Final = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def _text(content: str | list[_Block] | None) -> str:
@@ -62,7 +109,62 @@ def _text(content: str | list[_Block] | None) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return " ".join(b.text for b in content if b.type == "text" and b.text is not None)
+    out = []
+    for b in content:
+        if b.type == "text" and b.text is not None:
+            out.append(b.text)
+        elif b.type == "tool_result":
+            inner = b.content
+            out.append(
+                inner if isinstance(inner, str) else " ".join(i.text or "" for i in inner or ())
+            )
+    return " ".join(out)
+
+
+def _check(messages: list[_Message]) -> bool:
+    """The API's rules on roles, tool turns and images; True if the last turn is tool results."""
+    pending: set[str] = set()  # tool_use ids the next message must answer
+    for i, message in enumerate(messages):
+        where = f"messages.{i}"
+        if message.role not in ("user", "assistant"):
+            raise BadRequest(f"{where}.role: Input should be 'user' or 'assistant'")
+        blocks = message.content if isinstance(message.content, list) else []
+        answered = {b.tool_use_id for b in blocks if b.type == "tool_result"}
+        if pending - answered:
+            raise BadRequest(
+                f"{where}: tool_use ids were found without tool_result blocks immediately "
+                f"after: {', '.join(sorted(pending - answered))}. Each tool_use block must "
+                "have a corresponding tool_result block in the next message."
+            )
+        if answered - pending:
+            raise BadRequest(
+                f"{where}: unexpected tool_use_id found in tool_result blocks: "
+                f"{', '.join(sorted(str(a) for a in answered - pending))}. Each tool_result "
+                "block must have a corresponding tool_use block in the previous message."
+            )
+        if answered and message.role != "user":
+            raise BadRequest(f"{where}: tool_result blocks belong in user messages")
+        pending = set()
+        for j, block in enumerate(blocks):
+            if block.type == "tool_use":
+                if message.role != "assistant" or not block.id or not _TOOL_ID.match(block.id):
+                    raise BadRequest(f"{where}.content.{j}.id: String should match pattern "
+                                     "'^[a-zA-Z0-9_-]+$'")  # fmt: skip
+                if not isinstance(block.input, dict):
+                    raise BadRequest(f"{where}.content.{j}.input: Input should be an object")
+                pending.add(block.id)
+            elif block.type == "image":
+                source = block.source
+                ok = source is not None and (
+                    (source.type == "base64" and source.media_type in _MEDIA and source.data)
+                    or (source.type == "url" and source.url)
+                )
+                if not ok:
+                    raise BadRequest(f"{where}.content.{j}.source: invalid image source")
+    if pending:
+        raise BadRequest("the conversation ends with tool_use blocks that have no tool_result")
+    last = messages[-1]
+    return isinstance(last.content, list) and any(b.type == "tool_result" for b in last.content)
 
 
 _TYPES: Final = {
@@ -175,8 +277,17 @@ class AnthropicProtocol(WireProtocol):
             words += len(text.split())
             if message.role == "user":
                 topic = text
+        after_result = _check(req.messages)
+        choice = req.tool_choice
+        named = None
+        if choice is not None:
+            named = choice.name if choice.type == "tool" else _CHOICES.get(choice.type)
+        tools = [(t.name, t.input_schema) for t in req.tools or ()]
+        fmt = req.output_config.format if req.output_config is not None else None
         return ChatInput(
             model=req.model,
+            tool=pick_tool(tools, named, after_result),
+            json_schema=fmt.schema if fmt is not None and fmt.type == "json_schema" else None,
             stream=bool(req.stream),
             input_words=words,
             topic=topic_of(topic),
@@ -267,7 +378,25 @@ class AnthropicProtocol(WireProtocol):
         return Answer(429, headers + self.quota_headers(state), body)
 
     def _stop(self, reply: Reply) -> str:
+        if reply.tool_calls:
+            return "tool_use"
         return "max_tokens" if reply.truncated else "end_turn"
+
+    def _content(self, reply: Reply) -> list[dict[str, Any]]:
+        if not reply.tool_calls:
+            return [{"type": "text", "text": reply.text}]
+        return [
+            {
+                "type": "tool_use",
+                "id": self._call_id(reply, i),
+                "name": c.name,
+                "input": c.arguments,
+            }
+            for i, c in enumerate(reply.tool_calls)
+        ]
+
+    def _call_id(self, reply: Reply, index: int) -> str:
+        return f"toolu_sim{self.tag}{reply.seq}x{index}"
 
     def whole(self, reply: Reply) -> bytes:
         return encode(
@@ -276,7 +405,7 @@ class AnthropicProtocol(WireProtocol):
                 "type": "message",
                 "role": "assistant",
                 "model": reply.model,
-                "content": [{"type": "text", "text": reply.text}],
+                "content": self._content(reply),
                 "stop_reason": self._stop(reply),
                 "stop_sequence": None,
                 "usage": {
@@ -307,8 +436,11 @@ class AnthropicProtocol(WireProtocol):
                 },
             },
         }
-        head = [_event("message_start", start), _BLOCK_START, _PING]
-        deltas = [_DELTA + encode(piece) + b"}}\n\n" for piece in reply.pieces]
+        if reply.tool_calls:
+            head, deltas = self._tool_events(reply, start)
+        else:
+            head = [_event("message_start", start), _BLOCK_START, _PING]
+            deltas = [_DELTA + encode(piece) + b"}}\n\n" for piece in reply.pieces]
         tail = [
             _BLOCK_STOP,
             _event(
@@ -329,6 +461,40 @@ class AnthropicProtocol(WireProtocol):
             malformed=_MALFORMED,
             wrong_shape=_WRONG_SHAPE,
         )
+
+    def _tool_events(self, reply: Reply, start: dict[str, Any]) -> tuple[list[bytes], list[bytes]]:
+        """tool_use blocks: start (empty input), input_json_delta fragments, stop."""
+        head = [_event("message_start", start)]
+        deltas: list[bytes] = []
+        last = len(reply.tool_calls) - 1
+        for i, call in enumerate(reply.tool_calls):
+            opening = _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": i,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": self._call_id(reply, i),
+                        "name": call.name,
+                        "input": {},
+                    },
+                },
+            )
+            (head if i == 0 else deltas).append(opening)
+            for piece in split_text(call.arguments_json, reply.chunks):
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                deltas.append(
+                    _event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": i, "delta": delta},
+                    )
+                )
+            if i != last:  # the tail stops the last block
+                deltas.append(
+                    _event("content_block_stop", {"type": "content_block_stop", "index": i})
+                )
+        return head, deltas
 
     def wrong_shape(self, reply: Reply) -> bytes:
         return encode(

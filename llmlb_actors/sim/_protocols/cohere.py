@@ -20,7 +20,9 @@ from ._base import (
     WireProtocol,
     decode_body,
     encode,
+    pick_tool,
     retry_after_value,
+    split_text,
     sse,
     topic_of,
 )
@@ -32,14 +34,48 @@ if TYPE_CHECKING:
 __all__ = ["CohereProtocol"]
 
 
+class _ImageURL(msgspec.Struct):
+    url: str
+
+
 class _Part(msgspec.Struct):
     type: str = "text"
     text: str | None = None
+    image_url: _ImageURL | None = None
+
+
+class _CalledFunction(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class _CallIn(msgspec.Struct):
+    id: str
+    function: _CalledFunction
+    type: str = "function"
 
 
 class _Message(msgspec.Struct):
     role: str
     content: str | list[_Part] | None = None
+    tool_calls: list[_CallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class _FunctionDef(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] = {}
+    description: str | None = None
+
+
+class _ToolDef(msgspec.Struct):
+    function: _FunctionDef
+    type: str = "function"
+
+
+class _ResponseFormat(msgspec.Struct):
+    type: str
+    json_schema: dict[str, Any] | None = None
 
 
 class _Request(msgspec.Struct):
@@ -47,9 +83,31 @@ class _Request(msgspec.Struct):
     messages: Annotated[list[_Message], msgspec.Meta(min_length=1)]
     stream: bool | None = None
     max_tokens: int | None = None
+    tools: list[_ToolDef] | None = None
+    tool_choice: str | None = None
+    response_format: _ResponseFormat | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+_CHOICES: Final = {"REQUIRED": "required", "NONE": "none"}
+
+
+def _check(messages: list[_Message]) -> bool:
+    """Tool turns answer earlier calls; image parts have a URL. True if the last is a result."""
+    called: set[str] = set()
+    for i, message in enumerate(messages):
+        if message.role not in ("system", "user", "assistant", "tool"):
+            raise BadRequest(f"messages[{i}].role: invalid role {message.role!r}")
+        for call in message.tool_calls or ():
+            called.add(call.id)
+        if message.role == "tool" and message.tool_call_id not in called:
+            raise BadRequest(f"messages[{i}]: tool_call_id {message.tool_call_id!r} not found "
+                             "in previous tool calls")  # fmt: skip
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if part.type == "image_url" and part.image_url is None:
+                    raise BadRequest(f"messages[{i}].content[{j}].image_url is required")
+    return messages[-1].role == "tool"
 
 
 def _text(content: str | list[_Part] | None) -> str:
@@ -138,10 +196,17 @@ class CohereProtocol(WireProtocol):
         for message in req.messages:
             text = _text(message.content)
             words += len(text.split())
-            if message.role == "user":
+            if message.role in ("user", "tool"):
                 topic = text
+        after_result = _check(req.messages)
+        tools = [(t.function.name, t.function.parameters) for t in req.tools or ()]
+        fmt = req.response_format
+        json_on = fmt is not None and fmt.type == "json_object"
         return ChatInput(
             model=req.model,
+            tool=pick_tool(tools, _CHOICES.get(req.tool_choice or ""), after_result),
+            json_schema=fmt.json_schema if fmt is not None and json_on else None,
+            json_mode=json_on and fmt is not None and fmt.json_schema is None,
             stream=bool(req.stream),
             input_words=words,
             topic=topic_of(topic),
@@ -184,7 +249,20 @@ class CohereProtocol(WireProtocol):
     # answers ------------------------------------------------------------
 
     def _finish(self, reply: Reply) -> str:
+        if reply.tool_calls:
+            return "TOOL_CALL"
         return "MAX_TOKENS" if reply.truncated else "COMPLETE"
+
+    def _call(self, reply: Reply, index: int) -> dict[str, Any]:
+        call = reply.tool_calls[index]
+        return {
+            "id": f"{call.name}_sim{self.tag}{reply.seq}x{index}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json},
+        }
+
+    def _plan(self, reply: Reply) -> str:
+        return f"I will use {reply.tool_calls[0].name}."
 
     def _usage(self, reply: Reply) -> dict[str, Any]:
         counts = {"input_tokens": reply.prompt_tokens, "output_tokens": reply.completion_tokens}
@@ -194,7 +272,15 @@ class CohereProtocol(WireProtocol):
         return encode(
             {
                 "id": reply.id,
-                "message": {"role": "assistant", "content": [{"type": "text", "text": reply.text}]},
+                "message": (
+                    {
+                        "role": "assistant",
+                        "tool_plan": self._plan(reply),
+                        "tool_calls": [self._call(reply, i) for i in range(len(reply.tool_calls))],
+                    }
+                    if reply.tool_calls
+                    else {"role": "assistant", "content": [{"type": "text", "text": reply.text}]}
+                ),
                 "finish_reason": self._finish(reply),
                 "usage": self._usage(reply),
             }
@@ -220,8 +306,12 @@ class CohereProtocol(WireProtocol):
             _CONTENT_START,
         ]
         deltas = [_DELTA + encode(piece) + b"}}}}\n\n" for piece in reply.pieces]
+        end = _CONTENT_END
+        if reply.tool_calls:
+            head[1:], deltas = self._tool_events(reply)
+            end = _event({"type": "tool-call-end", "index": len(reply.tool_calls) - 1})
         tail = [
-            _CONTENT_END,
+            end,
             _event(
                 {
                     "type": "message-end",
@@ -238,6 +328,30 @@ class CohereProtocol(WireProtocol):
             malformed=_MALFORMED,
             wrong_shape=_WRONG_SHAPE,
         )
+
+    def _tool_events(self, reply: Reply) -> tuple[list[bytes], list[bytes]]:
+        """tool-plan-delta, then per call: tool-call-start, argument deltas, tool-call-end."""
+        plan = {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": self._plan(reply)}}}
+        head = [_event(plan)]
+        deltas: list[bytes] = []
+        for i in range(len(reply.tool_calls)):
+            call = self._call(reply, i)
+            arguments = call["function"]["arguments"]
+            call["function"] = dict(call["function"], arguments="")
+            start = {
+                "type": "tool-call-start",
+                "index": i,
+                "delta": {"message": {"tool_calls": call}},
+            }
+            deltas.append(_event(start))
+            for piece in split_text(arguments, reply.chunks):
+                fragment = {"tool_calls": {"function": {"arguments": piece}}}
+                deltas.append(
+                    _event({"type": "tool-call-delta", "index": i, "delta": {"message": fragment}})
+                )
+            if i != len(reply.tool_calls) - 1:
+                deltas.append(_event({"type": "tool-call-end", "index": i}))
+        return head, deltas
 
     def wrong_shape(self, reply: Reply) -> bytes:
         return encode({"id": reply.id, "message": "unexpected", "finish_reason": None})

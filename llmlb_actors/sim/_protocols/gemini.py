@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from urllib.parse import unquote
 
@@ -22,6 +23,7 @@ from ._base import (
     WireProtocol,
     decode_body,
     encode,
+    pick_tool,
     sse,
     topic_of,
 )
@@ -34,9 +36,33 @@ if TYPE_CHECKING:
 __all__ = ["GeminiProtocol"]
 
 
-class _Part(msgspec.Struct):
+class _FunctionCall(msgspec.Struct):
+    name: str = ""
+    args: dict[str, Any] | None = None
+
+
+class _FunctionResponse(msgspec.Struct):
+    name: str = ""
+    response: dict[str, Any] | None = None
+
+
+class _Blob(msgspec.Struct, rename="camel"):
+    mime_type: str = ""
+    data: str = ""
+
+
+class _FileData(msgspec.Struct, rename="camel"):
+    file_uri: str = ""
+    mime_type: str | None = None
+
+
+class _Part(msgspec.Struct, rename="camel"):
     text: str | None = None
     thought: bool | None = None
+    function_call: _FunctionCall | None = None
+    function_response: _FunctionResponse | None = None
+    inline_data: _Blob | None = None
+    file_data: _FileData | None = None
 
 
 class _Content(msgspec.Struct):
@@ -46,15 +72,115 @@ class _Content(msgspec.Struct):
 
 class _GenerationConfig(msgspec.Struct, rename="camel"):
     max_output_tokens: int | None = None
+    response_mime_type: str | None = None
+    response_schema: dict[str, Any] | None = None
+    response_json_schema: dict[str, Any] | None = None
+
+
+class _Declaration(msgspec.Struct, rename="camel"):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    parameters_json_schema: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct, rename="camel"):
+    function_declarations: list[_Declaration] = []
+
+
+class _CallingConfig(msgspec.Struct, rename="camel"):
+    mode: str = "AUTO"
+    allowed_function_names: list[str] | None = None
+
+
+class _ToolConfig(msgspec.Struct, rename="camel"):
+    function_calling_config: _CallingConfig | None = None
 
 
 class _Request(msgspec.Struct, rename="camel"):
     contents: Annotated[list[_Content], msgspec.Meta(min_length=1)]
     system_instruction: _Content | None = None
     generation_config: _GenerationConfig | None = None
+    tools: list[_Tool] | None = None
+    tool_config: _ToolConfig | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+
+# Proto3 JSON: the API takes snake_case field names as well as camelCase, and the SDK
+# mixes them (``inlineData: {mime_type, data}``, ``parameters_json_schema``). Such a
+# body is rewritten to camelCase first, leaving the caller's own objects untouched.
+_SNAKE_KEY: Final = re.compile(rb'"[a-z][a-z0-9]*_[a-z0-9_]*"\s*:')
+_OPAQUE: Final = frozenset(
+    {"args", "response", "parameters", "parametersJsonSchema", "responseSchema",
+     "responseJsonSchema", "default", "example", "enum"}
+)  # fmt: skip
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _camel_keys(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_camel_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        name = _camel(key) if isinstance(key, str) else key
+        out[name] = item if name in _OPAQUE else _camel_keys(item)
+    return out
+
+
+def _decode(body: bytes) -> _Request:
+    if not _SNAKE_KEY.search(body):
+        return decode_body(_DECODER, body)
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return decode_body(_DECODER, body)  # the same 400 as any broken body
+    return decode_body(_DECODER, msgspec.json.encode(_camel_keys(raw)))
+
+
+def _check(req: _Request) -> bool:
+    """The API's rules on parts and declarations; True if the last turn is function results."""
+    for i, content in enumerate(req.contents):
+        if content.role not in (None, "user", "model", "function"):
+            raise BadRequest(f"Please use a valid role: user, model. (contents[{i}].role)")
+        for j, part in enumerate(content.parts):
+            where = f"contents[{i}].parts[{j}]"
+            if part.function_response is not None and not part.function_response.name:
+                raise BadRequest(f"* GenerateContentRequest.{where}.function_response.name: "
+                                 "Name cannot be empty.")  # fmt: skip
+            if part.function_call is not None and not part.function_call.name:
+                raise BadRequest(f"* GenerateContentRequest.{where}.function_call.name: "
+                                 "Name cannot be empty.")  # fmt: skip
+            blob = part.inline_data
+            if blob is not None and (not blob.mime_type or not blob.data):
+                raise BadRequest(f"* GenerateContentRequest.{where}.inline_data: "
+                                 "mime_type and data are required.")  # fmt: skip
+    for tool in req.tools or ():
+        for d in tool.function_declarations:
+            if d.parameters is not None and d.parameters_json_schema is not None:
+                raise BadRequest(f"function_declarations[{d.name}]: parameters and "
+                                 "parameters_json_schema are mutually exclusive")  # fmt: skip
+    last = req.contents[-1]
+    return any(p.function_response is not None for p in last.parts)
+
+
+def _choice(req: _Request) -> str | None:
+    config = req.tool_config.function_calling_config if req.tool_config is not None else None
+    if config is None:
+        return None
+    if config.mode == "NONE":
+        return "none"
+    if config.mode in ("ANY", "VALIDATED"):
+        names = config.allowed_function_names or []
+        return names[0] if len(names) == 1 else "required"
+    return "auto"
+
 
 _STATUSES: Final = {
     400: "INVALID_ARGUMENT",
@@ -89,7 +215,13 @@ _KEY_MESSAGE: Final = "API key not valid. Please pass a valid API key."
 def _text(content: _Content | None) -> str:
     if content is None:
         return ""
-    return " ".join(p.text for p in content.parts if p.text is not None and not p.thought)
+    out = []
+    for p in content.parts:
+        if p.text is not None and not p.thought:
+            out.append(p.text)
+        elif p.function_response is not None:
+            out.append(encode(p.function_response.response or {}).decode())
+    return " ".join(out)
 
 
 _QUOTA_IDS: Final = {
@@ -126,6 +258,9 @@ class GeminiProtocol(WireProtocol):
 
     def __init__(self, *, name: str, model: str, api_key: str | None, created: int) -> None:
         super().__init__(name=name, model=model, api_key=api_key, created=created)
+        # The API names no tool call: adapters make ids from the response id, which is
+        # unique on the real API, so it is unique per simulated provider here too.
+        self.id_prefix = f"sim-resp-{self.tag}-"
         self._key = None if api_key is None else api_key.encode()
         self._query_key = None if api_key is None else f"key={api_key}"
         model_obj = {
@@ -192,7 +327,7 @@ class GeminiProtocol(WireProtocol):
         return self._auth_error
 
     def parse_chat(self, route: Route, body: bytes) -> ChatInput:
-        req = decode_body(_DECODER, body)
+        req = _decode(body)
         words = len(_text(req.system_instruction).split())
         topic = ""
         for content in req.contents:
@@ -201,8 +336,22 @@ class GeminiProtocol(WireProtocol):
             if content.role in (None, "user"):
                 topic = text
         config = req.generation_config
+        after_result = _check(req)
+        tools = [
+            (d.name, d.parameters_json_schema or d.parameters or {})
+            for tool in req.tools or ()
+            for d in tool.function_declarations
+        ]
+        json_schema = None
+        json_mode = False
+        if config is not None and config.response_mime_type == "application/json":
+            json_schema = config.response_json_schema or config.response_schema
+            json_mode = json_schema is None
         return ChatInput(
             model=route.model or "",
+            tool=pick_tool(tools, _choice(req), after_result),
+            json_schema=json_schema,
+            json_mode=json_mode,
             stream=route.stream,
             input_words=words,
             topic=topic_of(topic),
@@ -306,8 +455,14 @@ class GeminiProtocol(WireProtocol):
     # answers ------------------------------------------------------------
 
     def _response(self, reply: Reply, text: str, tokens: int, finish: bool) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [{"text": text}]
+        if reply.tool_calls:
+            # Like the API before it gave call ids: name and args only.
+            parts = [
+                {"functionCall": {"name": c.name, "args": c.arguments}} for c in reply.tool_calls
+            ]
         candidate: dict[str, Any] = {
-            "content": {"parts": [{"text": text}], "role": "model"},
+            "content": {"parts": parts, "role": "model"},
         }
         if finish:
             candidate["finishReason"] = "MAX_TOKENS" if reply.truncated else "STOP"
@@ -334,6 +489,17 @@ class GeminiProtocol(WireProtocol):
         ]
 
     def stream(self, reply: Reply, chat: ChatInput) -> StreamPlan:
+        if reply.tool_calls:
+            # Function calls come whole, in one event.
+            whole = self._response(reply, "", reply.completion_tokens, True)
+            return StreamPlan(
+                head=[],
+                deltas=[sse(encode(whole))],
+                tail=[],
+                error=_STREAM_ERROR,
+                malformed=_MALFORMED,
+                wrong_shape=_WRONG_SHAPE,
+            )
         pieces = reply.pieces
         cumulative = reply.cumulative
         prompt = reply.prompt_tokens
@@ -362,6 +528,8 @@ class GeminiProtocol(WireProtocol):
         )
 
     def json_array(self, reply: Reply, chat: ChatInput) -> bytes:
+        if reply.tool_calls:
+            return encode([self._response(reply, "", reply.completion_tokens, True)])
         return encode(self._chunks(reply))
 
     def wrong_shape(self, reply: Reply) -> bytes:

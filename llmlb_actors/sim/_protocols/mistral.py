@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -16,6 +17,7 @@ from ._base import (
     StreamPlan,
     decode_body,
     encode,
+    pick_tool,
     retry_after_value,
     sse,
     topic_of,
@@ -26,6 +28,11 @@ from .openai import (
     WRONG_SHAPE_CHUNK,
     OpenAIProtocol,
     _Message,
+    _NamedChoice,
+    _ResponseFormat,
+    _ToolDef,
+    check_conversation,
+    json_request,
     text_of_content,
 )
 
@@ -37,9 +44,18 @@ class _Request(msgspec.Struct):
     messages: Annotated[list[_Message], msgspec.Meta(min_length=1)]
     stream: bool | None = None
     max_tokens: int | None = None
+    tools: list[_ToolDef] | None = None
+    tool_choice: str | _NamedChoice | None = None
+    response_format: _ResponseFormat | None = None
 
 
 _DECODER: Final = msgspec.json.Decoder(_Request)
+_CALL_ID: Final = re.compile(r"^[a-zA-Z0-9]{9}$")
+
+
+class InvalidToolCallId(BadRequest):
+    """Mistral's own 400 for a tool-call id that is not nine letters or digits."""
+
 
 _TYPES: Final = {
     400: "invalid_request_error",
@@ -115,10 +131,28 @@ class MistralProtocol(OpenAIProtocol):
         for message in req.messages:
             text = text_of_content(message.content)
             words += len(text.split())
-            if message.role == "user":
+            if message.role in ("user", "tool"):
                 topic = text
+            ids = [c.id for c in message.tool_calls or ()]
+            if message.tool_call_id is not None:
+                ids.append(message.tool_call_id)
+            for call_id in ids:
+                if not _CALL_ID.match(call_id):
+                    raise InvalidToolCallId(
+                        f"Tool call id was {call_id} but must be a-z, A-Z, 0-9, with a length of 9."
+                    )
+        after_result = check_conversation(req.messages)
+        schema, json_mode = json_request(req.response_format)
+        choice = req.tool_choice
+        named = choice.function.name if isinstance(choice, _NamedChoice) else choice
+        if named == "any":
+            named = "required"  # Mistral's synonym
+        tools = [(t.function.name, t.function.parameters) for t in req.tools or ()]
         return ChatInput(
             model=req.model,
+            tool=pick_tool(tools, named, after_result),
+            json_schema=schema,
+            json_mode=json_mode,
             stream=bool(req.stream),
             input_words=words,
             topic=topic_of(topic),
@@ -129,6 +163,8 @@ class MistralProtocol(OpenAIProtocol):
         return Answer(401, b"", b'{"detail":"Unauthorized"}')
 
     def bad_request(self, exc: BadRequest) -> Answer:
+        if isinstance(exc, InvalidToolCallId):
+            return self._mistral_error(400, exc.message, "invalid_request_message", "3230")
         loc: list[str | int] = ["body"]
         if exc.field:
             loc.extend(exc.field.replace("[", ".").replace("]", "").split("."))
@@ -212,8 +248,8 @@ class MistralProtocol(OpenAIProtocol):
                         "index": 0,
                         "message": {
                             "role": "assistant",
-                            "content": reply.text,
-                            "tool_calls": None,
+                            "content": "" if reply.tool_calls else reply.text,
+                            "tool_calls": self.tool_calls(reply) or None,
                             "prefix": False,
                         },
                         "finish_reason": self.finish(reply),
@@ -223,9 +259,29 @@ class MistralProtocol(OpenAIProtocol):
             }
         )
 
+    def call_id(self, reply: Reply, index: int) -> str:
+        return f"{self.tag}{reply.seq % 10**5:05d}{index % 10}"
+
     def stream(self, reply: Reply, chat: ChatInput) -> StreamPlan:
         prefix = self.chunk_prefix(reply)
         end = b',"finish_reason":null}]}\n\n'
+        if reply.tool_calls:
+            # Mistral streams tool calls whole, on the finishing chunk with the usage.
+            last = (
+                prefix
+                + encode({"content": "", "tool_calls": self.tool_calls(reply)})
+                + b',"finish_reason":"tool_calls"}],"usage":'
+                + encode(self.usage(reply))
+                + b"}\n\n"
+            )
+            return StreamPlan(
+                head=[prefix + b'{"role":"assistant","content":""}' + end],
+                deltas=[last],
+                tail=[DONE],
+                error=_STREAM_ERROR,
+                malformed=MALFORMED_CHUNK,
+                wrong_shape=WRONG_SHAPE_CHUNK,
+            )
         deltas = [prefix + b'{"content":' + encode(piece) + b"}" + end for piece in reply.pieces]
         deltas[-1] = (
             prefix

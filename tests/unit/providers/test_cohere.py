@@ -140,7 +140,7 @@ async def test_parse_doc_example(make_provider: MakeProvider) -> None:
         ({"billed_units": {"input_tokens": 5, "output_tokens": 2}}, Usage(prompt_tokens=5,
          completion_tokens=2, total_tokens=7)),
         ({"billed_units": {"input_tokens": 5.0, "output_tokens": 2.0}, "cached_tokens": 1},
-         Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)),
+         Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7, cached_tokens=1)),
         ({}, Usage()),
         (None, Usage()),
     ],

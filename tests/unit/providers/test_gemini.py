@@ -206,7 +206,9 @@ def test_thought_parts_skipped_and_thinking_tokens_counted() -> None:
     }
     resp = adapter().parse_response(200, {}, msgspec.json.encode(resp_body))
     assert (resp.content, resp.finish_reason) == ("AB", "length")
-    assert resp.usage == Usage(prompt_tokens=3, completion_tokens=12, total_tokens=15)
+    assert resp.usage == Usage(
+        prompt_tokens=3, completion_tokens=12, total_tokens=15, reasoning_tokens=10
+    )
     assert resp.model == "gemini-2.5-flash"  # no modelVersion: the configured model
 
 
@@ -396,7 +398,8 @@ data: {"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1,"thoughtsT
     assert chunks == [
         StreamChunk(delta="ok"),
         StreamChunk(finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=3,
-                                                      total_tokens=4), model="m"),
+                                                      total_tokens=4, reasoning_tokens=2),
+                    model="m"),
     ]  # fmt: skip
 
 
