@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from .._budget import WindowBudget
 from .._errors import LLMError, LoadBalancerError
 from .._hedge import HedgeDelay
 from .._models import LLMRequest, LLMResponse
+from .._retry_budget import WindowBudget
 from ._call import Call, Outcome, StreamHandle, Tries, answered, needs_of
 
 if TYPE_CHECKING:

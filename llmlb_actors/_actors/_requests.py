@@ -6,7 +6,7 @@ and only if that attempt did not answer enters the retry loop, which judges the
 failure, backs off and submits again. Every outcome is counted once in the
 balancer's totals.
 
-Retries draw on a retry budget (`.._budget`): every request deposits, every
+Retries draw on a retry budget (`.._retry_budget`): every request deposits, every
 retry withdraws, so when everything fails at once retries stay a bounded
 fraction of the load. The deposit costs the happy path one comparison a request:
 requests are counted anyway, and the count is handed to the budgets once a
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from .._backoff import compute_backoff
-from .._budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 from .._errors import BalancerClosedError, LLMError, LoadBalancerError
 from .._models import LLMRequest, LLMResponse
+from .._retry_budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 from .._stats import BalancerTotals
 from ._call import NEEDS_IMAGES, NEEDS_TOOLS, Call, Reroute, StreamHandle, Tries, answered, call_for
 from ._hedging import Hedging, run_hedged

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmlb_actors._budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 from llmlb_actors._hedge import HedgeDelay, hedge_quantile
 from llmlb_actors._outlier import (
     BASE_EJECTION,
@@ -25,6 +24,7 @@ from llmlb_actors._outlier import (
 )
 from llmlb_actors._p2c import power_of_two_choices
 from llmlb_actors._peak_ewma import UNMEASURED_PENALTY, PeakEwma
+from llmlb_actors._retry_budget import RETRY_FLOOR_PER_SECOND, WindowBudget
 
 # -- peak-EWMA ---------------------------------------------------------------------------
 
@@ -78,7 +78,8 @@ def test_peak_ewma_after_a_slow_spell_returns_toward_fast_answers() -> None:
 def test_an_answer_under_the_cost_soon_after_an_update_changes_nothing_kept() -> None:
     ewma = PeakEwma(tau=10.0)
     ewma.observe(0.5, now=0.0)
-    assert (ewma.floor, ewma.due) == (0.5, pytest.approx(0.1))
+    assert ewma.floor == 0.5
+    assert ewma.due == pytest.approx(0.1)
     ewma.observe(0.4999, now=0.05)  # under the stored cost, before `due`: skipped
     assert ewma.cost(0.05) == pytest.approx(0.5 * math.exp(-0.005))
     ewma.observe(0.6, now=0.06)  # a slower answer always counts at once
