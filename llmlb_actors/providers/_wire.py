@@ -33,6 +33,7 @@ __all__ = [
     "body_text",
     "check_header_value",
     "decode",
+    "decode_event",
     "dropped",
     "feed_event",
     "header_list",
@@ -112,6 +113,20 @@ def decode(decoder: msgspec.json.Decoder[T], data: bytes | str, provider: str, p
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep (a hostile or broken upstream).
         raise protocol_error(provider, protocol, str(exc) or type(exc).__name__) from None
+
+
+def decode_event(
+    decoder: msgspec.json.Decoder[T], data: bytes, provider: str, protocol: str
+) -> T | None:
+    """A stream event the fast ``decoder.decode(data)`` refused, decoded the slow way.
+
+    ``None`` for a blank event (a keep-alive); invalid UTF-8 reads as the
+    replacement character, as the SSE layer reads it; anything else raises a
+    ``protocol`` `LLMError`.
+    """
+    if not data.strip():
+        return None
+    return decode(decoder, data.decode("utf-8", "replace"), provider, protocol)
 
 
 def feed_event(decoder: StreamDecoder, event: SSEEvent) -> list[StreamChunk]:

@@ -25,6 +25,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    decode_event,
     dropped,
     feed_event,
     header_list,
@@ -426,10 +427,10 @@ class _StreamDecoder(StreamDecoder):
             try:
                 ev = _EVENT.decode(data)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                if not data.strip():
+                slow = decode_event(_EVENT, data, name, _LABEL)
+                if slow is None:
                     continue
-                # Invalid UTF-8 reads as the replacement character; anything else raises.
-                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+                ev = slow
             kind = ev.type
             if kind == "content_block_delta":
                 delta = ev.delta

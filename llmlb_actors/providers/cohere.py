@@ -26,6 +26,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    decode_event,
     feed_event,
     header_list,
     is_plain,
@@ -358,10 +359,10 @@ class _StreamDecoder(StreamDecoder):
             try:
                 ev = _EVENT.decode(data)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                if not data.strip():
+                slow = decode_event(_EVENT, data, name, _LABEL)
+                if slow is None:
                     continue
-                # Invalid UTF-8 reads as the replacement character; anything else raises.
-                ev = decode(_EVENT, data.decode("utf-8", "replace"), name, _LABEL)
+                ev = slow
             kind = ev.type
             delta = ev.delta
             if kind == "content-delta":

@@ -30,6 +30,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    decode_event,
     dropped,
     feed_event,
     header_list,
@@ -575,10 +576,10 @@ class _StreamDecoder(StreamDecoder):
             try:
                 resp = _RESPONSE.decode(data)
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-                if not data.strip():
+                slow = decode_event(_RESPONSE, data, name, _LABEL)
+                if slow is None:
                     continue
-                # Invalid UTF-8 reads as the replacement character; anything else raises.
-                resp = decode(_RESPONSE, data.decode("utf-8", "replace"), name, _LABEL)
+                resp = slow
             if resp.error is not None:
                 raise self._error(resp.error)
             if resp.usage_metadata is not None:

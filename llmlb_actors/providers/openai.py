@@ -23,6 +23,7 @@ from ._wire import (
     body_text,
     check_header_value,
     decode,
+    decode_event,
     feed_event,
     header_list,
     is_plain,
@@ -535,9 +536,10 @@ class _StreamDecoder(StreamDecoder):
                         )
                     )
                     return
-                if not data.strip():
-                    continue  # an empty keep-alive event carries nothing to parse
-                chunk = decode(_CHUNK, data.decode("utf-8", "replace"), name, self._label)
+                slow = decode_event(_CHUNK, data, name, self._label)
+                if slow is None:
+                    continue
+                chunk = slow
             if chunk.error is not None:
                 raise self._error(chunk.error)
             if chunk.object == "error":
