@@ -44,6 +44,7 @@ class WindowProfiler:
                 f.write(self._impl.output_html())
         else:
             self._impl.disable()
+            self._impl.dump_stats(self.path.rsplit(".", 1)[0] + ".prof")
             out = io.StringIO()
             stats = pstats.Stats(self._impl, stream=out)
             stats.sort_stats("tottime").print_stats(45)

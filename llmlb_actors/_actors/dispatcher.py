@@ -195,8 +195,9 @@ class Dispatcher:
 
     def _step(self, call: Call) -> bool:
         """Route ``call`` once; False if it must wait (mailboxes full, or no budget admits it)."""
+        now = trio.current_time()
         try:
-            choice = self.route(call)
+            choice = self.route(call, now)
         except StrategyError as exc:
             call.resolve(call.attempt, exc)
             return True
@@ -223,7 +224,6 @@ class Dispatcher:
                 ),
             )
             return True
-        now = trio.current_time()
         quota = self.quota
         if quota is not None and (quota.limited_names or call.waiting_since is not None):
             self._admit(choice, call, now)
@@ -269,9 +269,8 @@ class Dispatcher:
             self.quota.waits += 1
             self.quota.wait_seconds += now - since
 
-    def route(self, call: Call) -> ProviderActor | _Saturated | _Refused | Wait | None:
+    def route(self, call: Call, now: float) -> ProviderActor | _Saturated | _Refused | Wait | None:
         """The provider for this attempt; `None` if there is none at all."""
-        now = trio.current_time()
         quota = self.quota
         if (
             call.assigned == 0

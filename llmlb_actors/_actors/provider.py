@@ -276,7 +276,8 @@ class ProviderActor:
         running = _Running()
         if self.quota is not None:
             running.slot = install_observation_slot()
-            ON_SEND.set(lambda: self._on_send(running))
+            running.quota = self.quota
+            ON_SEND.set(running.on_send)
         while True:
             with trio.CancelScope() as scope:
                 while True:
@@ -408,12 +409,6 @@ class ProviderActor:
         provider out of rotation, or put it back (``seconds <= 0``)."""
         if self.quota is not None:
             self.quota.health(self.name, reason, seconds, trio.current_time())
-
-    def _on_send(self, running: _Running) -> None:
-        """The transport is about to write the running attempt's request."""
-        call = running.call
-        if call is not None and self.quota is not None:
-            self.quota.sent(call, trio.current_time())
 
     def _settle_quota(
         self, call: Call, usage: Usage | None, observation: Observation | None
@@ -762,11 +757,22 @@ class _Running:
     ``slot`` (quotas on) receives what the running attempt's response said.
     """
 
-    __slots__ = ("attempt", "call", "slot", "started", "stream")
+    __slots__ = ("attempt", "call", "quota", "slot", "started", "stream")
 
     def __init__(self) -> None:
         self.slot: ObservationSlot | None = None
+        self.quota: QuotaGate | None = None
         self.clear()
+
+    def on_send(self) -> None:
+        """The transport is about to write the running attempt's request (quotas on).
+
+        Only a reserved call has anything to mark: the check comes first, as this
+        runs for every request a worker sends.
+        """
+        call = self.call
+        if call is not None and call.reservation is not None and self.quota is not None:
+            self.quota.sent(call, trio.current_time())
 
     def start(self, call: Call, attempt: int, started: float, stream: _StreamState | None) -> None:
         self.call: Call | None = call

@@ -4,7 +4,7 @@ A provider actor's worker runs one attempt at a time in its own task, and the
 HTTP provider runs inside that task. So a context variable holding the
 worker's slot links a response's headers to the attempt that got them, with
 no change to the provider interface and no cost when quotas are off (no slot
-is set, and `wanted` is false).
+is set: `current` is None, and no headers are parsed).
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._types import Observation
 
-__all__ = ["ObservationSlot", "deposit", "install", "wanted"]
+__all__ = ["ObservationSlot", "current", "install"]
 
 
 class ObservationSlot:
@@ -41,15 +43,6 @@ def install() -> ObservationSlot:
     return slot
 
 
-def wanted() -> bool:
-    """Whether the current task records observations (parse headers only then)."""
-    return _SLOT.get() is not None
-
-
-def deposit(observation: Observation | None) -> None:
-    """Record ``observation`` for the current task's attempt (no-op outside a worker)."""
-    if observation is None:
-        return
-    slot = _SLOT.get()
-    if slot is not None:
-        slot.observation = observation
+#: The current task's slot (a worker's, quotas on), or None: parse headers only then.
+#: The context variable's own method, so asking costs no Python call per response.
+current: Callable[[], ObservationSlot | None] = _SLOT.get

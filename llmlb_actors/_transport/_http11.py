@@ -130,6 +130,33 @@ def encode_head(
             value with CR, LF or NUL, or a non-ASCII header value. The message
             names the header, never its value (it may be an API key).
     """
+    # A provider sends the same method, URL and headers on every request (only the
+    # body changes): the checked, encoded head up to the framing is built once.
+    key = (method, target.target, target.host_header, tuple(headers))
+    try:
+        prefix = _prefixes.get(key)
+    except TypeError:  # a header given as a list: fine to send, not to remember
+        prefix = _encode_prefix(method, target, headers)
+    if prefix is None:
+        prefix = _encode_prefix(method, target, headers)
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        _prefixes[key] = prefix
+    if body is not None:
+        return prefix + b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body)
+    if method in _BODY_METHODS:
+        return prefix + b"accept-encoding: identity\r\ncontent-length: 0\r\n\r\n"
+    return prefix + b"accept-encoding: identity\r\n\r\n"
+
+
+#: Encoded head prefixes by (method, target, host, headers); bounded like `_valid_tokens`.
+#: The values are what goes on the wire, keys included: they never leave the process.
+_prefixes: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], bytes] = {}
+_MAX_PREFIXES = 256
+
+
+def _encode_prefix(method: str, target: Target, headers: Sequence[tuple[str, str]]) -> bytes:
+    """`encode_head` up to (not including) its ``accept-encoding`` and framing lines."""
     if method not in _valid_tokens:
         _check_token(method, "method")
     lines = [method, " ", target.target, " HTTP/1.1\r\nhost: ", target.host_header, "\r\n"]
@@ -150,13 +177,6 @@ def encode_head(
     if not has_user_agent:
         lines.append(f"user-agent: {USER_AGENT}\r\n")
         crlfs += 1
-    if body is not None:
-        lines.append(f"accept-encoding: identity\r\ncontent-length: {len(body)}\r\n\r\n")
-    elif method in _BODY_METHODS:
-        lines.append("accept-encoding: identity\r\ncontent-length: 0\r\n\r\n")
-    else:
-        lines.append("accept-encoding: identity\r\n\r\n")
-    crlfs += 3 if body is not None or method in _BODY_METHODS else 2
     head = "".join(lines)
     # One C-speed scan instead of a regex per value: any CR or LF beyond the
     # ones we wrote means a value tried to start a new header line.

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import trio
 
 from .._errors import LLMError
-from .._quota._observe import deposit
-from .._quota._observe import wanted as quota_wanted
+from .._quota._observe import current as observation_slot
 from .._secrets import Redactor
 from .._sse import SSEDecoder
 from .._transport._base import (
@@ -166,8 +165,11 @@ class HTTPProvider(BaseProvider):
             response = await self.transport.request(http_request)
         except TransportError as exc:  # not map_transport_errors: 3 objects per request
             raise transport_error(self.name, exc) from exc
-        if quota_wanted():
-            deposit(self.adapter.rate_limits(response.status, response.headers, response.body))
+        slot = observation_slot()
+        if slot is not None:  # one deposit per attempt: the worker emptied the slot
+            slot.observation = self.adapter.rate_limits(
+                response.status, response.headers, response.body
+            )
         if 200 <= response.status < 300:
             try:
                 return self.adapter.parse_response(response.status, response.headers, response.body)
@@ -214,11 +216,15 @@ class HTTPProvider(BaseProvider):
             if not 200 <= response.status < 300:
                 with map_transport_errors(self.name):
                     body = await response.aread()
-                if quota_wanted():
-                    deposit(self.adapter.rate_limits(response.status, response.headers, body))
+                slot = observation_slot()
+                if slot is not None:
+                    slot.observation = self.adapter.rate_limits(
+                        response.status, response.headers, body
+                    )
                 raise self._parse_error(response.status, response.headers, body)
-            if quota_wanted():
-                deposit(self.adapter.rate_limits(response.status, response.headers, None))
+            slot = observation_slot()
+            if slot is not None:
+                slot.observation = self.adapter.rate_limits(response.status, response.headers, None)
             stream = response.aiter_bytes()
             batches = self._batches(stream, provider)
             try:

@@ -182,7 +182,7 @@ async def test_dispatcher_round_robin_skips_unhealthy_and_removed(
             continue
         for _ in range(arg):
             call = Call(LLMRequest(prompt="x"))
-            choice = dispatcher.route(call)
+            choice = dispatcher.route(call, trio.current_time())
             healthy = [a for a in rotation if a.circuit.state == "closed"]
             if not rotation:
                 assert choice is None
@@ -255,7 +255,7 @@ async def test_latency_routing_never_picks_an_inadmissible_provider(
                 if i < len(actors):
                     call.assign(actors[i].name)
         for _ in range(10):
-            choice = dispatcher.route(call)
+            choice = dispatcher.route(call, trio.current_time())
             if usable:
                 # Untried providers first (a retry waits for one rather than go back).
                 pool = [a for a in usable if not call.attempts_at(a.name)] or usable

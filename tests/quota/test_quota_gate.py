@@ -9,7 +9,7 @@ import pytest
 
 from llmlb_actors import LLMRequest, LoadBalancerError, ProviderConfig, RateLimitedError, Usage
 from llmlb_actors._quota._gate import QuotaGate, Wait
-from llmlb_actors._quota._observe import deposit, install, wanted
+from llmlb_actors._quota._observe import current, install
 from llmlb_actors._quota._strategy import QuotaStrategy
 from llmlb_actors.quota import Cost, Hint, InProcessQuotaStore, Observation, Reservation
 
@@ -146,14 +146,13 @@ def test_settle_reconciles_with_usage_or_refunds_a_failure() -> None:
 
 
 def test_observation_slot_is_per_task() -> None:
-    assert not wanted()
-    deposit(Observation(retry_after=1.0))  # outside a worker: nowhere to go, no error
+    assert current() is None  # outside a worker: no slot, so no headers are parsed
     import trio
 
     async def worker(results: list[Observation | None]) -> None:
         slot = install()
-        assert wanted()
-        deposit(Observation(retry_after=2.0))
+        assert current() is slot
+        slot.observation = Observation(retry_after=2.0)
         results.append(slot.take())
         results.append(slot.take())
 
@@ -162,7 +161,7 @@ def test_observation_slot_is_per_task() -> None:
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker, results)
-        assert not wanted()  # the worker's slot stayed in its own task
+        assert current() is None  # the worker's slot stayed in its own task
 
     trio.run(main)
     assert results == [Observation(retry_after=2.0), None]

@@ -17,7 +17,9 @@ from llmlb_actors._transport import (
     TransportError,
     TransportLimits,
     TrioTransport,
+    _trio,
 )
+from llmlb_actors._transport._trio import PEER_CLOSE_CHECK_AFTER
 from tests.transport.servers import Handler, ServerConn, fixed, response
 
 if TYPE_CHECKING:
@@ -203,6 +205,33 @@ async def test_server_closed_idle_connection_is_retried_once(
     assert resp.body == b"conn 1"
     assert len(server.connections) == 2
     assert len(server.requests) == 2  # the retried request was not seen twice
+
+
+async def test_only_a_connection_idle_for_a_while_is_looked_at(
+    serve: Serve, mock_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look for a server's hang-up is a system call per request: a connection back
+    within PEER_CLOSE_CHECK_AFTER of its last response goes out without it, one idle
+    that long gets it (and, alive, is still reused)."""
+    looked: list[object] = []
+    real = _trio._closed_by_peer
+
+    def counting(conn: _trio._Connection) -> bool:
+        looked.append(conn)
+        return real(conn)
+
+    monkeypatch.setattr(_trio, "_closed_by_peer", counting)
+    server = await serve(fixed(response(200, b"ok")))
+    transport = TrioTransport()
+    for _ in range(3):
+        assert (await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))).body == b"ok"
+        mock_clock.jump(PEER_CLOSE_CHECK_AFTER / 2)
+    assert looked == []
+    mock_clock.jump(PEER_CLOSE_CHECK_AFTER / 2)
+    assert (await transport.request(HTTPRequest("POST", server.url(), [], b"{}"))).body == b"ok"
+    await transport.aclose()
+    assert len(looked) == 1
+    assert len(server.connections) == 1
 
 
 async def test_no_replay_after_response_bytes(

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmlb_actors._transport import _http11
 from llmlb_actors._transport._base import RemoteProtocolError, ResponseTooLarge
 from llmlb_actors._transport._http11 import ResponseReader, encode_head, parse_url
 
@@ -135,6 +136,31 @@ def test_encode_head_rejects_bad_names_methods_and_non_ascii() -> None:
     assert "sk-" not in str(info.value)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
+
+
+def test_encode_head_remembers_each_head_and_nothing_else() -> None:
+    """The checked head of a (method, URL, headers) is built once: the same inputs give the
+    same bytes, any change gives its own head, a refused one is refused every time, and
+    headers given as lists (unhashable) still encode."""
+    target = parse_url("http://h/v1")
+    headers = [("authorization", "Bearer a")]
+    first = encode_head("POST", target, headers, b"ab")
+    assert encode_head("POST", target, list(headers), b"ab") == first
+    assert encode_head("POST", target, headers, b"abc").endswith(b"content-length: 3\r\n\r\n")
+    assert b"Bearer b" in encode_head("POST", target, [("authorization", "Bearer b")], b"")
+    assert encode_head("GET", target, headers, None).startswith(b"GET /v1 ")
+    assert b"x: 1" in encode_head("POST", target, [["x", "1"]], None)  # type: ignore[list-item]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="contains CR, LF or NUL"):
+            encode_head("POST", target, [("x-key", "v\r\n")], b"")
+
+
+def test_encode_head_memory_is_bounded() -> None:
+    target = parse_url("http://h/")
+    for i in range(_http11._MAX_PREFIXES * 2 + 3):
+        head = encode_head("POST", target, [("x-n", str(i))], None)
+        assert f"x-n: {i}\r\n".encode() in head
+        assert len(_http11._prefixes) <= _http11._MAX_PREFIXES
 
 
 def feed_all(reader: ResponseReader, data: bytes) -> ResponseReader:
