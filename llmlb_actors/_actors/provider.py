@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from .._secrets import Redactor
 from .._stats import ProviderHealth, ProviderStats, StatsRecorder
 from .._transport._base import ON_SEND
 from ._call import NEEDS_IMAGES, NEEDS_STREAM, NEEDS_TOOLS, Call, Reroute, StreamHandle
+from ._expiry import AttemptTimer
 
 if TYPE_CHECKING:
     import random
@@ -106,6 +108,7 @@ class ProviderActor:
         self.stopped = trio.Event()
         self.redact = Redactor.for_provider(config, balancer_config)
         self._nursery: trio.Nursery | None = None
+        self._timer: AttemptTimer | None = None  # while running: cuts timed-out attempts
         self._workers = 0
         self._idle_workers = 0
         self.quota = quota
@@ -244,12 +247,15 @@ class ProviderActor:
                 self._nursery = nursery
                 self._workers = 0
                 self._idle_workers = 0
+                self._timer = AttemptTimer()
+                nursery.start_soon(self._timer.run)
                 self._spawn_worker()
                 if self.balancer_config.health_check_interval is not None:
                     nursery.start_soon(self._health_loop)
                 on_ready()
         finally:
             self._nursery = None
+            self._timer = None
 
     def stop(self) -> None:
         if self._nursery is not None:
@@ -280,6 +286,7 @@ class ProviderActor:
             ON_SEND.set(running.on_send)
         while True:
             with trio.CancelScope() as scope:
+                running.use(scope)
                 while True:
                     try:
                         call = await recv.receive()
@@ -346,12 +353,20 @@ class ProviderActor:
         self.held.add(call)
         self.active += 1
         start = trio.current_time()
-        # The request's overall deadline cuts the attempt too: the caller waits for it
-        # without a cancel scope of its own on the happy path (see RequestLoop.run).
-        scope.deadline = min(start + self.timeout, call.deadline)
         call.scope = scope
         stream = _StreamState() if call.stream else None
         running.start(call, attempt, start, stream)
+        # The request's overall deadline cuts the attempt too: the caller waits for it
+        # without a cancel scope of its own on the happy path (see RequestLoop.run).
+        deadline = min(start + self.timeout, call.deadline)
+        timer = self._timer
+        if stream is None and timer is not None and timer.watch(deadline, running):
+            if running.exact:  # an earlier attempt's deadline must not cut this one
+                scope.deadline = math.inf
+                running.exact = False
+        else:
+            scope.deadline = deadline
+            running.exact = True
         if running.slot is not None:
             running.slot.observation = None
         quota = self.quota
@@ -757,12 +772,34 @@ class _Running:
     ``slot`` (quotas on) receives what the running attempt's response said.
     """
 
-    __slots__ = ("attempt", "call", "quota", "slot", "started", "stream")
+    __slots__ = (
+        "attempt",
+        "call",
+        "exact",
+        "quota",
+        "scope",
+        "serial",
+        "slot",
+        "started",
+        "stream",
+    )
 
     def __init__(self) -> None:
         self.slot: ObservationSlot | None = None
         self.quota: QuotaGate | None = None
+        self.serial = 0  # changes whenever an attempt starts or ends (`AttemptTimer`)
+        self.scope: trio.CancelScope | None = None
+        self.exact = False  # the scope has a deadline of its own (not the timer's)
         self.clear()
+
+    def use(self, scope: trio.CancelScope) -> None:
+        """The worker's (new) scope: attempts run in it, the timer cancels it."""
+        self.scope = scope
+        self.exact = False
+
+    def expire(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
 
     def on_send(self) -> None:
         """The transport is about to write the running attempt's request (quotas on).
@@ -775,12 +812,14 @@ class _Running:
             self.quota.sent(call, trio.current_time())
 
     def start(self, call: Call, attempt: int, started: float, stream: _StreamState | None) -> None:
+        self.serial += 1
         self.call: Call | None = call
         self.attempt = attempt
         self.started = started
         self.stream: _StreamState | None = stream
 
     def clear(self) -> None:
+        self.serial += 1
         self.call = None
         self.attempt = 0
         self.started = 0.0

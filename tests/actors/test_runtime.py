@@ -172,6 +172,64 @@ async def test_attempt_timeout_is_retryable(autojump_clock: MockClock) -> None:
     assert trio.current_time() == 2.0 + 0.25
 
 
+async def test_attempt_timeout_is_exact_after_many_attempts_on_the_same_workers(
+    autojump_clock: MockClock,
+) -> None:
+    """Whole-response attempts are cut by the actor's timer (no deadline move per attempt):
+    after answers of every length, each hang is cut at exactly its own start + timeout."""
+    script("a", 0.5, 1.5, 0.1, "hang", 3.0, "hang")  # three answers, then three too slow
+    async with llmlb.open_balancer(
+        providers=cfgs("a", timeout=2.0, max_retries=0), **opts(retry_delay=0.25)
+    ) as lb:
+        cut_at = []
+        for step in range(6):
+            start = trio.current_time()
+            if step in (0, 1, 2):
+                await lb.request(REQ)
+                continue
+            with pytest.raises(LoadBalancerError) as info:
+                await lb.request(REQ)
+            assert [str(e) for e in info.value.errors] == ["[a] attempt timed out after 2s"]
+            cut_at.append(trio.current_time() - start)
+        stats = lb.get_stats()["a"]
+    # Cut at 2 s; the request then gave up when its retry found no attempt left (0.25 s).
+    assert cut_at == pytest.approx([2.25, 2.25, 2.25])  # the 3.0 s answer was cut too
+    assert stats.successful_requests == 3
+    assert stats.failed_requests == 3
+
+
+async def test_a_stream_idle_deadline_does_not_cut_the_next_whole_response(
+    autojump_clock: MockClock,
+) -> None:
+    """A stream's attempt keeps an exact deadline (moved per read); a whole response run by
+    the same worker afterwards gets its full timeout, not what is left of that deadline."""
+    script("a", "ok", "ok", "ok", 4.0)
+    async with llmlb.open_balancer(
+        providers=cfgs("a", timeout=5.0), **opts(stream_idle_timeout=1.0)
+    ) as lb:
+        for _ in range(3):
+            async with lb.stream(REQ) as chunks:
+                assert [c.delta async for c in chunks][:3] == ["a", "b", "c"]
+        start = trio.current_time()
+        resp = await lb.request(REQ)
+    assert resp.attempts == 1
+    assert trio.current_time() - start == 4.0
+
+
+async def test_a_request_deadline_before_the_attempt_timeout_cuts_it_exactly(
+    autojump_clock: MockClock,
+) -> None:
+    """An attempt whose request runs out first is cut at the request's deadline."""
+    script("a", "hang")
+    async with llmlb.open_balancer(
+        providers=cfgs("a", timeout=10.0), **opts(request_timeout=3.0)
+    ) as lb:
+        with pytest.raises(LoadBalancerError, match="timed out after 3s") as info:
+            await lb.request(REQ)
+        assert trio.current_time() == 3.0
+        assert [e.kind for e in info.value.errors] == ["cancelled"]
+
+
 async def test_overall_deadline(autojump_clock: MockClock) -> None:
     script("a", "hang", "hang", "hang")
     async with llmlb.open_balancer(providers=cfgs("a"), **opts(global_timeout=4.0)) as lb:
