@@ -18,6 +18,7 @@ deadline. Strictly private.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Protocol
 
@@ -39,12 +40,13 @@ class Expirable(Protocol):
 class AttemptTimer:
     """Cuts attempts at their deadlines, oldest first."""
 
-    __slots__ = ("_queue", "_wakeup")
+    __slots__ = ("_queue", "_sleeping_until", "_wakeup")
 
     def __init__(self) -> None:
         # (deadline, the attempt's serial, its worker's running attempt), in start order.
         self._queue: deque[tuple[float, int, Expirable]] = deque()
         self._wakeup: trio.Event | None = None  # set while `run` waits for an attempt
+        self._sleeping_until = -math.inf  # while `run` sleeps until a deadline: that one
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -53,14 +55,16 @@ class AttemptTimer:
         """Cut ``running``'s current attempt at ``deadline``.
 
         False if ``deadline`` comes before one already watched (the queue must
-        stay in deadline order): the caller then sets an exact deadline itself.
+        stay in deadline order), or before the one `run` sleeps until (that
+        attempt may have ended, but `run` would wake too late for this one): the
+        caller then sets an exact deadline itself.
         """
         queue = self._queue
         # Attempts end in about the order they start: dropping the finished ones at
         # the head here keeps the queue near the number of attempts running.
         while queue and queue[0][2].serial != queue[0][1]:
             queue.popleft()
-        if queue and deadline < queue[-1][0]:
+        if deadline < self._sleeping_until or (queue and deadline < queue[-1][0]):
             return False
         queue.append((deadline, running.serial, running))
         wakeup = self._wakeup
@@ -78,7 +82,11 @@ class AttemptTimer:
                 if running.serial != serial:
                     queue.popleft()  # it ended in time
                 elif trio.current_time() < deadline:
-                    await trio.sleep_until(deadline)
+                    self._sleeping_until = deadline
+                    try:
+                        await trio.sleep_until(deadline)
+                    finally:
+                        self._sleeping_until = -math.inf
                 else:
                     queue.popleft()
                     running.expire()

@@ -105,3 +105,29 @@ def test_finished_attempts_do_not_pile_up() -> None:
         worker.begin()
         assert timer.watch(60.0 + i, worker)
         assert len(timer) <= 4
+
+
+async def test_an_earlier_deadline_than_the_one_it_sleeps_until_is_refused(
+    autojump_clock: MockClock,
+) -> None:
+    """The timer sleeps until the oldest deadline it saw. If that attempt ended and a retry
+    with an earlier deadline (its request started long ago) comes next, the timer would
+    wake too late for it: it refuses, and the worker sets an exact deadline instead. Once
+    the timer has woken, the same deadline is accepted again."""
+    timer = AttemptTimer()
+    first, retry, later = Attempt(), Attempt(), Attempt()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(timer.run)
+        first.begin()
+        assert timer.watch(124.0, first)
+        await trio.sleep(1.0)
+        first.end()
+        retry.begin()
+        assert not timer.watch(120.0, retry)
+        await trio.sleep(130.0)  # the timer woke at 124, found nothing left, and waits
+        later.begin()
+        assert timer.watch(trio.current_time() + 5.0, later)
+        await trio.sleep(10.0)
+        nursery.cancel_scope.cancel()
+    assert first.expired_at == retry.expired_at == []
+    assert later.expired_at == [136.0]
