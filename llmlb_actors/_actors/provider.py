@@ -286,7 +286,6 @@ class ProviderActor:
             ON_SEND.set(running.on_send)
         while True:
             with trio.CancelScope() as scope:
-                running.use(scope)
                 while True:
                     try:
                         call = await recv.receive()
@@ -361,12 +360,10 @@ class ProviderActor:
         deadline = min(start + self.timeout, call.deadline)
         timer = self._timer
         if stream is None and timer is not None and timer.watch(deadline, running):
-            if running.exact:  # an earlier attempt's deadline must not cut this one
+            if scope.deadline != math.inf:  # an earlier attempt's must not cut this one
                 scope.deadline = math.inf
-                running.exact = False
         else:
             scope.deadline = deadline
-            running.exact = True
         if running.slot is not None:
             running.slot.observation = None
         quota = self.quota
@@ -772,34 +769,19 @@ class _Running:
     ``slot`` (quotas on) receives what the running attempt's response said.
     """
 
-    __slots__ = (
-        "attempt",
-        "call",
-        "exact",
-        "quota",
-        "scope",
-        "serial",
-        "slot",
-        "started",
-        "stream",
-    )
+    __slots__ = ("attempt", "call", "quota", "serial", "slot", "started", "stream")
 
     def __init__(self) -> None:
         self.slot: ObservationSlot | None = None
         self.quota: QuotaGate | None = None
         self.serial = 0  # changes whenever an attempt starts or ends (`AttemptTimer`)
-        self.scope: trio.CancelScope | None = None
-        self.exact = False  # the scope has a deadline of its own (not the timer's)
         self.clear()
 
-    def use(self, scope: trio.CancelScope) -> None:
-        """The worker's (new) scope: attempts run in it, the timer cancels it."""
-        self.scope = scope
-        self.exact = False
-
     def expire(self) -> None:
-        if self.scope is not None:
-            self.scope.cancel()
+        """Timed out: cancel the worker's scope, which the running call holds."""
+        call = self.call
+        if call is not None and call.scope is not None:
+            call.scope.cancel()
 
     def on_send(self) -> None:
         """The transport is about to write the running attempt's request (quotas on).
