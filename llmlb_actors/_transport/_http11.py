@@ -137,11 +137,12 @@ def encode_head(
         prefix = _prefixes.get(key)
     except TypeError:  # a header given as a list: fine to send, not to remember
         prefix = _encode_prefix(method, target, headers)
-    if prefix is None:
-        prefix = _encode_prefix(method, target, headers)
-        if len(_prefixes) >= _MAX_PREFIXES:
-            _prefixes.clear()
-        _prefixes[key] = prefix
+    else:
+        if prefix is None:
+            prefix = _encode_prefix(method, target, headers)
+            if len(_prefixes) >= _MAX_PREFIXES:
+                _prefixes.clear()
+            _prefixes[key] = prefix
     if body is not None:
         return prefix + b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % len(body)
     if method in _BODY_METHODS:

@@ -213,18 +213,16 @@ class HTTPProvider(BaseProvider):
         except TransportError as exc:  # not map_transport_errors: no generator per stream
             raise transport_error(self.name, exc) from exc
         try:
-            if not 200 <= response.status < 300:
+            failed = not 200 <= response.status < 300
+            body = None
+            if failed:  # its body is the error: read it whole
                 with map_transport_errors(self.name):
                     body = await response.aread()
-                slot = observation_slot()
-                if slot is not None:
-                    slot.observation = self.adapter.rate_limits(
-                        response.status, response.headers, body
-                    )
-                raise self._parse_error(response.status, response.headers, body)
             slot = observation_slot()
-            if slot is not None:
-                slot.observation = self.adapter.rate_limits(response.status, response.headers, None)
+            if slot is not None:  # one deposit per attempt: the worker emptied the slot
+                slot.observation = self.adapter.rate_limits(response.status, response.headers, body)
+            if failed:
+                raise self._parse_error(response.status, response.headers, body or b"")
             stream = response.aiter_bytes()
             batches = self._batches(stream, provider)
             try:
